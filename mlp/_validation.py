@@ -1,0 +1,124 @@
+"""Input checks at the library's boundary.
+
+Public entry points (``MLP``, ``Trainer``, the optimizers, the CLI) validate
+their arguments here once, with messages that name the argument, what was
+expected and what was given; the code below them then trusts its inputs.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Sequence
+
+import numpy as np
+
+FLOAT_DTYPE_NAMES = ("float32", "float64")
+
+
+def describe(a: Any) -> str:
+    shape = getattr(a, "shape", None)
+    if shape is not None and hasattr(a, "dtype"):
+        return f"array of shape {tuple(shape)} and dtype {a.dtype}"
+    return f"{type(a).__name__} {a!r}" if isinstance(a, (numbers.Number, str)) else type(a).__name__
+
+
+def check_float_dtype(dtype: Any, name: str = "dtype") -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{name}: expected one of {FLOAT_DTYPE_NAMES}, got {dtype!r}") from None
+    if dt.name not in FLOAT_DTYPE_NAMES:
+        raise TypeError(f"{name}: expected one of {FLOAT_DTYPE_NAMES}, got {dt.name}")
+    return dt
+
+
+def check_int(value: Any, name: str, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an integer, got {describe(value)}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value}")
+    return value
+
+
+def check_real(value: Any, name: str, minimum: float | None = None, maximum: float | None = None,
+               min_inclusive: bool = True, max_inclusive: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a real number, got {describe(value)}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name}: expected a finite number, got {value}")
+    lo_ok = minimum is None or (value >= minimum if min_inclusive else value > minimum)
+    hi_ok = maximum is None or (value <= maximum if max_inclusive else value < maximum)
+    if not (lo_ok and hi_ok):
+        lo = "-inf" if minimum is None else f"{minimum}"
+        hi = "inf" if maximum is None else f"{maximum}"
+        interval = f"{'[' if min_inclusive else '('}{lo}, {hi}{']' if max_inclusive else ')'}"
+        raise ValueError(f"{name}: expected a value in {interval}, got {value}")
+    return value
+
+
+def check_layer_sizes(layer_sizes: Any) -> tuple[int, ...]:
+    if isinstance(layer_sizes, (str, bytes)) or not isinstance(layer_sizes, Sequence):
+        raise TypeError(f"layer_sizes: expected a sequence of positive integers, got {describe(layer_sizes)}")
+    if len(layer_sizes) < 2:
+        raise ValueError(
+            f"layer_sizes: expected at least two sizes (inputs and outputs), got {list(layer_sizes)}")
+    sizes = []
+    for i, s in enumerate(layer_sizes):
+        sizes.append(check_int(s, f"layer_sizes[{i}]", minimum=1))
+    if sizes[-1] < 2:
+        raise ValueError(f"layer_sizes: expected at least 2 output classes in the last layer, got {sizes[-1]}")
+    return tuple(sizes)
+
+
+def check_features(X: Any, n_features: int, dtype: np.dtype, name: str = "X") -> np.ndarray:
+    """A host array of shape (N, n_features), N >= 1, finite, converted to ``dtype``."""
+    if hasattr(X, "__cuda_array_interface__") and not isinstance(X, np.ndarray):
+        raise TypeError(f"{name}: expected a host array here, got a device array ({type(X).__name__})")
+    try:
+        arr = np.asarray(X)
+    except Exception as exc:
+        raise TypeError(f"{name}: expected a 2-D numeric array, got {type(X).__name__} ({exc})") from None
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name}: expected a real numeric array, got dtype {arr.dtype}")
+    if arr.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D array of shape (n_samples, {n_features}), got {describe(arr)}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name}: expected at least one sample, got an empty array of shape {arr.shape}")
+    if arr.shape[1] != n_features:
+        raise ValueError(
+            f"{name}: expected {n_features} features (the model's input size), got {arr.shape[1]} "
+            f"(array of shape {arr.shape})")
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if not np.isfinite(arr).all():
+        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        raise ValueError(f"{name}: expected finite values, got {bad} NaN or infinite entries")
+    return arr
+
+
+def check_labels(y: Any, n_samples: int, n_classes: int, name: str = "y") -> np.ndarray:
+    """Integer class labels in [0, n_classes) as an int64 host array of length n_samples."""
+    try:
+        arr = np.asarray(y)
+    except Exception as exc:
+        raise TypeError(f"{name}: expected a 1-D array of integer labels, got {type(y).__name__} ({exc})") from None
+    if arr.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-D array of {n_samples} labels, got {describe(arr)}")
+    if arr.shape[0] != n_samples:
+        raise ValueError(f"{name}: expected {n_samples} labels (one per sample of X), got {arr.shape[0]}")
+    if arr.dtype.kind in "iu":
+        labels = arr.astype(np.int64, copy=False)
+    elif arr.dtype.kind == "f" and np.isfinite(arr).all() and np.all(arr == np.round(arr)):
+        labels = arr.astype(np.int64)
+    else:
+        raise TypeError(
+            f"{name}: expected integer class labels 0..{n_classes - 1}, got dtype {arr.dtype}"
+            + (" (use mlp.MLPClassifier for arbitrary label values)" if arr.dtype.kind in "OUSb" else ""))
+    if labels.size:
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= n_classes:
+            raise ValueError(
+                f"{name}: expected labels in [0, {n_classes - 1}] (the model has {n_classes} outputs), "
+                f"got values in [{lo}, {hi}]")
+    return np.ascontiguousarray(labels)

@@ -1,0 +1,172 @@
+"""Numba-compiled CPU loops behind the NumPy backend.
+
+BLAS does the matrix products; these loops do everything else in a single pass
+each (bias + ReLU epilogue, ReLU mask + bias gradient, softmax with
+cross-entropy, optimizer updates), so that a training step costs little more
+than its matrix products.  ``error_model="numpy"`` drops Python's
+division-by-zero checks, which otherwise stop LLVM from vectorising the loops.
+
+Scalars are passed already cast to the array's dtype, so float32 updates are
+computed in float32, in the same order as ``torch.optim``'s documented rules.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+_jit = njit(cache=True, nogil=True, error_model="numpy")
+
+
+@_jit
+def bias_act_inplace(out, b, relu):
+    """out[i, j] = max(out[i, j] + b[j], 0) (or without the max)."""
+    n, m = out.shape
+    zero = out.dtype.type(0)
+    for i in range(n):
+        row = out[i]
+        if relu:
+            for j in range(m):
+                v = row[j] + b[j]
+                row[j] = v if v > zero else zero
+        else:
+            for j in range(m):
+                row[j] = row[j] + b[j]
+
+
+@_jit
+def relu_mask_colsum(dy, y, dym, db):
+    """dym = dy * (y > 0) and db = column sums of dym (float64 accumulation)."""
+    n, m = dy.shape
+    acc = np.zeros(m, dtype=np.float64)
+    zero = dy.dtype.type(0)
+    for i in range(n):
+        for j in range(m):
+            v = dy[i, j] if y[i, j] > zero else zero
+            dym[i, j] = v
+            acc[j] += v
+    for j in range(m):
+        db[j] = acc[j]
+
+
+@_jit
+def colsum(dy, db):
+    n, m = dy.shape
+    acc = np.zeros(m, dtype=np.float64)
+    for i in range(n):
+        for j in range(m):
+            acc[j] += dy[i, j]
+    for j in range(m):
+        db[j] = acc[j]
+
+
+@_jit
+def softmax_rows(logits, out):
+    n, c = logits.shape
+    for i in range(n):
+        mx = logits[i, 0]
+        for j in range(1, c):
+            if logits[i, j] > mx:
+                mx = logits[i, j]
+        s = 0.0
+        for j in range(c):
+            s += math.exp(logits[i, j] - mx)
+        inv = 1.0 / s
+        for j in range(c):
+            out[i, j] = math.exp(logits[i, j] - mx) * inv
+
+
+@_jit
+def softmax_xent(logits, labels, dlogits, write_grad, stats, step):
+    """One pass per row: max and argmax, log-sum-exp, loss, gradient.
+
+    Accumulates [sum of losses, correct count, first non-finite step] into stats.
+    """
+    n, c = logits.shape
+    inv_n = 1.0 / n
+    loss_sum = 0.0
+    correct = 0
+    bad = False
+    for i in range(n):
+        mx = logits[i, 0]
+        arg = 0
+        for j in range(1, c):
+            if logits[i, j] > mx:
+                mx = logits[i, j]
+                arg = j
+        s = 0.0
+        for j in range(c):
+            s += math.exp(logits[i, j] - mx)
+        lab = labels[i]
+        loss = mx + math.log(s) - logits[i, lab]
+        loss_sum += loss
+        if arg == lab:
+            correct += 1
+        if not math.isfinite(loss):
+            bad = True
+        if write_grad:
+            inv_s = 1.0 / s
+            for j in range(c):
+                p = math.exp(logits[i, j] - mx) * inv_s
+                if j == lab:
+                    p -= 1.0
+                dlogits[i, j] = p * inv_n
+    stats[0] += loss_sum
+    stats[1] += correct
+    if bad and step < stats[2]:
+        stats[2] = step
+
+
+@_jit
+def sgd_update(p, g, buf, lr, momentum, nesterov, wd, n_decay):
+    use_momentum = momentum != 0
+    for i in range(p.size):
+        d = g[i]
+        if i < n_decay:
+            d = d + wd * p[i]
+        if use_momentum:
+            bi = momentum * buf[i] + d
+            buf[i] = bi
+            if nesterov:
+                d = d + momentum * bi
+            else:
+                d = bi
+        p[i] = p[i] - lr * d
+
+
+@_jit
+def rmsprop_update(p, g, sq, buf, lr, alpha, one_minus_alpha, eps, momentum, wd, n_decay):
+    use_momentum = momentum > 0
+    for i in range(p.size):
+        d = g[i]
+        if i < n_decay:
+            d = d + wd * p[i]
+        s = alpha * sq[i] + one_minus_alpha * d * d
+        sq[i] = s
+        avg = math.sqrt(s) + eps
+        if use_momentum:
+            bi = momentum * buf[i] + d / avg
+            buf[i] = bi
+            p[i] = p[i] - lr * bi
+        else:
+            p[i] = p[i] - lr * (d / avg)
+
+
+@_jit
+def adam_update(p, g, m, v, one_minus_b1, beta2, one_minus_b2, eps, step_size, bc2_sqrt,
+                wd, decay_factor, decoupled, n_decay):
+    for i in range(p.size):
+        d = g[i]
+        pi = p[i]
+        if i < n_decay:
+            if decoupled:
+                pi = pi * decay_factor
+            else:
+                d = d + wd * pi
+        mi = m[i] + one_minus_b1 * (d - m[i])
+        m[i] = mi
+        vi = beta2 * v[i] + one_minus_b2 * d * d
+        v[i] = vi
+        p[i] = pi - step_size * (mi / (math.sqrt(vi) / bc2_sqrt + eps))

@@ -1,0 +1,331 @@
+"""The multilayer perceptron: parameters in one flat buffer, forward and backward over the backend contract."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence, Union
+
+import numpy as np
+
+from . import __version__
+from ._validation import check_features, check_float_dtype, check_int, check_labels, check_layer_sizes, describe
+from .backends import Backend, get_backend
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: checkpoint format written by :meth:`MLP.save`; bumped on incompatible changes
+CHECKPOINT_FORMAT = 1
+
+#: rows per chunk when predicting, so inference on a whole dataset needs bounded memory
+PREDICT_CHUNK = 8192
+
+
+@dataclass
+class _Workspace:
+    """Buffers for one batch size, allocated once and reused every step."""
+
+    acts: list = field(default_factory=list)  # output of each layer, (B, size[i+1])
+    grads_in: list = field(default_factory=list)  # gradient w.r.t. each hidden layer's output
+    dlogits: Any = None
+
+
+class MLP:
+    """A multilayer perceptron: hidden layers affine+ReLU, last layer affine (logits).
+
+    Parameters
+    ----------
+    layer_sizes:
+        ``(n_inputs, hidden_1, ..., n_classes)``, e.g. ``(784, 512, 256, 10)``.
+    seed:
+        Seed of the He initialisation (weights ~ N(0, 2 / fan_in), biases 0).
+    dtype:
+        ``"float32"`` (default) or ``"float64"``.
+
+    All parameters live in one flat buffer: every weight matrix first (stored
+    ``(in, out)``, so a layer computes ``x @ W + b``), then every bias.  An
+    optimizer step is then one update over one array, and L2 weight decay
+    applies to the first :attr:`n_weights` elements only (never to biases).
+
+    The model starts on the host (NumPy backend); :class:`mlp.Trainer` moves it
+    to its backend, and :meth:`to` moves it explicitly.
+    """
+
+    def __init__(self, layer_sizes: Sequence[int], seed: int = 0, dtype: Any = "float32") -> None:
+        self.layer_sizes = check_layer_sizes(layer_sizes)
+        self.seed = check_int(seed, "seed", minimum=0)
+        self.dtype = check_float_dtype(dtype)
+        shapes = list(zip(self.layer_sizes[:-1], self.layer_sizes[1:]))
+        self.n_weights = sum(k * m for k, m in shapes)
+        self.n_params = self.n_weights + sum(m for _, m in shapes)
+        self.backend: Backend = get_backend("numpy")
+        self._params = self.backend.empty(self.n_params, self.dtype)
+        self._bind_views()
+        rng = np.random.default_rng(self.seed)
+        self.set_weights([(rng.standard_normal((k, m)) * np.sqrt(2.0 / k), np.zeros(m)) for k, m in shapes])
+        self._grads = None
+        self._workspaces: dict[int, _Workspace] = {}
+        #: free-form information stored in checkpoints (see :meth:`save`)
+        self.metadata: dict = {}
+
+    # ----------------------------------------------------------- structure
+    @property
+    def n_layers(self) -> int:
+        return len(self.layer_sizes) - 1
+
+    @property
+    def n_features(self) -> int:
+        return self.layer_sizes[0]
+
+    @property
+    def n_classes(self) -> int:
+        return self.layer_sizes[-1]
+
+    @property
+    def params(self) -> Any:
+        """The flat parameter buffer (an array of :attr:`backend`)."""
+        return self._params
+
+    @property
+    def grads(self) -> Any:
+        """The flat gradient buffer, laid out like :attr:`params` (allocated on first use)."""
+        if self._grads is None:
+            self._grads = self.backend.zeros(self.n_params, self.dtype)
+            self._grad_W, self._grad_b = self._views(self._grads)
+        return self._grads
+
+    def _views(self, flat: Any) -> tuple[list, list]:
+        Ws, bs, off = [], [], 0
+        for k, m in zip(self.layer_sizes[:-1], self.layer_sizes[1:]):
+            Ws.append(flat[off:off + k * m].reshape((k, m)))
+            off += k * m
+        for m in self.layer_sizes[1:]:
+            bs.append(flat[off:off + m])
+            off += m
+        return Ws, bs
+
+    def _bind_views(self) -> None:
+        self._W, self._b = self._views(self._params)
+
+    def __repr__(self) -> str:
+        sizes = "-".join(map(str, self.layer_sizes))
+        return f"MLP({sizes}, dtype={self.dtype.name}, params={self.n_params}, backend={self.backend.name!r})"
+
+    # ------------------------------------------------------------- devices
+    def to(self, backend: Union[str, Backend]) -> "MLP":
+        """Move the parameters to ``backend`` (a name or a Backend); returns ``self``."""
+        be = get_backend(backend)
+        if be is self.backend:
+            return self
+        host = self.backend.to_numpy(self._params)
+        self.backend = be
+        self._params = be.asarray(np.array(host, dtype=self.dtype), dtype=self.dtype)
+        self._bind_views()
+        self._grads = None
+        self._workspaces.clear()
+        return self
+
+    # ------------------------------------------------------------- weights
+    def get_weights(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Host copies of every layer's ``(W, b)``; ``W`` has shape (in, out)."""
+        host = np.array(self.backend.to_numpy(self._params), copy=True)
+        Ws, bs = self._views(host)
+        return [(W.copy(), b.copy()) for W, b in zip(Ws, bs)]
+
+    def set_weights(self, weights: Sequence[tuple[Any, Any]]) -> None:
+        """Replace every layer's ``(W, b)`` (W of shape (in, out)) from host arrays."""
+        if not isinstance(weights, Sequence) or len(weights) != self.n_layers:
+            n = len(weights) if isinstance(weights, Sequence) else describe(weights)
+            raise ValueError(f"weights: expected a list of {self.n_layers} (W, b) pairs, got {n}")
+        host = np.empty(self.n_params, dtype=self.dtype)
+        Ws, bs = self._views(host)
+        for i, pair in enumerate(weights):
+            if not isinstance(pair, Sequence) or len(pair) != 2:
+                raise ValueError(f"weights[{i}]: expected a (W, b) pair, got {describe(pair)}")
+            for dst, src, nm in ((Ws[i], pair[0], "W"), (bs[i], pair[1], "b")):
+                arr = np.asarray(src)
+                if arr.shape != dst.shape:
+                    raise ValueError(f"weights[{i}] {nm}: expected shape {dst.shape}, got {describe(arr)}")
+                if arr.dtype.kind not in "iuf" or not np.isfinite(arr).all():
+                    raise ValueError(f"weights[{i}] {nm}: expected finite real values, got {describe(arr)}")
+                dst[...] = arr
+        self.backend.copy_(self._params, host)
+
+    # ---------------------------------------------------------- inference
+    def _as_input(self, X: Any, name: str = "X") -> Any:
+        if self.backend.is_array(X) and not isinstance(X, np.ndarray):
+            shape = tuple(X.shape)
+            if len(shape) != 2 or shape[1] != self.n_features or np.dtype(X.dtype) != self.dtype:
+                raise ValueError(f"{name}: expected a device array of shape (n, {self.n_features}) and dtype "
+                                 f"{self.dtype}, got {describe(X)}")
+            return X
+        return self.backend.asarray(check_features(X, self.n_features, self.dtype, name), dtype=self.dtype)
+
+    def _logits_chunks(self, X: Any):
+        """Yield ``(start, logits)`` over chunks of validated input ``X`` (an array of the backend)."""
+        n = X.shape[0]
+        for start in range(0, n, PREDICT_CHUNK):
+            xb = X[start:start + PREDICT_CHUNK]
+            yield start, self.forward(xb, self._workspace(xb.shape[0]))
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Logits, shape (N, n_classes), as a host array."""
+        Xd = self._as_input(X)
+        out = np.empty((Xd.shape[0], self.n_classes), dtype=self.dtype)
+        for start, logits in self._logits_chunks(Xd):
+            out[start:start + logits.shape[0]] = self.backend.to_numpy(logits)
+        return out
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities (softmax of the logits), shape (N, n_classes), as a host array."""
+        Xd = self._as_input(X)
+        out = np.empty((Xd.shape[0], self.n_classes), dtype=self.dtype)
+        for start, logits in self._logits_chunks(Xd):
+            probs = self.backend.softmax(logits)
+            out[start:start + logits.shape[0]] = self.backend.to_numpy(probs)
+        return out
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted class indices (int64), shape (N,)."""
+        return np.argmax(self.decision_function(X), axis=1).astype(np.int64)
+
+    # ----------------------------------------------------- forward/backward
+    def _workspace(self, batch: int) -> _Workspace:
+        ws = self._workspaces.get(batch)
+        if ws is None:
+            be, dt = self.backend, self.dtype
+            ws = _Workspace()
+            ws.acts = [be.empty((batch, m), dt) for m in self.layer_sizes[1:]]
+            ws.grads_in = [be.empty((batch, m), dt) for m in self.layer_sizes[1:-1]]
+            ws.dlogits = be.empty((batch, self.n_classes), dt)
+            if len(self._workspaces) >= 4:  # a few batch sizes (full, last partial, eval chunks) at most
+                self._workspaces.pop(next(iter(self._workspaces)))
+            self._workspaces[batch] = ws
+        return ws
+
+    def forward(self, x: Any, ws: _Workspace) -> Any:
+        """Logits of a batch ``x`` (a backend array); every layer's output is kept in ``ws`` for backward."""
+        be = self.backend
+        last = self.n_layers - 1
+        a = x
+        for i in range(self.n_layers):
+            a = be.affine_forward(a, self._W[i], self._b[i], relu=i < last, out=ws.acts[i])
+        return a
+
+    def backward(self, x: Any, ws: _Workspace) -> Any:
+        """Gradients of the loss into :attr:`grads`, given ``ws.dlogits`` filled by the loss."""
+        be = self.backend
+        grads = self.grads  # noqa: F841  (allocates the views on first use)
+        last = self.n_layers - 1
+        dy = ws.dlogits
+        for i in range(last, -1, -1):
+            x_in = ws.acts[i - 1] if i > 0 else x
+            y = ws.acts[i] if i < last else None
+            dx_out = ws.grads_in[i - 1] if i > 0 else None
+            dy, _, _ = be.affine_backward(dy, x_in, self._W[i], y=y, need_dx=i > 0, dx_out=dx_out,
+                                          dW_out=self._grad_W[i], db_out=self._grad_b[i])
+        return self._grads
+
+    def loss_and_gradients(self, X: Any, y: Any) -> tuple[float, list[tuple[np.ndarray, np.ndarray]]]:
+        """Mean cross-entropy of ``(X, y)`` and its gradient per layer ``(dW, db)`` as host arrays.
+
+        The data term only: L2 weight decay belongs to the optimizer.  Useful for
+        gradient checks and for custom training loops.
+        """
+        Xd = self._as_input(X)
+        labels = self.backend.asarray(check_labels(y, Xd.shape[0], self.n_classes), dtype=np.int64)
+        ws = self._workspace(Xd.shape[0])
+        logits = self.forward(Xd, ws)
+        loss, _ = self.backend.softmax_cross_entropy(logits, labels, dlogits_out=ws.dlogits)
+        self.backward(Xd, ws)
+        host = np.array(self.backend.to_numpy(self._grads), copy=True)
+        Ws, bs = self._views(host)
+        return loss, [(W.copy(), b.copy()) for W, b in zip(Ws, bs)]
+
+    # ---------------------------------------------------------- checkpoints
+    def save(self, path: PathLike, metadata: dict | None = None) -> Path:
+        """Write weights and architecture to one ``.npz`` file, atomically.
+
+        The file is written to a temporary name in the same folder, flushed to
+        disk, then renamed over ``path``: a crash mid-save leaves any previous
+        file intact.  ``metadata`` (JSON-serialisable) is stored alongside.
+        Returns the path written.
+        """
+        path = Path(path)
+        header = {
+            "format": CHECKPOINT_FORMAT,
+            "library": "mlp",
+            "version": __version__,
+            "layer_sizes": list(self.layer_sizes),
+            "dtype": self.dtype.name,
+            "seed": self.seed,
+            "metadata": metadata or {},
+        }
+        try:
+            header_bytes = json.dumps(header).encode()
+        except TypeError as exc:
+            raise TypeError(f"metadata: expected JSON-serialisable values ({exc})") from None
+        buf = io.BytesIO()
+        np.savez(buf, header=np.frombuffer(header_bytes, dtype=np.uint8),
+                 params=np.asarray(self.backend.to_numpy(self._params)))
+        atomic_write_bytes(path, buf.getvalue())
+        return path
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file and ``os.replace`` (durable and atomic)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename itself durable where the platform allows it
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def load(path: PathLike, backend: Union[str, Backend, None] = None) -> MLP:
+    """Read a checkpoint written by :meth:`MLP.save`; the model is placed on ``backend`` (default: host).
+
+    Returns the model; its ``metadata`` attribute holds the stored metadata.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"path: no checkpoint file at {str(path)!r}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            header = json.loads(bytes(data["header"]).decode())
+            params = np.array(data["params"])
+    except Exception as exc:
+        raise ValueError(f"path: {str(path)!r} is not a readable mlp checkpoint ({exc.__class__.__name__}: {exc})") \
+            from None
+    if header.get("library") != "mlp" or header.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"path: {str(path)!r} is not an mlp checkpoint of format {CHECKPOINT_FORMAT} "
+                         f"(found library={header.get('library')!r}, format={header.get('format')!r})")
+    model = MLP(header["layer_sizes"], seed=header.get("seed", 0), dtype=header["dtype"])
+    if params.shape != (model.n_params,):
+        raise ValueError(f"path: {str(path)!r} holds {params.shape} parameters, expected ({model.n_params},) "
+                         f"for layers {model.layer_sizes}")
+    model.backend.copy_(model.params, params.astype(model.dtype, copy=False))
+    model.metadata = header.get("metadata", {})
+    if backend is not None:
+        model.to(backend)
+    return model

@@ -1,0 +1,184 @@
+"""Optimizers over the model's flat parameter buffer.
+
+Each follows the update rule ``torch.optim`` documents for the optimizer of
+the same name, in the same order of operations, so that from the same weights
+and batches the parameters agree with PyTorch to float rounding.  One
+difference is deliberate: weight decay applies to weights only, never to
+biases (the classic L2 formulation); in PyTorch terms, the biases sit in a
+parameter group with ``weight_decay=0``.
+
+An optimizer keeps its state (momentum buffers, moment estimates) on the
+backend of the parameters it updates; the state is created on the first
+:meth:`Optimizer.step` and re-created if the model moves to another backend.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._validation import check_real
+from .backends import Backend
+
+
+class Optimizer:
+    """Base class: hyperparameters, a step counter and lazily created state buffers."""
+
+    #: names of the state buffers, in the order the backend operation takes them
+    _state_names: tuple[str, ...] = ()
+
+    def __init__(self, lr: float, weight_decay: float = 0.0) -> None:
+        self.lr = check_real(lr, "lr", minimum=0.0, min_inclusive=False)
+        self.weight_decay = check_real(weight_decay, "weight_decay", minimum=0.0)
+        self.steps = 0
+        self._state: dict[str, Any] = {}
+        self._state_key: tuple | None = None
+        self._backend: Backend | None = None
+
+    def _needs(self, name: str) -> bool:
+        return True
+
+    def _ensure_state(self, backend: Backend, params: Any) -> None:
+        key = (id(backend), int(params.shape[0]), np.dtype(params.dtype))
+        if key != self._state_key:
+            if self._state_key is not None and self.steps and self._state:
+                # moving between backends keeps the optimizer's history
+                old = self.state_numpy()
+            else:
+                old = {}
+            self._state = {}
+            for name in self._state_names:
+                if self._needs(name):
+                    buf = backend.zeros(params.shape[0], params.dtype)
+                    if name in old and old[name].shape == (params.shape[0],):
+                        backend.copy_(buf, old[name].astype(params.dtype))
+                    self._state[name] = buf
+            self._state_key = key
+            self._backend = backend
+
+    def step(self, backend: Backend, params: Any, grads: Any, n_decay: int) -> None:
+        """Apply one update to ``params`` (flat) from ``grads``; decay applies to ``params[:n_decay]``."""
+        self._ensure_state(backend, params)
+        self.steps += 1
+        self._apply(backend, params, grads, n_decay)
+
+    def _apply(self, backend: Backend, params: Any, grads: Any, n_decay: int) -> None:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Forget the state and the step count (as a freshly constructed optimizer)."""
+        self.steps = 0
+        self._state = {}
+        self._state_key = None
+
+    def state_numpy(self) -> dict[str, np.ndarray]:
+        """Host copies of the state buffers (empty before the first step)."""
+        return {k: np.array(self._backend.to_numpy(v), copy=True) for k, v in self._state.items()}
+
+    def get_config(self) -> dict:
+        """The constructor arguments, for ``type(opt)(**opt.get_config())``."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional (Nesterov) momentum, as ``torch.optim.SGD`` (dampening 0)."""
+
+    _state_names = ("momentum_buffer",)
+
+    def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0) -> None:
+        super().__init__(lr, weight_decay)
+        self.momentum = check_real(momentum, "momentum", minimum=0.0)
+        if not isinstance(nesterov, (bool, np.bool_)):
+            raise TypeError(f"nesterov: expected a bool, got {type(nesterov).__name__}")
+        if nesterov and self.momentum == 0:
+            raise ValueError("nesterov: Nesterov momentum needs momentum > 0, got momentum=0")
+        self.nesterov = bool(nesterov)
+
+    def _needs(self, name: str) -> bool:
+        return self.momentum != 0
+
+    def _apply(self, backend, params, grads, n_decay) -> None:
+        backend.sgd_step(params, grads, self._state.get("momentum_buffer"), lr=self.lr, momentum=self.momentum,
+                         nesterov=self.nesterov, weight_decay=self.weight_decay, n_decay=n_decay)
+
+    def get_config(self) -> dict:
+        return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
+                "weight_decay": self.weight_decay}
+
+
+class RMSprop(Optimizer):
+    """RMSprop (not centered), as ``torch.optim.RMSprop``."""
+
+    _state_names = ("square_avg", "momentum_buffer")
+
+    def __init__(self, lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8, momentum: float = 0.0,
+                 weight_decay: float = 0.0) -> None:
+        super().__init__(lr, weight_decay)
+        self.alpha = check_real(alpha, "alpha", minimum=0.0, maximum=1.0)
+        self.eps = check_real(eps, "eps", minimum=0.0)
+        self.momentum = check_real(momentum, "momentum", minimum=0.0)
+
+    def _needs(self, name: str) -> bool:
+        return name == "square_avg" or self.momentum > 0
+
+    def _apply(self, backend, params, grads, n_decay) -> None:
+        backend.rmsprop_step(params, grads, self._state["square_avg"], self._state.get("momentum_buffer"),
+                             lr=self.lr, alpha=self.alpha, eps=self.eps, momentum=self.momentum,
+                             weight_decay=self.weight_decay, n_decay=n_decay)
+
+    def get_config(self) -> dict:
+        return {"lr": self.lr, "alpha": self.alpha, "eps": self.eps, "momentum": self.momentum,
+                "weight_decay": self.weight_decay}
+
+
+class Adam(Optimizer):
+    """Adam, as ``torch.optim.Adam`` (L2 decay added to the gradient; ``amsgrad`` not supported)."""
+
+    _state_names = ("exp_avg", "exp_avg_sq")
+    _decoupled = False
+
+    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0) -> None:
+        super().__init__(lr, weight_decay)
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TypeError(f"betas: expected a pair (beta1, beta2), got {betas!r}")
+        self.betas = (check_real(betas[0], "betas[0]", minimum=0.0, maximum=1.0, max_inclusive=False),
+                      check_real(betas[1], "betas[1]", minimum=0.0, maximum=1.0, max_inclusive=False))
+        self.eps = check_real(eps, "eps", minimum=0.0)
+
+    def _apply(self, backend, params, grads, n_decay) -> None:
+        backend.adam_step(params, grads, self._state["exp_avg"], self._state["exp_avg_sq"], lr=self.lr,
+                          beta1=self.betas[0], beta2=self.betas[1], eps=self.eps, step=self.steps,
+                          weight_decay=self.weight_decay, decoupled=self._decoupled, n_decay=n_decay)
+
+    def get_config(self) -> dict:
+        return {"lr": self.lr, "betas": self.betas, "eps": self.eps, "weight_decay": self.weight_decay}
+
+
+class AdamW(Adam):
+    """AdamW, as ``torch.optim.AdamW``: decay decoupled from the gradient (``p *= 1 - lr * weight_decay``).
+
+    The default ``weight_decay`` is 0.01, as in PyTorch.
+    """
+
+    _decoupled = True
+
+    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.01) -> None:
+        super().__init__(lr, betas, eps, weight_decay)
+
+
+OPTIMIZERS = {"sgd": SGD, "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW}
+
+
+def make_optimizer(name: str, **kwargs: Any) -> Optimizer:
+    """An optimizer by name (``"sgd"``, ``"rmsprop"``, ``"adam"``, ``"adamw"``) with keyword arguments."""
+    if not isinstance(name, str) or name.lower() not in OPTIMIZERS:
+        raise ValueError(f"optimizer: expected one of {tuple(OPTIMIZERS)}, got {name!r}")
+    return OPTIMIZERS[name.lower()](**kwargs)

@@ -1,0 +1,38 @@
+"""Test configuration shared by every test module.
+
+Kernel tests run on a real NVIDIA GPU when one is usable and otherwise on
+Numba's CUDA simulator.  The simulator must be chosen before Numba is first
+imported, so this runs before any test module imports ``mlp``.  Set
+``NUMBA_ENABLE_CUDASIM`` yourself (0 or 1) to override the choice.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+
+def _real_gpu_present() -> bool:
+    """Probe the CUDA driver directly (without importing Numba)."""
+    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            continue
+        count = ctypes.c_int(0)
+        try:
+            return lib.cuInit(0) == 0 and lib.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
+        except AttributeError:
+            return False
+    return False
+
+
+if "NUMBA_ENABLE_CUDASIM" not in os.environ:
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "0" if _real_gpu_present() else "1"
+
+ON_SIMULATOR = os.environ["NUMBA_ENABLE_CUDASIM"] not in ("", "0")
+
+
+def pytest_report_header(config):
+    where = "Numba CUDA simulator" if ON_SIMULATOR else "real CUDA device"
+    return f"mlp CUDA tests run on: {where}"

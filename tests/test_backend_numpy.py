@@ -1,0 +1,188 @@
+"""The NumPy backend: every operation against plain formulas and finite differences (float64)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from mlp.backends import get_backend
+from mlp.backends.numpy_backend import NumpyBackend
+
+be = NumpyBackend()
+
+
+def numeric_grad(f, a: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Central differences of the scalar f() with respect to every element of a (in place)."""
+    g = np.zeros_like(a)
+    it = np.nditer(a, flags=["multi_index"])
+    for _ in it:
+        i = it.multi_index
+        old = a[i]
+        a[i] = old + eps
+        fp = f()
+        a[i] = old - eps
+        fm = f()
+        a[i] = old
+        g[i] = (fp - fm) / (2 * eps)
+    return g
+
+
+def rel_err(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
+
+
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_affine_forward_matches_formula(relu, dtype):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((7, 5)).astype(dtype)
+    W = rng.standard_normal((5, 3)).astype(dtype)
+    b = rng.standard_normal(3).astype(dtype)
+    out = be.affine_forward(x, W, b, relu)
+    ref = x.astype(np.float64) @ W + b
+    if relu:
+        ref = np.maximum(ref, 0)
+    assert out.dtype == dtype and out.shape == (7, 3)
+    # float32: a 5-term dot product, error ~ a few ulp of the largest term
+    np.testing.assert_allclose(out, ref, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6)
+
+
+@pytest.mark.parametrize("relu", [True, False])
+def test_affine_backward_gradcheck(relu):
+    """dx, dW, db of L = sum(G * layer(x)) match central differences in float64."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((6, 4))
+    W = rng.standard_normal((4, 5))
+    b = rng.standard_normal(5) * 0.1
+    G = rng.standard_normal((6, 5))
+
+    def loss() -> float:
+        return float(np.sum(G * be.affine_forward(x, W, b, relu)))
+
+    y = be.affine_forward(x, W, b, relu)
+    dx, dW, db = be.affine_backward(G, x, W, y=y if relu else None)
+    # step 1e-6 in float64: truncation and rounding error ~1e-9 relative
+    for got, wrt in ((dx, x), (dW, W), (db, b)):
+        assert rel_err(got, numeric_grad(loss, wrt)) < 1e-7
+
+
+def test_affine_backward_does_not_modify_dy_and_skips_dx():
+    rng = np.random.default_rng(3)
+    dy = rng.standard_normal((4, 3))
+    y = np.maximum(rng.standard_normal((4, 3)), 0)
+    dy_before = dy.copy()
+    dx, dW, db = be.affine_backward(dy, rng.standard_normal((4, 2)), rng.standard_normal((2, 3)), y=y,
+                                    need_dx=False)
+    assert dx is None
+    np.testing.assert_array_equal(dy, dy_before)
+    np.testing.assert_allclose(db, (dy * (y > 0)).sum(0), rtol=1e-12)
+
+
+def test_affine_backward_writes_into_given_outputs():
+    rng = np.random.default_rng(4)
+    dy, x, W = rng.standard_normal((3, 2)), rng.standard_normal((3, 4)), rng.standard_normal((4, 2))
+    dx_out, dW_out, db_out = np.full((3, 4), np.nan), np.full((4, 2), np.nan), np.full(2, np.nan)
+    dx, dW, db = be.affine_backward(dy, x, W, dx_out=dx_out, dW_out=dW_out, db_out=db_out)
+    assert dx is dx_out and dW is dW_out and db is db_out
+    np.testing.assert_allclose(dW_out, x.T @ dy, rtol=1e-12)
+    np.testing.assert_allclose(dx_out, dy @ W.T, rtol=1e-12)
+
+
+def test_softmax_cross_entropy_gradcheck():
+    rng = np.random.default_rng(5)
+    logits = rng.standard_normal((5, 4)) * 3
+    labels = np.array([0, 3, 1, 1, 2], dtype=np.int64)
+    loss, dlogits = be.softmax_cross_entropy(logits, labels)
+    z = logits - logits.max(1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+    assert loss == pytest.approx(-logp[np.arange(5), labels].mean(), rel=1e-12)
+    num = numeric_grad(lambda: be.softmax_cross_entropy(logits, labels)[0], logits)
+    assert rel_err(dlogits, num) < 1e-7
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_cross_entropy_is_stable_at_1e4(dtype):
+    logits = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, 1e4], [1e4, 1e4, -1e4]], dtype=dtype)
+    labels = np.array([0, 0, 1], dtype=np.int64)
+    loss, d = be.softmax_cross_entropy(logits, labels)
+    # Row losses: 0, 2e4 and log(2) exactly (in exact arithmetic).
+    assert math.isfinite(loss)
+    assert loss == pytest.approx((0 + 2e4 + math.log(2)) / 3, rel=1e-6)
+    assert np.isfinite(d).all()
+    expected = np.array([[0, 0, 0], [-1, 0, 1], [0.5, -0.5, 0]]) / 3
+    np.testing.assert_allclose(d, expected, atol=1e-7)
+    p = be.softmax(logits)
+    np.testing.assert_allclose(p.sum(1), 1, rtol=1e-6)
+    assert np.isfinite(p).all()
+
+
+def test_stats_accumulate_loss_correct_and_first_bad_step():
+    stats = be.new_stats()
+    np.testing.assert_array_equal(stats, [0, 0, np.inf])
+    logits = np.array([[2.0, 1.0], [0.0, 3.0]])
+    labels = np.array([0, 0], dtype=np.int64)
+    be.softmax_cross_entropy_into(logits, labels, None, stats, step=0)
+    be.softmax_cross_entropy_into(logits, labels, None, stats, step=1)
+    per_row = [math.log(1 + math.exp(-1)), 3 + math.log(1 + math.exp(-3))]
+    assert stats[0] == pytest.approx(2 * sum(per_row), rel=1e-12)
+    assert stats[1] == 2  # the first row is right in each call
+    assert stats[2] == np.inf
+    nan_logits = np.array([[np.nan, 0.0], [0.0, 1.0]])
+    be.softmax_cross_entropy_into(nan_logits, labels, None, stats, step=7)
+    be.softmax_cross_entropy_into(nan_logits, labels, None, stats, step=9)
+    assert stats[2] == 7
+    be.reset_stats(stats)
+    np.testing.assert_array_equal(stats, [0, 0, np.inf])
+
+
+def test_argmax_ties_take_the_first_index():
+    stats = be.new_stats()
+    be.softmax_cross_entropy_into(np.zeros((2, 3)), np.array([0, 1], dtype=np.int64), None, stats)
+    assert stats[1] == 1
+
+
+def test_take_rows_gathers_repeated_and_unordered_indices():
+    X = np.arange(20, dtype=np.float32).reshape(5, 4)
+    idx = np.array([4, 0, 4, 2], dtype=np.int64)
+    np.testing.assert_array_equal(be.take_rows(X, idx), X[idx])
+    y = np.arange(5, dtype=np.int64) * 10
+    np.testing.assert_array_equal(be.take_rows(y, idx), y[idx])
+
+
+# ------------------------------------------------------------------ bad input
+def test_shape_and_dtype_errors_name_the_argument():
+    x = np.zeros((3, 4), np.float32)
+    with pytest.raises(ValueError, match=r"W: expected 4 rows"):
+        be.affine_forward(x, np.zeros((5, 2), np.float32), np.zeros(2, np.float32), True)
+    with pytest.raises(ValueError, match=r"b: expected 2 elements"):
+        be.affine_forward(x, np.zeros((4, 2), np.float32), np.zeros(3, np.float32), True)
+    with pytest.raises(TypeError, match=r"W: expected dtype float32 \(the dtype of x\), got float64"):
+        be.affine_forward(x, np.zeros((4, 2)), np.zeros(2, np.float32), True)
+    with pytest.raises(TypeError, match=r"x: expected dtype float32 or float64, got int64"):
+        be.affine_forward(np.zeros((3, 4), np.int64), np.zeros((4, 2)), np.zeros(2), True)
+    with pytest.raises(ValueError, match=r"x: expected a 2-D array"):
+        be.affine_forward(np.zeros(4, np.float32), np.zeros((4, 2), np.float32), np.zeros(2, np.float32), True)
+    with pytest.raises(ValueError, match=r"out: expected an output of shape \(3, 2\)"):
+        be.affine_forward(x, np.zeros((4, 2), np.float32), np.zeros(2, np.float32), True,
+                          out=np.zeros((3, 3), np.float32))
+    with pytest.raises(TypeError, match=r"labels: expected dtype int64"):
+        be.softmax_cross_entropy(np.zeros((2, 3)), np.array([0, 1], dtype=np.int32))
+    with pytest.raises(ValueError, match=r"logits: expected at least one row"):
+        be.softmax_cross_entropy(np.zeros((0, 3)), np.zeros(0, dtype=np.int64))
+    with pytest.raises(ValueError, match=r"step: expected an integer >= 1"):
+        p = np.zeros(3)
+        be.adam_step(p, p, p, p, lr=0.1, beta1=0.9, beta2=0.99, eps=1e-8, step=0, weight_decay=0,
+                     decoupled=False, n_decay=3)
+
+
+def test_get_backend_names():
+    assert get_backend("numpy").name == "numpy"
+    assert get_backend(" NumPy ") is get_backend("numpy")
+    with pytest.raises(ValueError, match=r"backend: expected one of \('numpy', 'cuda', 'auto'\), got 'tpu'"):
+        get_backend("tpu")
+    with pytest.raises(TypeError, match=r"backend: expected one of"):
+        get_backend(3)
+    be2 = NumpyBackend()
+    assert get_backend(be2) is be2

@@ -1,0 +1,67 @@
+"""The command line: train, evaluate, info, and its errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlp import datasets
+from mlp.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_train_then_evaluate_quadrants(tmp_path: Path, capsys):
+    ck = tmp_path / "q.npz"
+    rc = main(["train", "--dataset", "quadrants", "--layers", "32,32", "--epochs", "30", "--lr", "0.01",
+               "--batch-size", "32", "--backend", "numpy", "-o", str(ck)])
+    out = capsys.readouterr()
+    assert rc == 0
+    acc = float(out.out.split("test accuracy ")[1].split()[0])
+    assert acc >= 0.99
+    assert "epoch 30/30" in out.err and f"checkpoint written to {ck}" in out.out
+    rc = main(["evaluate", str(ck), "--dataset", "quadrants", "--backend", "numpy"])
+    out = capsys.readouterr()
+    assert rc == 0 and f"test accuracy {acc:.4f}" in out.out
+
+
+def test_train_reports_bad_arguments_clearly(capsys):
+    assert main(["train", "--dataset", "quadrants", "--optimizer", "adam", "--nesterov"]) == 2
+    assert "--nesterov: applies to the sgd optimizer only" in capsys.readouterr().err
+    assert main(["train", "--dataset", "quadrants", "--lr", "-1", "--epochs", "1"]) == 2
+    assert "lr: expected a value in (0.0, inf]" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--dataset", "imagenet"])
+    assert "invalid choice: 'imagenet'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--layers", "512,x"])
+    assert "expected positive integers such as 512,256" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--epochs", "0"])
+    assert "--epochs: expected a positive integer, got 0" in capsys.readouterr().err
+
+
+def test_evaluate_missing_checkpoint(tmp_path: Path, capsys):
+    assert main(["evaluate", str(tmp_path / "none.npz"), "--dataset", "quadrants"]) == 2
+    assert "path: no checkpoint file" in capsys.readouterr().err
+
+
+def test_missing_dataset_offline(tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("MLP_DATA_DIR", raising=False)
+    monkeypatch.setitem(datasets.SYSTEM_DIRS, "mnist", ())
+    assert main(["train", "--dataset", "mnist", "--no-download", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "mlp train: error:" in err and "MLP_DATA_DIR" in err
+
+
+def test_python_dash_m_and_info():
+    r = subprocess.run([sys.executable, "-m", "mlp", "info"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "backends usable here: numpy" in r.stdout
+    assert "CUDA:" in r.stdout
