@@ -247,14 +247,21 @@ class MLP:
         return loss, [(W.copy(), b.copy()) for W, b in zip(Ws, bs)]
 
     # ---------------------------------------------------------- checkpoints
+    def __reduce__(self):
+        # Pickle the architecture and host parameters: a model trained on a GPU unpickles anywhere (on the host).
+        host = np.array(self.backend.to_numpy(self._params), copy=True)
+        return _unpickle_mlp, (self.layer_sizes, self.seed, self.dtype.name, host, dict(self.metadata))
+
     def save(self, path: PathLike, metadata: dict | None = None) -> Path:
         """Write weights and architecture to one ``.npz`` file, atomically.
 
         The file is written to a temporary name in the same folder, flushed to
         disk, then renamed over ``path``: a crash mid-save leaves any previous
-        file intact.  ``metadata`` (JSON-serialisable) is stored alongside.
-        Returns the path written.
+        file intact.  ``metadata`` (JSON-serialisable; default: the model's
+        :attr:`metadata`) is stored alongside.  Returns the path written.
         """
+        if metadata is None:
+            metadata = self.metadata
         path = Path(path)
         header = {
             "format": CHECKPOINT_FORMAT,
@@ -274,6 +281,13 @@ class MLP:
                  params=np.asarray(self.backend.to_numpy(self._params)))
         atomic_write_bytes(path, buf.getvalue())
         return path
+
+
+def _unpickle_mlp(layer_sizes, seed, dtype, params, metadata) -> MLP:
+    model = MLP(layer_sizes, seed=seed, dtype=dtype)
+    model.backend.copy_(model.params, params)
+    model.metadata = metadata
+    return model
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

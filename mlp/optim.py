@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import check_real
+from ._validation import check_int, check_real, describe
 from .backends import Backend
 
 
@@ -35,27 +35,31 @@ class Optimizer:
         self._state: dict[str, Any] = {}
         self._state_key: tuple | None = None
         self._backend: Backend | None = None
+        self._loaded: dict[str, np.ndarray] | None = None
 
     def _needs(self, name: str) -> bool:
         return True
 
     def _ensure_state(self, backend: Backend, params: Any) -> None:
         key = (id(backend), int(params.shape[0]), np.dtype(params.dtype))
-        if key != self._state_key:
-            if self._state_key is not None and self.steps and self._state:
-                # moving between backends keeps the optimizer's history
-                old = self.state_numpy()
-            else:
-                old = {}
-            self._state = {}
-            for name in self._state_names:
-                if self._needs(name):
-                    buf = backend.zeros(params.shape[0], params.dtype)
-                    if name in old and old[name].shape == (params.shape[0],):
-                        backend.copy_(buf, old[name].astype(params.dtype))
-                    self._state[name] = buf
-            self._state_key = key
-            self._backend = backend
+        if key == self._state_key:
+            return
+        # Carry the history over when the parameters move to another backend,
+        # or take the state given to load_state_dict.
+        host = self._loaded if self._loaded is not None else self.state_numpy()
+        self._loaded = None
+        n = int(params.shape[0])
+        state = {}
+        for name in self._state_names:
+            if self._needs(name):
+                buf = backend.zeros(n, params.dtype)
+                if name in host:
+                    if host[name].shape != (n,):
+                        raise ValueError(f"state[{name!r}]: expected shape ({n},) to match the parameters, "
+                                         f"got {host[name].shape}")
+                    backend.copy_(buf, host[name].astype(params.dtype))
+                state[name] = buf
+        self._state, self._state_key, self._backend = state, key, backend
 
     def step(self, backend: Backend, params: Any, grads: Any, n_decay: int) -> None:
         """Apply one update to ``params`` (flat) from ``grads``; decay applies to ``params[:n_decay]``."""
@@ -71,10 +75,44 @@ class Optimizer:
         self.steps = 0
         self._state = {}
         self._state_key = None
+        self._loaded = None
 
     def state_numpy(self) -> dict[str, np.ndarray]:
         """Host copies of the state buffers (empty before the first step)."""
+        if self._loaded is not None:
+            return {k: v.copy() for k, v in self._loaded.items()}
         return {k: np.array(self._backend.to_numpy(v), copy=True) for k, v in self._state.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The step count and host copies of the state buffers, for :meth:`load_state_dict` or pickling."""
+        return {"steps": self.steps, "state": self.state_numpy()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume from :meth:`state_dict`; the buffers move to the parameters' backend at the next step."""
+        if not isinstance(state_dict, dict) or set(state_dict) != {"steps", "state"}:
+            raise ValueError(f"state_dict: expected a dict with keys 'steps' and 'state', got {describe(state_dict)}")
+        steps = check_int(state_dict["steps"], "state_dict['steps']", minimum=0)
+        loaded = {}
+        for name, arr in dict(state_dict["state"]).items():
+            if name not in self._state_names:
+                raise ValueError(f"state_dict['state']: expected buffers among {self._state_names}, got {name!r}")
+            arr = np.asarray(arr)
+            if arr.ndim != 1 or arr.dtype.kind != "f":
+                raise ValueError(f"state_dict['state'][{name!r}]: expected a 1-D float array, got {describe(arr)}")
+            loaded[name] = arr.copy()
+        self.reset()
+        self.steps = steps
+        self._loaded = loaded
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickle host copies only, so an optimizer trained on a GPU unpickles anywhere.
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_state", "_state_key", "_backend", "_loaded")}
+        state["_loaded"] = self.state_numpy()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._state, self._state_key, self._backend = {}, None, None
 
     def get_config(self) -> dict:
         """The constructor arguments, for ``type(opt)(**opt.get_config())``."""

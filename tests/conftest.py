@@ -27,6 +27,9 @@ def _real_gpu_present() -> bool:
     return False
 
 
+# scikit-learn's estimator checks include an array-API check that runs only with this set.
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
+
 if "NUMBA_ENABLE_CUDASIM" not in os.environ:
     os.environ["NUMBA_ENABLE_CUDASIM"] = "0" if _real_gpu_present() else "1"
 

@@ -187,3 +187,24 @@ def test_bad_labels_for_gradients():
     # integral floats are accepted as labels
     loss, _ = model.loss_and_gradients(X, np.array([0.0, 1.0]))
     assert loss == pytest.approx(np.log(2))  # zero inputs and zero biases: uniform probabilities
+
+
+def test_pickle_round_trip_keeps_weights_and_metadata():
+    import pickle
+
+    model = mlp.MLP([4, 5, 3], seed=2, dtype="float64")
+    model.metadata = {"classes": ["a", "b", "c"]}
+    clone = pickle.loads(pickle.dumps(model))
+    assert clone.layer_sizes == model.layer_sizes and clone.metadata == model.metadata
+    for (W, b), (W2, b2) in zip(model.get_weights(), clone.get_weights()):
+        np.testing.assert_array_equal(W, W2)
+        np.testing.assert_array_equal(b, b2)
+    # the clone's layer views still alias its flat buffer
+    clone.set_weights([(W * 0, b * 0) for W, b in clone.get_weights()])
+    assert not clone.backend.to_numpy(clone.params).any()
+
+
+def test_save_stores_the_models_metadata_by_default(tmp_path: Path):
+    model = mlp.MLP([3, 2])
+    model.metadata = {"dataset": "x"}
+    assert mlp.load(model.save(tmp_path / "m.npz")).metadata == {"dataset": "x"}

@@ -154,3 +154,40 @@ def test_bad_hyperparameter_types():
     with pytest.raises(TypeError, match=r"betas: expected a pair"):
         optim.Adam(betas=0.9)
     assert repr(optim.SGD(lr=0.1, momentum=0.9)).startswith("SGD(lr=0.1, momentum=0.9")
+
+
+def test_state_dict_round_trip_continues_identically():
+    be = mlp.get_backend("numpy")
+    rng = np.random.default_rng(0)
+    grads = [rng.standard_normal(6) for _ in range(4)]
+    p1 = np.ones(6)
+    a = optim.Adam(lr=0.1, weight_decay=0.01)
+    for g in grads[:2]:
+        a.step(be, p1, g, 4)
+    saved, p2 = a.state_dict(), p1.copy()
+    b = optim.Adam(lr=0.1, weight_decay=0.01)
+    b.load_state_dict(saved)
+    assert b.steps == 2
+    for g in grads[2:]:
+        a.step(be, p1, g, 4)
+        b.step(be, p2, g, 4)
+    np.testing.assert_array_equal(p1, p2)
+    with pytest.raises(ValueError, match=r"state_dict\['state'\]: expected buffers among"):
+        b.load_state_dict({"steps": 1, "state": {"bogus": np.zeros(6)}})
+    with pytest.raises(ValueError, match=r"state_dict: expected a dict with keys 'steps' and 'state'"):
+        b.load_state_dict({"state": {}})
+
+
+def test_pickled_optimizer_resumes_identically():
+    import pickle
+
+    be = mlp.get_backend("numpy")
+    p1 = np.ones(5)
+    a = optim.SGD(lr=0.1, momentum=0.9)
+    a.step(be, p1, np.full(5, 0.3), 5)
+    b = pickle.loads(pickle.dumps(a))
+    p2 = p1.copy()
+    a.step(be, p1, np.full(5, -0.2), 5)
+    b.step(be, p2, np.full(5, -0.2), 5)
+    np.testing.assert_array_equal(p1, p2)
+    assert b.steps == 2
