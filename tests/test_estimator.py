@@ -1,0 +1,561 @@
+"""mlp.MLPClassifier: scikit-learn's estimator checks, Pipeline and GridSearchCV on Fashion-MNIST,
+labels, input validation, partial_fit, warm_start, pickling, conversion to and from mlp.MLP,
+parameters, determinism, and use without scikit-learn.
+
+Everything trains on the NumPy backend except one test, which trains on CUDA
+(a GPU or Numba's simulator) and unpickles the result in a process without
+CUDA.  Tests that need scikit-learn, pandas or SciPy skip when the package is
+missing; the no-scikit-learn test runs in a subprocess that blocks the import
+of ``sklearn``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mlp
+from mlp import datasets
+from mlp.estimator import ConvergenceWarning, MLPClassifier, _stratified_split
+
+try:
+    from sklearn.base import clone
+    from sklearn.utils.estimator_checks import parametrize_with_checks
+
+    HAVE_SKLEARN = True
+except ImportError:
+    HAVE_SKLEARN = False
+
+needs_sklearn = pytest.mark.skipif(not HAVE_SKLEARN, reason="scikit-learn (a test dependency) is not installed")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def blobs(n: int = 300, n_classes: int = 3, n_features: int = 4, spread: float = 0.6, seed: int = 0):
+    """Gaussian blobs: class ``k`` centred on a random unit-scale point; float64 X, int64 y in [0, n_classes)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(-2, 2, size=(n_classes, n_features))
+    y = np.arange(n) % n_classes
+    X = centres[y] + spread * rng.standard_normal((n, n_features))
+    return X, y
+
+
+def small(**params) -> MLPClassifier:
+    """A small, fast classifier on the NumPy backend (the parameters the tests do not care about)."""
+    base = dict(hidden_layer_sizes=(16,), learning_rate=0.01, batch_size=32, epochs=30, backend="numpy",
+                random_state=0)
+    base.update(params)
+    return MLPClassifier(**base)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_convergence():
+    # Most tests train for a few epochs on purpose; the warning has its own test.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        yield
+
+
+# --------------------------------------------------------------------------
+# scikit-learn's own checks
+# --------------------------------------------------------------------------
+
+if HAVE_SKLEARN:
+    # Default parameters on purpose (only the backend is fixed, so the checks
+    # never depend on a GPU).  No check is marked as an expected failure; the
+    # only skip is scikit-learn's own: check_array_api_input skips itself
+    # unless SCIPY_ARRAY_API=1 was set before SciPy was imported.
+    @parametrize_with_checks([MLPClassifier(backend="numpy")])
+    def test_sklearn_estimator_checks(estimator, check):
+        check(estimator)
+
+
+@needs_sklearn
+@pytest.mark.filterwarnings("ignore::mlp.estimator.ConvergenceWarning")
+def test_pipeline_and_grid_search_on_fashion_mnist():
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    try:
+        (X, y), (Xt, yt) = datasets.load("fashion-mnist", download=False)
+    except FileNotFoundError as exc:
+        pytest.skip(f"Fashion-MNIST files not found locally ({str(exc).splitlines()[0]})")
+    names = np.array(datasets.CLASS_NAMES["fashion-mnist"])
+    X, y, Xt, yt = X[:5000], names[y[:5000]], Xt[:2000], names[yt[:2000]]  # string labels, as users have them
+    pipe = make_pipeline(StandardScaler(), MLPClassifier(epochs=3, batch_size=64, backend="numpy", random_state=0))
+    grid = GridSearchCV(pipe, {"mlpclassifier__hidden_layer_sizes": [(32,), (128,)]}, cv=2)
+    grid.fit(X, y)
+    # Measured on this subset with random_state 0, 1 and 2: cross-validated accuracy 0.797-0.809 for
+    # (32,) and 0.815-0.826 for (128,); test accuracy of the refitted best 0.823-0.841.  The bounds
+    # leave about 4 points for other BLAS libraries and seeds; chance is 0.10, and a model that
+    # learned nothing useful from 3 epochs would sit far below.
+    scores = grid.cv_results_["mean_test_score"]
+    assert len(scores) == 2 and min(scores) > 0.75, scores
+    clf = grid.best_estimator_[-1]
+    assert clf.n_iter_ == 3 and clf.n_features_in_ == 784 and set(clf.classes_) == set(names)
+    assert clf.to_mlp().dtype == np.float32  # float32 images stay float32 through StandardScaler
+    accuracy = grid.score(Xt, yt)
+    assert accuracy > 0.78, accuracy
+    assert set(grid.predict(Xt[:50])) <= set(names)
+
+
+# --------------------------------------------------------------------------
+# Labels
+# --------------------------------------------------------------------------
+
+
+def test_string_labels():
+    X, y = blobs(seed=1)
+    words = np.array(["setosa", "virginica", "versicolor"])
+    clf = small().fit(X, words[y])
+    np.testing.assert_array_equal(clf.classes_, ["setosa", "versicolor", "virginica"])
+    pred = clf.predict(X)
+    assert pred.dtype.kind == "U" and set(pred) <= set(words)
+    assert clf.score(X, words[y]) > 0.95
+    proba = clf.predict_proba(X)
+    np.testing.assert_array_equal(pred, clf.classes_[proba.argmax(axis=1)])
+    # labels never seen in fit are reported by name
+    with pytest.raises(ValueError, match=r"labels \['sunflower'\] are not among the classes"):
+        clf.set_params(warm_start=True).fit(X[:3], ["setosa", "sunflower", "setosa"])
+
+
+def test_non_contiguous_integer_labels_and_probabilities():
+    X, y = blobs(n=400, n_classes=4, seed=2)
+    values = np.array([42, -3, 1000, 7])
+    clf = small().fit(X, values[y])
+    np.testing.assert_array_equal(clf.classes_, [-3, 7, 42, 1000])
+    assert clf.classes_.dtype == values.dtype
+    proba = clf.predict_proba(X)
+    assert proba.shape == (400, 4) and proba.dtype == np.float64
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=0, atol=1e-12)  # float64 softmax
+    np.testing.assert_allclose(clf.predict_log_proba(X), np.log(proba), rtol=1e-12, atol=1e-12)
+    assert np.argmax(clf.decision_function(X), axis=1).tolist() == np.argmax(proba, axis=1).tolist()
+    np.testing.assert_array_equal(clf.predict(X), clf.classes_[proba.argmax(axis=1)])
+    assert clf.score(X, values[y]) > 0.9
+
+
+def test_binary_problem_has_two_outputs_and_1d_decision():
+    X, y = blobs(n=200, n_classes=2, seed=3)
+    labels = np.array([False, True])[y]
+    clf = small().fit(X, labels)
+    np.testing.assert_array_equal(clf.classes_, [False, True])
+    assert clf.to_mlp().n_classes == 2
+    d = clf.decision_function(X)
+    assert d.shape == (200,)
+    np.testing.assert_array_equal(clf.predict(X), d > 0)
+    # the decision is the log-odds of classes_[1]
+    proba = clf.predict_proba(X)
+    np.testing.assert_allclose(d, np.log(proba[:, 1] / proba[:, 0]), rtol=1e-9, atol=1e-9)
+
+
+def test_one_class_and_continuous_targets_are_rejected():
+    X, _ = blobs(n=20)
+    with pytest.raises(ValueError, match=r"at least 2 classes to learn, got 1 class"):
+        small().fit(X, np.full(20, "only"))
+    with pytest.raises(ValueError, match=r"Unknown label type"):
+        small().fit(X, np.linspace(0, 1, 20))
+
+
+# --------------------------------------------------------------------------
+# Input validation
+# --------------------------------------------------------------------------
+
+
+def test_lists_float32_and_non_contiguous_arrays_are_accepted():
+    X, y = blobs(seed=4)
+    reference = small().fit(X, y).predict_proba(X)
+    from_lists = small().fit(X.tolist(), y.tolist()).predict_proba(X.tolist())
+    np.testing.assert_array_equal(from_lists, reference)
+    wide = np.zeros((X.shape[0], 2 * X.shape[1]))
+    wide[:, ::2] = X  # a strided view: same values, not contiguous
+    np.testing.assert_array_equal(small().fit(wide[:, ::2], y).predict_proba(np.asfortranarray(X)), reference)
+    # dtype=None follows the data: float32 data train a float32 network, float64 data a float64 one
+    assert small().fit(X.astype(np.float32), y).to_mlp().dtype == np.float32
+    assert small().fit(X, y).to_mlp().dtype == np.float64
+    assert small(dtype="float32").fit(X, y).to_mlp().dtype == np.float32
+
+
+def test_pandas_dataframe_and_feature_names():
+    pd = pytest.importorskip("pandas")
+    X, y = blobs(seed=5)
+    columns = ["sepal length", "sepal width", "petal length", "petal width"]
+    frame = pd.DataFrame(X, columns=columns)
+    target = pd.Series(np.array(["a", "b", "c"])[y], name="species")
+    clf = small().fit(frame, target)
+    assert clf.n_features_in_ == 4
+    np.testing.assert_array_equal(clf.feature_names_in_, columns)
+    np.testing.assert_array_equal(clf.predict(frame), small().fit(X, target.to_numpy()).predict(X))
+    if HAVE_SKLEARN:  # scikit-learn's own rules for names seen in fit
+        with pytest.warns(UserWarning, match="does not have valid feature names"):
+            clf.predict(X)
+        with pytest.raises(ValueError, match="feature names should match"):
+            clf.predict(frame[columns[::-1]])
+    fitted_on_array = small().fit(X, y)
+    assert not hasattr(fitted_on_array, "feature_names_in_")
+
+
+def test_sparse_input_is_rejected():
+    sparse = pytest.importorskip("scipy.sparse")
+    X, y = blobs(n=30)
+    with pytest.raises(TypeError, match=r"(?i)sparse.*dense"):
+        small().fit(sparse.csr_matrix(X), y)
+    clf = small(epochs=1).fit(X, y)
+    with pytest.raises(TypeError, match=r"(?i)sparse.*dense"):
+        clf.predict(sparse.csr_matrix(X))
+
+
+def test_nan_and_infinity_are_rejected():
+    X, y = blobs(n=30)
+    bad = X.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match=r"Input X contains NaN"):
+        small().fit(bad, y)
+    clf = small(epochs=1).fit(X, y)
+    bad[3, 1] = np.inf
+    with pytest.raises(ValueError, match=r"Input X contains infinity"):
+        clf.predict(bad)
+    with pytest.raises(ValueError, match=r"Input y contains NaN"):
+        small().fit(X, np.where(y == 0, np.nan, y))
+    with pytest.raises(ValueError, match=r"X has 3 features, but MLPClassifier is expecting 4 features"):
+        clf.predict(X[:, :3])
+
+
+def test_parameters_are_checked_in_fit_not_in_init():
+    X, y = blobs(n=30)
+    bad = [
+        (dict(epochs=0), ValueError, r"epochs: expected an integer >= 1, got 0"),
+        (dict(hidden_layer_sizes=(8, 0)), ValueError, r"hidden_layer_sizes\[1\]: expected an integer >= 1"),
+        (dict(hidden_layer_sizes="8"), TypeError, r"hidden_layer_sizes: expected an int or a sequence"),
+        (dict(optimizer="lbfgs"), ValueError, r"optimizer: expected one of \('sgd', 'rmsprop', 'adam', 'adamw'\)"),
+        (dict(learning_rate=0.0), ValueError, r"learning_rate: expected a value in \(0.0, inf\]"),
+        (dict(validation_fraction=1.0), ValueError, r"validation_fraction: expected a value in \(0.0, 1.0\)"),
+        (dict(early_stopping="yes"), TypeError, r"early_stopping: expected True or False"),
+        (dict(dtype="float16"), TypeError, r"dtype: expected one of \('float32', 'float64'\)"),
+        (dict(random_state=-1), ValueError, r"random_state: expected an integer >= 0"),
+        (dict(backend="tpu"), ValueError, r"backend: expected one of"),
+    ]
+    for params, error, message in bad:
+        clf = small(**params)  # constructing never validates (scikit-learn's rule)
+        assert all(clf.get_params()[k] == v for k, v in params.items())
+        with pytest.raises(error, match=message):
+            clf.fit(X, y)
+
+
+# --------------------------------------------------------------------------
+# Training semantics
+# --------------------------------------------------------------------------
+
+
+def test_partial_fit_then_predict():
+    X, y = blobs(n=600, n_classes=3, seed=6)
+    clf = small()
+    with pytest.raises(ValueError, match=r"first call to partial_fit must list every class"):
+        clf.partial_fit(X[:50], y[:50])
+    first = y != 2  # the first batch lacks class 2, which classes= announces
+    clf.partial_fit(X[first][:100], y[first][:100], classes=[0, 1, 2])
+    np.testing.assert_array_equal(clf.classes_, [0, 1, 2])
+    for start in range(0, 600, 100):
+        clf.partial_fit(X[start:start + 100], y[start:start + 100])
+    for _ in range(10):
+        clf.partial_fit(X, y, classes=[2, 1, 0])  # the same set, in any order, is accepted
+    assert clf.n_iter_ == 1 + 6 + 10 and len(clf.loss_curve_) == clf.n_iter_
+    assert clf.loss_curve_[-1] < clf.loss_curve_[0] / 2
+    assert clf.score(X, y) > 0.9
+    with pytest.raises(ValueError, match=r"classes: expected the classes of the earlier calls"):
+        clf.partial_fit(X, y, classes=[0, 1, 2, 3])
+    with pytest.raises(ValueError, match=r"labels \[5\] are not among the classes \[0, 1, 2\]"):
+        clf.partial_fit(X[:2], [0, 5])
+    with pytest.raises(ValueError, match=r"X has 3 features, but MLPClassifier is expecting 4"):
+        clf.partial_fit(X[:, :3], y)
+
+
+def test_partial_fit_keeps_the_optimizer_state():
+    X, y = blobs(seed=7)
+    a = small().partial_fit(X, y, classes=[0, 1, 2]).partial_fit(X, y)
+    assert a._optimizer.steps == 2 * 10  # ceil(300 / 32) steps per call, counted across calls
+    # changing an optimizer parameter between calls starts a new optimizer with it
+    a.set_params(learning_rate=0.001).partial_fit(X, y)
+    assert a._optimizer.steps == 10 and a._optimizer.lr == 0.001
+
+
+def test_warm_start_continues_from_the_fitted_weights():
+    X, y = blobs(n=300, spread=1.2, seed=8)
+    clf = small(epochs=5, warm_start=True, tol=0.0).fit(X, y)
+    first = list(clf.loss_curve_)
+    weights = clf.coefs_
+    clf.fit(X, y)
+    assert clf.n_iter_ == 10 and clf.loss_curve_[:5] == first
+    # the second fit starts near where the first ended, not from a new initialisation
+    assert clf.loss_curve_[5] < (first[0] + first[-1]) / 2
+    assert not np.array_equal(clf.coefs_[0], weights[0])
+    cold = small(epochs=5, warm_start=False, tol=0.0).fit(X, y).fit(X, y)
+    assert cold.n_iter_ == 5 and cold.loss_curve_ == first
+    with pytest.raises(ValueError, match=r"the fitted network has layers \(4, 16, 3\).*ask for \(4, 8, 3\)"):
+        clf.set_params(hidden_layer_sizes=(8,)).fit(X, y)
+
+
+def test_stopping_on_the_training_loss_and_the_convergence_warning():
+    X, y = blobs(seed=9)
+    with pytest.warns(ConvergenceWarning, match=r"stopped at the limit of epochs=3"):
+        small(epochs=3, tol=0.0).fit(X, y)
+    # the loss never improves by 10 within an epoch: training stops after n_iter_no_change epochs
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        clf = small(epochs=100, tol=10.0, n_iter_no_change=4).fit(X, y)
+    assert clf.n_iter_ == 5 and clf.best_loss_ == min(clf.loss_curve_)
+    assert clf.validation_scores_ is None and clf.best_validation_score_ is None
+    assert issubclass(ConvergenceWarning, UserWarning)
+
+
+def test_early_stopping_on_a_stratified_validation_split():
+    X, y = blobs(n=600, spread=1.5, seed=10)
+    clf = small(early_stopping=True, validation_fraction=0.2, n_iter_no_change=3, epochs=200).fit(X, y)
+    assert clf.n_iter_ < 200 and len(clf.validation_scores_) == clf.n_iter_ == len(clf.loss_curve_)
+    assert clf.best_validation_score_ == max(clf.validation_scores_) > 0.7
+    assert clf.best_loss_ is None
+    # the split itself: 20 % of each class held out, every class kept in training
+    labels = np.repeat([0, 1, 2], [50, 30, 20])
+    train, held = _stratified_split(labels, 3, 0.2, np.random.default_rng(0))
+    assert np.bincount(labels[held]).tolist() == [10, 6, 4]
+    assert sorted(np.concatenate([train, held]).tolist()) == list(range(100))
+    tiny = np.array([0, 0, 1])
+    train, held = _stratified_split(tiny, 2, 0.5, np.random.default_rng(0))
+    assert held.size == 1 and set(tiny[train]) == {0, 1}
+    with pytest.raises(ValueError, match=r"leaves no sample to validate on"):
+        _stratified_split(np.array([0, 1]), 2, 0.5, np.random.default_rng(0))
+
+
+def test_determinism():
+    X, y = blobs(seed=11)
+    a = small(epochs=5, random_state=3).fit(X, y)
+    b = small(epochs=5, random_state=3).fit(X, y)
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    assert a.loss_curve_ == b.loss_curve_
+    assert not np.array_equal(small(epochs=5, random_state=4).fit(X, y).coefs_[0], a.coefs_[0])
+    fresh = [small(epochs=1, random_state=None).fit(X, y).coefs_[0] for _ in range(2)]
+    assert not np.array_equal(fresh[0], fresh[1])
+    # a numpy Generator is used as given, so two fits from one generator differ
+    rng = np.random.default_rng(0)
+    est = small(epochs=1, random_state=rng)
+    assert not np.array_equal(est.fit(X, y).coefs_[0], est.fit(X, y).coefs_[0])
+
+
+# --------------------------------------------------------------------------
+# Persistence and conversion
+# --------------------------------------------------------------------------
+
+
+def test_pickle_round_trip_keeps_predictions_and_training_state():
+    X, y = blobs(seed=12)
+    labels = np.array(["x", "y", "z"])[y]
+    clf = small(epochs=5).fit(X, labels)
+    data = pickle.dumps(clf)
+    # weights travel as host arrays: nothing of a backend (device arrays, kernels) is in the pickle
+    assert b"mlp.backends" not in data
+    opt_state = clf._optimizer.__getstate__()
+    assert "_backend" not in opt_state and opt_state["_loaded"]
+    assert all(isinstance(v, np.ndarray) for v in opt_state["_loaded"].values())
+    copy = pickle.loads(data)
+    for method in ("predict", "predict_proba", "predict_log_proba", "decision_function"):
+        np.testing.assert_array_equal(getattr(copy, method)(X), getattr(clf, method)(X))
+    assert copy.loss_curve_ == clf.loss_curve_ and copy.get_params() == clf.get_params()
+    # the optimizer's moments and the random stream survive too: both continue identically
+    clf.partial_fit(X, labels)
+    copy.partial_fit(X, labels)
+    np.testing.assert_array_equal(copy.predict_proba(X), clf.predict_proba(X))
+    # the original is untouched by pickling
+    assert isinstance(clf._model, mlp.MLP) and isinstance(clf._optimizer, mlp.optim.Adam)
+
+
+UNPICKLE_WITHOUT_CUDA = textwrap.dedent("""
+    import sys, pickle
+    import numpy as np
+    sys.modules["numba.cuda"] = None  # no CUDA of any kind in this process
+    clf = pickle.loads(open(sys.argv[1], "rb").read())
+    assert clf._model.backend.name == "numpy", clf._model.backend
+    np.save(sys.argv[3], clf.predict_proba(np.load(sys.argv[2])))
+""")
+
+
+@pytest.mark.gpu
+def test_cuda_trained_estimator_unpickles_without_cuda(tmp_path):
+    try:
+        mlp.get_backend("cuda")  # a GPU, or Numba's CUDA simulator as conftest sets up
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+    X, y = blobs(n=30, seed=14)
+    # one step of a tiny network: the simulator runs every GPU thread in Python
+    clf = small(hidden_layer_sizes=(8,), epochs=1, batch_size=32, dtype="float32", backend="cuda").fit(X, y)
+    assert clf._model.backend.name == "cuda"
+    expected = clf.predict_proba(X)
+    data = pickle.dumps(clf)
+    assert b"numba" not in data and b"mlp.backends" not in data
+    (tmp_path / "clf.pkl").write_bytes(data)
+    np.save(tmp_path / "X.npy", X)
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run([sys.executable, "-c", UNPICKLE_WITHOUT_CUDA, str(tmp_path / "clf.pkl"),
+                           str(tmp_path / "X.npy"), str(tmp_path / "proba.npy")],
+                          capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    # float32 logits from the device kernels and from host BLAS differ by rounding (~1e-7 relative)
+    np.testing.assert_allclose(np.load(tmp_path / "proba.npy"), expected, rtol=0, atol=1e-6)
+    assert clf._model.backend.name == "cuda"  # pickling left the original on the device
+
+
+def test_to_mlp_and_from_mlp_round_trip(tmp_path):
+    X, y = blobs(seed=13)
+    labels = np.array(["cat", "dog", "emu"])[y]
+    clf = small(epochs=5).fit(X, labels)
+    model = clf.to_mlp()
+    assert isinstance(model, mlp.MLP) and model.layer_sizes == (4, 16, 3) and model.backend.name == "numpy"
+    assert model.metadata["classes"] == ["cat", "dog", "emu"]
+    np.testing.assert_array_equal(clf.classes_[model.predict(X)], clf.predict(X))
+    np.testing.assert_allclose(model.predict_proba(X), clf.predict_proba(X), rtol=1e-6, atol=1e-7)
+    model.save(tmp_path / "net.npz", metadata=model.metadata)  # the classes travel in the checkpoint
+    back = MLPClassifier.from_mlp(mlp.load(tmp_path / "net.npz"), backend="numpy")
+    np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
+    np.testing.assert_array_equal(back.classes_, clf.classes_)
+    assert back.get_params()["hidden_layer_sizes"] == (16,) and back.n_features_in_ == 4
+    # the copy is independent of the estimator
+    model.set_weights([(W * 0, b * 0) for W, b in model.get_weights()])
+    assert clf.score(X, labels) > 0.9
+
+
+def test_from_mlp_labels_a_plain_model():
+    (X, y), _ = datasets.load("quadrants", n_train=1000, n_test=10, seed=0)
+    model = mlp.MLP([2, 16, 4], seed=0)
+    mlp.Trainer(model, mlp.optim.Adam(lr=0.01), backend="numpy", batch_size=50).fit(X, y, epochs=10, verbose=0)
+    names = ["north-east", "north-west", "south-west", "south-east"]  # output i is quadrant i: not sorted
+    clf = MLPClassifier.from_mlp(model, classes=names, backend="numpy")
+    np.testing.assert_array_equal(clf.classes_, sorted(names))
+    np.testing.assert_array_equal(clf.predict(X), np.array(names)[model.predict(X)])
+    assert clf.score(X, np.array(names)[y]) > 0.95
+    # it can be trained further
+    clf.partial_fit(X, np.array(names)[y])
+    assert clf.n_iter_ == 1
+    with pytest.raises(ValueError, match=r"classes: expected 4 labels \(one per output of the model\)"):
+        MLPClassifier.from_mlp(model, classes=["a", "b"])
+    with pytest.raises(ValueError, match=r"classes: expected distinct labels"):
+        MLPClassifier.from_mlp(model, classes=["a", "b", "a", "c"])
+    with pytest.raises(ValueError, match=r"metadata holds none"):
+        MLPClassifier.from_mlp(model)
+    with pytest.raises(TypeError, match=r"hidden_layer_sizes: set by the model"):
+        MLPClassifier.from_mlp(model, classes=names, hidden_layer_sizes=(3,))
+
+
+# --------------------------------------------------------------------------
+# Parameters
+# --------------------------------------------------------------------------
+
+
+def test_get_params_set_params_and_clone():
+    clf = MLPClassifier(hidden_layer_sizes=(64, 32), optimizer="sgd", random_state=5)
+    params = clf.get_params()
+    expected = {"hidden_layer_sizes", "optimizer", "learning_rate", "weight_decay", "momentum", "batch_size",
+                "epochs", "tol", "n_iter_no_change", "early_stopping", "validation_fraction", "shuffle",
+                "warm_start", "dtype", "backend", "random_state", "verbose"}
+    assert set(params) == expected
+    assert params["hidden_layer_sizes"] == (64, 32) and params["epochs"] == 200 and params["optimizer"] == "sgd"
+    assert clf.set_params(learning_rate=0.05, epochs=7) is clf
+    assert clf.learning_rate == 0.05 and clf.epochs == 7
+    with pytest.raises(ValueError, match="Invalid parameter"):
+        clf.set_params(max_iter=3)
+    assert "hidden_layer_sizes=(64, 32)" in repr(clf)
+    if HAVE_SKLEARN:
+        X, y = blobs(n=40)
+        fitted = small(epochs=2).fit(X, y)
+        twin = clone(fitted)
+        assert twin.get_params() == fitted.get_params() and not hasattr(twin, "classes_")
+        assert twin is not fitted
+
+
+# --------------------------------------------------------------------------
+# Without scikit-learn
+# --------------------------------------------------------------------------
+
+NO_SKLEARN_SCRIPT = textwrap.dedent("""
+    import json, pickle, sys, warnings
+    sys.modules["sklearn"] = None  # any "import sklearn..." now raises ImportError
+    import numpy as np
+    import mlp
+    from mlp import estimator
+
+    out = {"have_sklearn": estimator.HAVE_SKLEARN,
+           "mro": [c.__module__ for c in mlp.MLPClassifier.__mro__]}
+    rng = np.random.default_rng(0)
+    y = np.arange(300) % 3
+    X = rng.uniform(-2, 2, (3, 4))[y] + 0.5 * rng.standard_normal((300, 4))
+    labels = np.array(["a", "b", "c"])[y]
+    clf = mlp.MLPClassifier(hidden_layer_sizes=(16,), learning_rate=0.01, epochs=2, backend="numpy",
+                            random_state=0)
+    out["repr"] = repr(clf)
+    clf.set_params(epochs=30, batch_size=32)
+    out["params"] = {k: v for k, v in clf.get_params().items() if k in ("epochs", "batch_size")}
+    try:
+        clf.predict(X)
+    except estimator.NotFittedError as exc:
+        out["unfitted"] = isinstance(exc, (ValueError, AttributeError))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert clf.fit(X.tolist(), labels) is clf
+    out["warnings"] = [w.category.__name__ for w in caught]
+    out["score"] = clf.score(X, labels)
+    out["classes"] = clf.classes_.tolist()
+    out["proba_sums"] = float(np.abs(clf.predict_proba(X).sum(axis=1) - 1).max())
+    out["same_after_pickle"] = bool(np.array_equal(pickle.loads(pickle.dumps(clf)).predict_proba(X),
+                                                   clf.predict_proba(X)))
+    out["partial_fit"] = mlp.MLPClassifier(backend="numpy").partial_fit(X, y, classes=[0, 1, 2]).n_iter_
+    errors = {}
+    for name, call in [("nan", lambda: clf.predict(np.full((2, 4), np.nan))),
+                       ("inf", lambda: clf.predict(np.full((2, 4), np.inf))),
+                       ("features", lambda: clf.predict(X[:, :3])),
+                       ("one_d", lambda: clf.predict(X[0])),
+                       ("continuous", lambda: mlp.MLPClassifier().fit(X, X[:, 0]))]:
+        try:
+            call()
+        except ValueError as exc:
+            errors[name] = str(exc)
+    out["errors"] = errors
+    try:
+        import pandas as pd
+    except ImportError:
+        pass
+    else:
+        frame = pd.DataFrame(X, columns=["p", "q", "r", "s"])
+        out["feature_names"] = clf.set_params(epochs=1).fit(frame, labels).feature_names_in_.tolist()
+    print(json.dumps(out))
+""")
+
+
+def test_works_without_sklearn():
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run([sys.executable, "-c", NO_SKLEARN_SCRIPT], capture_output=True, text=True, env=env,
+                          cwd=REPO_ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["have_sklearn"] is False
+    assert not any(m.startswith("sklearn") for m in out["mro"])
+    assert out["repr"] == "MLPClassifier(backend='numpy', epochs=2, hidden_layer_sizes=(16,), learning_rate=0.01, " \
+                          "random_state=0)"
+    assert out["params"] == {"epochs": 30, "batch_size": 32}
+    assert out["unfitted"] is True
+    assert out["warnings"] in ([], ["ConvergenceWarning"])
+    assert out["score"] > 0.9 and out["classes"] == ["a", "b", "c"]
+    assert out["proba_sums"] < 1e-12 and out["same_after_pickle"] is True and out["partial_fit"] == 1
+    errors = out["errors"]
+    assert errors["nan"] == "Input X contains NaN."
+    assert errors["inf"].startswith("Input X contains infinity")
+    assert errors["features"] == "X has 3 features, but MLPClassifier is expecting 4 features as input."
+    assert "reshape" in errors["one_d"] and errors["continuous"].startswith("Unknown label type: continuous")
+    if "feature_names" in out:
+        assert out["feature_names"] == ["p", "q", "r", "s"]
