@@ -1,0 +1,291 @@
+"""The CUDA backend: Numba device arrays and the hand-written kernels of ``kernels/``.
+
+Arrays are Numba device arrays (``numba.cuda.cudadrv.devicearray``); anything
+exposing ``__cuda_array_interface__`` (a CuPy array, for instance) is used in
+place when its dtype and layout already fit.  Every operation is a kernel
+launch on the default stream: none synchronises the host and none allocates
+device memory when the caller passes its outputs (split-K scratch, when a
+product needs it, is allocated once per shape and kept).
+
+``launch_count`` counts kernel launches, so a benchmark can report launches
+per training step; ``warmup(dtype)`` compiles every kernel for a dtype before
+the first step (Numba's on-disk cache makes later processes fast);
+``device_info()`` describes the device (or the simulator).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import numpy as np
+from numba import cuda
+from numba.cuda.cudadrv import devicearray
+
+from kernels import fill as fill_kernels
+from kernels import gather, gemm, optim, softmax
+from kernels._config import ON_SIMULATOR, sm_count
+
+from .base import Backend, adam_constants
+
+# Element kinds the fill and conversion kernels handle; anything else (bool,
+# complex, ...) takes a round trip through host memory instead.
+_KERNEL_KINDS = "iuf"
+# Element kinds a device array may hold: booleans and numbers.
+_ARRAY_KINDS = "biufc"
+
+
+def _is_device_array(a: Any) -> bool:
+    return bool(devicearray.is_cuda_ndarray(a)) or hasattr(a, "__cuda_array_interface__")
+
+
+def _is_c_contiguous(a: Any) -> bool:
+    if isinstance(a, np.ndarray):
+        return a.flags.c_contiguous
+    test = getattr(a, "is_c_contiguous", None)
+    return True if test is None else bool(test())
+
+
+def _flat(a: Any) -> Any:
+    """A 1-D view of a contiguous device array."""
+    return a if a.ndim == 1 else a.reshape(a.size)
+
+
+def _require_c(**arrays: Any) -> None:
+    for name, a in arrays.items():
+        if a is not None and not _is_c_contiguous(a):
+            raise ValueError(f"{name}: expected a C-contiguous array (use backend.asarray), got strides {a.strides}")
+
+
+class CudaBackend(Backend):
+    """Numba device arrays and Numba CUDA kernels.
+
+    Parameters
+    ----------
+    gemm_config:
+        Tile configuration of the matrix products: ``"auto"`` (chosen per
+        shape), one of ``kernels.gemm.TILES`` (``"32x64"``, ``"64x64"``,
+        ``"128x128"``), or ``"naive"`` (the one-thread-per-output baseline;
+        forward only, the backward products then use ``"auto"``).
+    split_k:
+        K splits of the matrix products; ``None`` chooses per shape.
+    """
+
+    name = "cuda"
+
+    def __init__(self, gemm_config: str = "auto", split_k: int | None = None) -> None:
+        if gemm_config not in gemm.CONFIG_NAMES:
+            raise ValueError(f"gemm_config: expected one of {gemm.CONFIG_NAMES}, got {gemm_config!r}")
+        if split_k is not None and int(split_k) < 1:
+            raise ValueError(f"split_k: expected None or an integer >= 1, got {split_k!r}")
+        self.gemm_config = gemm_config
+        self.split_k = None if split_k is None else int(split_k)
+        #: kernel launches made so far by this backend (reset it freely)
+        self.launch_count = 0
+        self._workspace = gemm.GemmWorkspace()
+
+    # ------------------------------------------------------------------ arrays
+    def _device_view(self, a: Any) -> Any:
+        """``a`` as a Numba device array without copying."""
+        if devicearray.is_cuda_ndarray(a):
+            return a
+        if ON_SIMULATOR:
+            raise TypeError(f"a: {type(a).__name__} exposes __cuda_array_interface__, which the simulator cannot use")
+        return cuda.as_cuda_array(a)
+
+    def asarray(self, a: Any, dtype: Any = None) -> Any:
+        want = None if dtype is None else np.dtype(dtype)
+        if _is_device_array(a):
+            dev = self._device_view(a)
+            have = np.dtype(dev.dtype)
+            target = have if want is None else want
+            if target == have and _is_c_contiguous(dev):
+                return dev
+            if _is_c_contiguous(dev) and have.kind in _KERNEL_KINDS and target.kind in _KERNEL_KINDS:
+                out = cuda.device_array(dev.shape, dtype=target)
+                self.launch_count += fill_kernels.convert(_flat(dev), _flat(out))
+                return out
+            a = dev.copy_to_host()  # strided or unusual dtype: convert on the host
+        try:
+            host = np.ascontiguousarray(a, dtype=want)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"a: cannot make a {want or 'numeric'} array from {type(a).__name__}: {exc}") from exc
+        if host.dtype.kind not in _ARRAY_KINDS:
+            raise TypeError(f"a: cannot make a device array from {type(a).__name__} (it gives dtype {host.dtype})")
+        return cuda.to_device(host)
+
+    def to_numpy(self, a: Any) -> np.ndarray:
+        if _is_device_array(a):
+            return self._device_view(a).copy_to_host()
+        return np.asarray(a)
+
+    def is_array(self, a: Any) -> bool:
+        return _is_device_array(a)
+
+    def empty(self, shape: int | Sequence[int], dtype: Any = np.float32) -> Any:
+        return cuda.device_array(shape, dtype=np.dtype(dtype))
+
+    def zeros(self, shape: int | Sequence[int], dtype: Any = np.float32) -> Any:
+        a = self.empty(shape, dtype)
+        self._fill(a, 0)
+        return a
+
+    def _copy(self, dst: Any, src: Any) -> None:
+        dt = np.dtype(dst.dtype)
+        if _is_device_array(src):
+            src = self._device_view(src)
+            sdt = np.dtype(src.dtype)
+            if not np.can_cast(sdt, dt, casting="same_kind"):
+                raise TypeError(f"src: cannot copy dtype {sdt} into dtype {dt} (same-kind casting)")
+            if _is_c_contiguous(src) and _is_c_contiguous(dst):
+                if sdt == dt:
+                    dst.copy_to_device(src)  # device to device, on the default stream
+                    return
+                if sdt.kind in _KERNEL_KINDS and dt.kind in _KERNEL_KINDS:
+                    self.launch_count += fill_kernels.convert(_flat(src), _flat(dst))
+                    return
+            src = src.copy_to_host()
+        host = np.asarray(src)
+        if not np.can_cast(host.dtype, dt, casting="same_kind"):
+            raise TypeError(f"src: cannot copy dtype {host.dtype} into dtype {dt} (same-kind casting)")
+        dst.copy_to_device(np.ascontiguousarray(host, dtype=dt))
+
+    def _fill(self, a: Any, value: float) -> None:
+        if a.size == 0:
+            return
+        dt = np.dtype(a.dtype)
+        if dt.kind in _KERNEL_KINDS and _is_c_contiguous(a):
+            self.launch_count += fill_kernels.fill(_flat(a), value)
+        else:
+            a.copy_to_device(np.full(a.shape, value, dtype=dt))
+
+    def _fill_stats(self, stats: Any) -> None:
+        self.launch_count += fill_kernels.reset_stats(stats)
+
+    def synchronize(self) -> None:
+        cuda.synchronize()
+
+    # ----------------------------------------------------------------- gather
+    def _take_rows(self, X: Any, idx: Any, out: Any) -> None:
+        _require_c(X=X, idx=idx, out=out)
+        self.launch_count += gather.take_rows(X, idx, out)
+
+    # ----------------------------------------------------------------- affine
+    def _affine_forward(self, x, W, b, relu, out) -> None:
+        _require_c(x=x, W=W, b=b, out=out)
+        self.launch_count += gemm.affine_forward(
+            x, W, b, relu, out, config=self.gemm_config, split_k=self.split_k, workspace=self._workspace
+        )
+
+    def _affine_backward(self, dy, x, W, y, dx, dW, db) -> None:
+        _require_c(dy=dy, x=x, W=W, y=y, dx=dx, dW=dW, db=db)
+        config = "auto" if self.gemm_config == "naive" else self.gemm_config
+        opts = dict(config=config, split_k=self.split_k, workspace=self._workspace)
+        self.launch_count += gemm.affine_backward_dw(dy, x, y, dW, db, **opts)
+        if dx is not None:
+            self.launch_count += gemm.affine_backward_dx(dy, W, y, dx, **opts)
+
+    # ---------------------------------------------------------------- softmax
+    def _softmax(self, logits, out) -> None:
+        _require_c(logits=logits, out=out)
+        self.launch_count += softmax.softmax(logits, out)
+
+    def _softmax_xent(self, logits, labels, dlogits, stats, step) -> None:
+        _require_c(logits=logits, labels=labels, dlogits=dlogits)
+        self.launch_count += softmax.softmax_cross_entropy(logits, labels, dlogits, stats, step)
+
+    # -------------------------------------------------------------- optimizers
+    def _sgd_step(self, params, grads, buf, lr, momentum, nesterov, weight_decay, n_decay) -> None:
+        self.launch_count += optim.sgd_step(
+            params, grads, buf, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
+            n_decay=n_decay,
+        )
+
+    def _rmsprop_step(self, params, grads, square_avg, buf, lr, alpha, eps, momentum, weight_decay,
+                      n_decay) -> None:
+        self.launch_count += optim.rmsprop_step(
+            params, grads, square_avg, buf, lr=lr, alpha=alpha, eps=eps, momentum=momentum,
+            weight_decay=weight_decay, n_decay=n_decay,
+        )
+
+    def _adam_step(self, params, grads, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, step,
+                   weight_decay, decoupled, n_decay) -> None:
+        c = adam_constants(lr, beta1, beta2, step, weight_decay)
+        self.launch_count += optim.adam_step(
+            params, grads, exp_avg, exp_avg_sq, beta1=beta1, beta2=beta2, eps=eps, step_size=c.step_size,
+            bc2_sqrt=c.bc2_sqrt, weight_decay=weight_decay, decay_factor=c.decay_factor,
+            decoupled=decoupled, n_decay=n_decay,
+        )
+
+    # ---------------------------------------------------------------- extras
+    def warmup(self, dtype: Any = np.float32) -> dict[str, Any]:
+        """Compile (or load from Numba's cache) every kernel a training step uses for ``dtype``.
+
+        Returns ``{"kernels": count, "seconds": wall time}``.  Idempotent:
+        a second call for the same dtype finds everything built.
+        """
+        dt = np.dtype(dtype)
+        if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise TypeError(f"dtype: expected float32 or float64, got {dt}")
+        start = time.perf_counter()
+        built = []
+        for config in gemm.TILES:
+            for variant in gemm.VARIANTS.values():
+                built.append(gemm.gemm_kernel(dt, config, variant))
+        if self.gemm_config == "naive":
+            built.append(gemm.naive_kernel(dt))
+        for xent in (True, False):
+            built.append(softmax.rows_small_kernel(dt, xent))
+            for items in sorted({softmax.wide_block(c, dt)[0] for c in (64, 1024)}):
+                built.append(softmax.rows_wide_kernel(dt, xent, items))
+        built += [optim.sgd_kernel(dt), optim.rmsprop_kernel(dt), optim.adam_kernel(dt)]
+        built += [gather.take_rows_2d_kernel(dt), gather.take_rows_1d_kernel(np.int64)]
+        built += [fill_kernels.fill_kernel(dt), fill_kernels.reset_stats_kernel()]
+        return {"kernels": len(built), "seconds": time.perf_counter() - start}
+
+    def device_info(self) -> dict[str, Any]:
+        """Device name, compute capability, SM count, driver/runtime and Numba versions."""
+        import numba
+        import numba_cuda
+
+        info: dict[str, Any] = {
+            "backend": self.name,
+            "simulator": ON_SIMULATOR,
+            "numba": numba.__version__,
+            "numba_cuda": numba_cuda.__version__,
+        }
+        if ON_SIMULATOR:
+            info.update(
+                name="Numba CUDA simulator (kernels run as Python threads; timings mean nothing)",
+                compute_capability=tuple(cuda.get_current_device().compute_capability),
+                sm_count=sm_count(),
+                driver_version=None,
+                runtime_version=None,
+            )
+            return info
+        from numba.cuda.cudadrv import driver, runtime
+
+        dev = cuda.get_current_device()
+        name = dev.name.decode() if isinstance(dev.name, bytes) else str(dev.name)
+        info.update(
+            name=name,
+            compute_capability=tuple(dev.compute_capability),
+            sm_count=sm_count(),
+            driver_version=_version(driver.driver.get_version),
+            runtime_version=_version(runtime.get_version),
+        )
+        try:
+            info["total_memory_bytes"] = int(cuda.current_context().get_memory_info().total)
+        except Exception:  # informational only
+            pass
+        return info
+
+
+def _version(get) -> str | None:
+    try:
+        return ".".join(str(v) for v in get())
+    except Exception:  # the runtime version needs NVRTC; absent it, say so by None
+        return None
+
+
+__all__ = ["CudaBackend"]

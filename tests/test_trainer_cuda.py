@@ -1,0 +1,115 @@
+"""The trainer on the CUDA backend matches the NumPy backend step for step.
+
+Runs on a real GPU when present, else on Numba's CUDA simulator (small shapes).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import mlp
+from mlp import optim
+
+from conftest import ON_SIMULATOR
+
+pytestmark = pytest.mark.gpu
+
+# The simulator runs every GPU thread as a Python thread (seconds per training
+# step): there, a small network, few steps and a subset of the combinations.
+LAYERS = (20, 16, 8, 3) if ON_SIMULATOR else (784, 512, 256, 10)
+BATCH = 8 if ON_SIMULATOR else 128
+STEPS = 3 if ON_SIMULATOR else 20
+
+OPTIMIZERS = {
+    "sgd-momentum-wd": lambda: optim.SGD(lr=0.05, momentum=0.9, weight_decay=1e-3),
+    "adam": lambda: optim.Adam(lr=1e-3, weight_decay=1e-4),
+}
+
+
+@pytest.fixture(scope="module")
+def cuda():
+    try:
+        return mlp.get_backend("cuda")
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+
+
+def _data(n, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.random((n, LAYERS[0]), dtype=np.float32)
+    y = rng.integers(0, LAYERS[-1], n).astype(np.int64)
+    return X, y
+
+
+def _flat(model) -> np.ndarray:
+    return np.array(model.backend.to_numpy(model.params), dtype=np.float64)
+
+
+STEP_CASES = [("sgd-momentum-wd", "float32"), ("adam", "float32"), ("adam", "float64")]
+if not ON_SIMULATOR:
+    STEP_CASES.append(("sgd-momentum-wd", "float64"))
+
+
+@pytest.mark.parametrize("name, dtype", STEP_CASES)
+def test_steps_match_numpy(cuda, name, dtype):
+    """Same initial weights, same batches: parameters agree after every step."""
+    X, y = _data(STEPS * BATCH)
+    models = {b: mlp.MLP(LAYERS, seed=0, dtype=dtype).to(b) for b in ("numpy", "cuda")}
+    opts = {b: OPTIMIZERS[name]() for b in models}
+    # float32: the kernels and BLAS sum in different orders (~1e-7 relative per
+    # product); a handful of steps keeps the parameters within 1e-5 relative.
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    for s in range(STEPS):
+        sl = slice(s * BATCH, (s + 1) * BATCH)
+        for b, model in models.items():
+            be = model.backend
+            xb, yb = be.asarray(X[sl], dtype=model.dtype), be.asarray(y[sl], dtype=np.int64)
+            ws = model._workspace(BATCH)
+            logits = model.forward(xb, ws)
+            stats = be.new_stats()
+            be.softmax_cross_entropy_into(logits, yb, ws.dlogits, stats)
+            model.backward(xb, ws)
+            opts[b].step(be, model.params, model.grads, model.n_weights)
+        ref, got = _flat(models["numpy"]), _flat(models["cuda"])
+        err = np.linalg.norm(got - ref) / np.linalg.norm(ref)
+        assert err < tol, f"step {s + 1}: relative difference {err:.2e} >= {tol}"
+
+
+@pytest.mark.parametrize("name", ["adam"] if ON_SIMULATOR else sorted(OPTIMIZERS))
+def test_fit_matches_numpy(cuda, name):
+    """A whole fit (shuffling, gathers on the device, the last partial batch) agrees across backends."""
+    X, y = _data((STEPS - 1) * BATCH + BATCH // 2, seed=1)
+    results = {}
+    for b in ("numpy", "cuda"):
+        model = mlp.MLP(LAYERS, seed=0)
+        trainer = mlp.Trainer(model, OPTIMIZERS[name](), backend=b, batch_size=BATCH, seed=5)
+        history = trainer.fit(X, y, epochs=2, validation_data=(X[:BATCH], y[:BATCH]), verbose=0)
+        results[b] = (_flat(model), history, trainer.evaluate(X, y))
+    (p_ref, h_ref, e_ref), (p, h, e) = results["numpy"], results["cuda"]
+    assert np.linalg.norm(p - p_ref) / np.linalg.norm(p_ref) < 1e-5  # float32, as above
+    np.testing.assert_allclose(h["loss"], h_ref["loss"], rtol=1e-5)
+    np.testing.assert_allclose(h["val_loss"], h_ref["val_loss"], rtol=1e-5)
+    assert h["accuracy"] == h_ref["accuracy"]
+    assert e["loss"] == pytest.approx(e_ref["loss"], rel=1e-5)
+
+
+def test_divergence_is_detected_on_the_device(cuda):
+    X, y = _data(2 * BATCH)
+    model = mlp.MLP(LAYERS, seed=0)
+    trainer = mlp.Trainer(model, optim.SGD(lr=1e30), backend="cuda", batch_size=BATCH)
+    start = _flat(model)
+    with pytest.raises(mlp.TrainingDivergedError, match=r"at epoch 1, step \d of 2"):
+        trainer.fit(X, y, epochs=2, verbose=0)
+    np.testing.assert_array_equal(_flat(model), start)
+
+
+def test_predict_on_cuda_matches_numpy(cuda):
+    X, _ = _data(3 * BATCH + 1, seed=2)
+    model = mlp.MLP(LAYERS, seed=4)
+    ref = model.predict_proba(X)
+    model.to("cuda")
+    assert model.backend is cuda
+    # float32 logits computed in different summation orders
+    np.testing.assert_allclose(model.predict_proba(X), ref, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(model.predict(X), ref.argmax(1))
