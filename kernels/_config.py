@@ -17,7 +17,15 @@ import functools
 import os
 
 import numpy as np
-from numba import cuda
+
+# numba-cuda 0.30 registers an overload for ``np.row_stack`` when its CUDA
+# target first loads, and NumPy 2.5 removed that alias of ``np.vstack``: on
+# such an install every kernel compilation fails with an AttributeError.
+# Restore the alias (with its original meaning) before anything compiles.
+if not hasattr(np, "row_stack"):
+    np.row_stack = np.vstack
+
+from numba import cuda  # noqa: E402
 
 #: True when kernels run on Numba's CUDA simulator rather than a GPU.
 ON_SIMULATOR: bool = bool(cuda.config.ENABLE_CUDASIM)

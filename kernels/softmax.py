@@ -32,7 +32,9 @@ Two thread mappings, by the number of classes C:
   groups keep the shared-memory reduction short (5 levels for a warp) and
   many rows' loads in flight.  A thread folds its elements into a running
   (max, argmax, sum of exp(x - max)) and the group merges those triples in a
-  shared-memory tree, so max and sum take a single reduction.
+  shared-memory tree, so max and sum take a single reduction.  On a real GPU
+  a group of one warp merges with warp shuffles instead (no barrier per row;
+  the simulator, which has no shuffles, runs the shared-memory form).
 
 Rows whose logits contain NaN give a NaN loss (and so mark ``stats[2]``);
 their argmax is unspecified.  A label outside ``[0, C)`` is never read
@@ -50,7 +52,7 @@ from numba import cuda
 from numba.cuda.np.numpy_support import from_dtype
 from numba.cuda.types import float64, int64, void
 
-from ._config import check_float_dtype, kernel
+from ._config import ON_SIMULATOR, check_float_dtype, kernel
 from ._launch import capped_blocks, ceil_div, configured, placeholder
 
 SMALL_MAX_CLASSES = 32
@@ -223,12 +225,18 @@ def rows_small_kernel(dtype: Any, xent: bool):
 
 
 @functools.lru_cache(maxsize=None)
-def rows_wide_kernel(dtype: Any, xent: bool, items: int):
+def rows_wide_kernel(dtype: Any, xent: bool, items: int, warp: bool = False):
     """TX threads per row (C > 32), launched with ``block = (TX, TY)``, ``items`` elements per thread
     kept in registers; see the module docstring.
 
+    ``warp=True`` (real GPUs only, TX must be 32): each row's triple is
+    merged with warp shuffles instead of the shared-memory tree, so no
+    block-wide barrier is taken per row and every warp runs at its own pace.
+
     Signature: ``(logits, labels, out, stats, n, c, step, write_out, inv_n)``.
     """
+    if warp and ON_SIMULATOR:
+        raise ValueError("warp: the CUDA simulator has no warp shuffles")
     dt = check_float_dtype(dtype)
     DT = dt.type
     if items not in WIDE_ITEMS:
@@ -236,6 +244,8 @@ def rows_wide_kernel(dtype: Any, xent: bool, items: int):
     ITEMS = items
     MAXT = WIDE_THREADS
     XENT = xent
+    WARP = warp
+    FULL = 0xFFFFFFFF
 
     def rows_wide(logits, labels, out, stats, n, c, step, write_out, inv_n):
         red_m = cuda.shared.array(MAXT, DT)
@@ -254,6 +264,91 @@ def rows_wide_kernel(dtype: Any, xent: bool, items: int):
         for base in range(cuda.blockIdx.x * cuda.blockDim.y, n, cuda.gridDim.x * cuda.blockDim.y):
             row = base + ty
             active = row < n
+            if WARP:
+                # One warp per row (C > 32, so every lane holds at least one
+                # element), the row in registers, two passes over them: the
+                # max (first index on ties) and then independent exponentials,
+                # each merged across the warp by butterfly shuffles, after
+                # which every lane holds the row's result: no shared memory
+                # and no barrier per row.  ``active`` is the same for the
+                # whole warp, so the shuffles never see an idle lane.
+                if active:
+                    for k in range(ITEMS):
+                        j = tx + k * 32
+                        if j < c:
+                            xs[k] = logits[row, j]
+                    mx = xs[0]
+                    arg = np.int32(tx)
+                    for k in range(1, ITEMS):
+                        j = tx + k * 32
+                        if j < c and xs[k] > mx:
+                            mx = xs[k]
+                            arg = np.int32(j)
+                    for j in range(tx + ITEMS * 32, c, 32):
+                        v = logits[row, j]
+                        if v > mx:
+                            mx = v
+                            arg = np.int32(j)
+                    off = 16
+                    while off > 0:
+                        m2 = cuda.shfl_xor_sync(FULL, mx, off)
+                        a2 = cuda.shfl_xor_sync(FULL, arg, off)
+                        if m2 > mx or (m2 == mx and a2 < arg):
+                            mx = m2
+                            arg = a2
+                        off //= 2
+                    s_even = np.float64(0.0)  # two sums: half the dependent adds
+                    s_odd = np.float64(0.0)
+                    for k in range(0, ITEMS, 2):
+                        j = tx + k * 32
+                        if j < c:
+                            e = math.exp(xs[k] - mx)
+                            xs[k] = e
+                            s_even += e
+                        j += 32
+                        if j < c:
+                            e = math.exp(xs[k + 1] - mx)
+                            xs[k + 1] = e
+                            s_odd += e
+                    for j in range(tx + ITEMS * 32, c, 32):
+                        s_even += math.exp(logits[row, j] - mx)
+                    s = s_even + s_odd
+                    off = 16
+                    while off > 0:
+                        s += cuda.shfl_xor_sync(FULL, s, off)
+                        off //= 2
+                    lab = 0
+                    if XENT:
+                        lab = labels[row]
+                    if write_out != 0:
+                        inv_s = 1.0 / s
+                        for k in range(ITEMS):
+                            j = tx + k * 32
+                            if j < c:
+                                p = xs[k] * inv_s
+                                if XENT:
+                                    if j == lab:
+                                        p -= 1.0
+                                    p = p * inv_n
+                                out[row, j] = p
+                        for j in range(tx + ITEMS * 32, c, 32):
+                            p = math.exp(logits[row, j] - mx) * inv_s
+                            if XENT:
+                                if j == lab:
+                                    p -= 1.0
+                                p = p * inv_n
+                            out[row, j] = p
+                    if XENT and tx == 0:
+                        x_lab = np.float64(math.nan)
+                        if lab >= 0 and lab < c:
+                            x_lab = np.float64(logits[row, lab])
+                        loss = np.float64(mx) + math.log(s) - x_lab
+                        loss_sum += loss
+                        if arg == lab:
+                            hits += 1
+                        if not math.isfinite(loss):
+                            bad = 1
+                continue
             m = DT(0)
             s = np.float64(0.0)
             a = -1
@@ -366,6 +461,12 @@ def wide_block(c: int, dtype: Any = np.float32) -> tuple[int, int, int]:
     return items, group, max(1, WIDE_THREADS // group)
 
 
+def wide_kernel_for(c: int, dtype: Any, xent: bool):
+    """The rows_wide kernel used for C classes: warp shuffles when a row is one warp on a real GPU."""
+    items, group, _ = wide_block(c, dtype)
+    return rows_wide_kernel(np.dtype(dtype), xent, items, group == 32 and not ON_SIMULATOR)
+
+
 def _launch(xent: bool, logits, labels, out, stats, step: int) -> int:
     n, c = logits.shape
     if n == 0 or (c == 0 and not xent):
@@ -387,7 +488,7 @@ def _launch(xent: bool, logits, labels, out, stats, step: int) -> int:
     else:
         items, group, rows = wide_block(c, dt)
         blocks = capped_blocks(ceil_div(n, rows), BLOCK_THREADS_PER_SM // (group * rows))
-        configured(rows_wide_kernel(dt, xent, items), (blocks, 1, 1), (group, rows, 1))(*args)
+        configured(wide_kernel_for(c, dt, xent), (blocks, 1, 1), (group, rows, 1))(*args)
     return 1
 
 

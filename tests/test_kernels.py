@@ -384,8 +384,13 @@ def test_optimizer_steps_match_numpy(rng, small_grids, kind, hyper, dtype):
     assert be.launch_count == 3
     for name, ref in host.items():
         if ref is not None:
+            # The GPU contracts a*b + c into one fused multiply-add, NumPy rounds
+            # twice: a difference of an ulp of the *terms*, which for a result
+            # that cancels (momentum*buf + d close to 0) exceeds any relative
+            # bound on the result.  So the absolute part scales with the terms
+            # (O(1) standard-normal data here, bounded by the largest value).
             np.testing.assert_allclose(devs[name].copy_to_host(), ref, rtol=OPTIM_RTOL[dtype],
-                                       atol=OPTIM_RTOL[dtype] * 1e-2, err_msg=name)
+                                       atol=OPTIM_RTOL[dtype] * float(np.abs(ref).max()), err_msg=name)
 
 
 def test_weight_decay_stops_at_n_decay():

@@ -76,22 +76,34 @@ def test_steps_match_numpy(cuda, name, dtype):
         assert err < tol, f"step {s + 1}: relative difference {err:.2e} >= {tol}"
 
 
-@pytest.mark.parametrize("name", ["adam"] if ON_SIMULATOR else sorted(OPTIMIZERS))
-def test_fit_matches_numpy(cuda, name):
+# Float32 Adam is compared step by step above, over a few steps only: Adam
+# divides by the root of the squared-gradient average, so for weights whose
+# gradients are at rounding level, last-bit differences between BLAS and the
+# kernels turn into different update signs and grow over an epoch (seen on an
+# H100: 5e-3 relative after 40 steps, while float64 stayed within 1e-10).
+# A whole fit is therefore checked in float64 for Adam.
+FIT_CASES = [("adam", "float64")]
+if not ON_SIMULATOR:
+    FIT_CASES += [("sgd-momentum-wd", "float32"), ("sgd-momentum-wd", "float64")]
+
+
+@pytest.mark.parametrize("name, dtype", FIT_CASES)
+def test_fit_matches_numpy(cuda, name, dtype):
     """A whole fit (shuffling, gathers on the device, the last partial batch) agrees across backends."""
     X, y = _data((STEPS - 1) * BATCH + BATCH // 2, seed=1)
     results = {}
     for b in ("numpy", "cuda"):
-        model = mlp.MLP(LAYERS, seed=0)
+        model = mlp.MLP(LAYERS, seed=0, dtype=dtype)
         trainer = mlp.Trainer(model, OPTIMIZERS[name](), backend=b, batch_size=BATCH, seed=5)
         history = trainer.fit(X, y, epochs=2, validation_data=(X[:BATCH], y[:BATCH]), verbose=0)
         results[b] = (_flat(model), history, trainer.evaluate(X, y))
     (p_ref, h_ref, e_ref), (p, h, e) = results["numpy"], results["cuda"]
-    assert np.linalg.norm(p - p_ref) / np.linalg.norm(p_ref) < 1e-5  # float32, as above
-    np.testing.assert_allclose(h["loss"], h_ref["loss"], rtol=1e-5)
-    np.testing.assert_allclose(h["val_loss"], h_ref["val_loss"], rtol=1e-5)
+    tol = 1e-5 if dtype == "float32" else 1e-10  # float64: 40 steps, each ~1e-15
+    assert np.linalg.norm(p - p_ref) / np.linalg.norm(p_ref) < tol
+    np.testing.assert_allclose(h["loss"], h_ref["loss"], rtol=tol)
+    np.testing.assert_allclose(h["val_loss"], h_ref["val_loss"], rtol=tol)
     assert h["accuracy"] == h_ref["accuracy"]
-    assert e["loss"] == pytest.approx(e_ref["loss"], rel=1e-5)
+    assert e["loss"] == pytest.approx(e_ref["loss"], rel=tol)
 
 
 def test_divergence_is_detected_on_the_device(cuda):

@@ -236,8 +236,10 @@ class CudaBackend(Backend):
             built.append(gemm.naive_kernel(dt))
         for xent in (True, False):
             built.append(softmax.rows_small_kernel(dt, xent))
-            for items in sorted({softmax.wide_block(c, dt)[0] for c in (64, 1024)}):
-                built.append(softmax.rows_wide_kernel(dt, xent, items))
+            for c in (64, 1024, 4096):  # every (items, group) kind of rows_wide
+                kern = softmax.wide_kernel_for(c, dt, xent)
+                if kern not in built:
+                    built.append(kern)
         built += [optim.sgd_kernel(dt), optim.rmsprop_kernel(dt), optim.adam_kernel(dt)]
         built += [gather.take_rows_2d_kernel(dt), gather.take_rows_1d_kernel(np.int64)]
         built += [fill_kernels.fill_kernel(dt), fill_kernels.reset_stats_kernel()]
