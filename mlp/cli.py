@@ -167,6 +167,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        # Everything after 'bench' belongs to the benchmark runner's own parser
+        # (argparse's REMAINDER would refuse a first argument such as --quick).
+        return cmd_bench(argparse.Namespace(args=argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)
     for name in ("epochs", "batch_size"):

@@ -65,3 +65,12 @@ def test_python_dash_m_and_info():
     assert r.returncode == 0, r.stderr
     assert "backends usable here: numpy" in r.stdout
     assert "CUDA:" in r.stdout
+
+
+def test_bench_subcommand_hands_its_options_to_the_runner(monkeypatch):
+    import bench.__main__ as bench_main
+
+    seen = {}
+    monkeypatch.setattr(bench_main, "main", lambda argv: seen.setdefault("argv", argv) and 0)
+    assert main(["bench", "--quick", "--suites", "kernels"]) == 0
+    assert seen["argv"] == ["--quick", "--suites", "kernels"]

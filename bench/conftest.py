@@ -1,0 +1,228 @@
+"""Options, fixtures and bookkeeping shared by the benchmark suites.
+
+Options (``python -m bench`` passes them; ``pytest bench/bench_*.py`` accepts them too):
+
+``--mlp-quick``
+    Fewer sizes and rounds (tests marked ``full`` are deselected).
+``--mlp-skip-cpu``
+    On a GPU machine, leave out the CPU-only work (tests marked ``cpu_heavy``)
+    and the CPU peers, which are then listed as absent.
+``--mlp-env-json PATH``
+    Write the machine description, what was available, and what was skipped
+    or failed (with reasons) to ``PATH`` at the end of the session.
+
+Tests that cannot run here are skipped with the reason; the reasons are
+recorded so the report can list them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench import _env
+from bench._measure import Budget, fashion_like
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What kind of run this is, and how long each kind of benchmark may take."""
+
+    quick: bool
+    skip_cpu: bool
+
+    @property
+    def gpu_kernel(self) -> Budget:
+        return Budget(round_s=2e-3, total_s=0.1 if self.quick else 0.2, min_rounds=5 if self.quick else 10,
+                      max_rounds=30 if self.quick else 60)
+
+    @property
+    def cpu_kernel(self) -> Budget:
+        return Budget(round_s=10e-3, total_s=0.3 if self.quick else 1.0, min_rounds=3, max_rounds=50)
+
+    @property
+    def epoch(self) -> Budget:
+        return Budget(round_s=0.0, total_s=3.0 if self.quick else 15.0, min_rounds=2 if self.quick else 5,
+                      max_rounds=5 if self.quick else 10)
+
+    @property
+    def scaling(self) -> Budget:
+        return Budget(round_s=0.0, total_s=2.0 if self.quick else 4.0, min_rounds=2, max_rounds=5)
+
+    @property
+    def step(self) -> Budget:
+        return Budget(round_s=20e-3, total_s=0.3 if self.quick else 1.0, min_rounds=5, max_rounds=50)
+
+    def options(self) -> dict:
+        return {"quick": self.quick, "skip_cpu": self.skip_cpu}
+
+
+# ---------------------------------------------------------------- options
+def pytest_addoption(parser):
+    group = parser.getgroup("mlp-bench", "mlp benchmark suites")
+    group.addoption("--mlp-quick", action="store_true", default=False, help="short run: fewer sizes and rounds")
+    group.addoption("--mlp-skip-cpu", action="store_true", default=False,
+                    help="leave out CPU-only benchmarks and CPU peers (for GPU machines)")
+    group.addoption("--mlp-env-json", default=None, metavar="PATH",
+                    help="write the environment, availability and skip reasons here")
+
+
+def _settings(config) -> Settings:
+    return Settings(quick=bool(config.getoption("--mlp-quick")), skip_cpu=bool(config.getoption("--mlp-skip-cpu")))
+
+
+# What was skipped (with the reason) or failed in this session; reset per session.
+_outcomes: dict = {}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "full: only in a full run (deselected by --mlp-quick)")
+    config.addinivalue_line("markers", "cpu_heavy: CPU-only work, deselected by --mlp-skip-cpu")
+    _outcomes.clear()
+    _outcomes.update(suites=[], skipped=[], failed=[], deselected=0)
+
+
+def pytest_collection_modifyitems(config, items):
+    s = _settings(config)
+    _outcomes["suites"] = sorted({Path(str(item.path)).stem.removeprefix("bench_") for item in items})
+    keep, drop = [], []
+    for item in items:
+        if (s.quick and item.get_closest_marker("full")) or (s.skip_cpu and item.get_closest_marker("cpu_heavy")):
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+        _outcomes["deselected"] += len(drop)
+
+
+# ------------------------------------------------------------ bookkeeping
+def pytest_runtest_logreport(report):
+    if report.skipped and report.when in ("setup", "call"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        _outcomes["skipped"].append({"test": report.nodeid, "reason": reason.removeprefix("Skipped: ")})
+    elif report.failed:
+        crash = getattr(report.longrepr, "reprcrash", None)
+        text = crash.message if crash is not None else str(report.longrepr)
+        _outcomes["failed"].append({"test": report.nodeid, "when": report.when,
+                                    "message": text.splitlines()[0] if text else ""})
+
+
+def _record(config) -> dict:
+    s = _settings(config)
+    record = _env.collect(_env.probe(s.skip_cpu), s.options())
+    record["outcomes"] = {k: (list(v) if isinstance(v, list) else v) for k, v in _outcomes.items()}
+    return record
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    output_json["mlp"] = _record(config)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    path = session.config.getoption("--mlp-env-json")
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(_record(session.config), indent=2, default=str) + "\n")
+
+
+# --------------------------------------------------------------- fixtures
+@pytest.fixture(scope="session")
+def settings(pytestconfig) -> Settings:
+    return _settings(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def availability(settings) -> dict[str, _env.Status]:
+    return _env.probe(settings.skip_cpu)
+
+
+def _require(availability, name: str):
+    status = availability[name]
+    if not status.present:
+        pytest.skip(f"{name} absent: {status.detail}")
+    return status
+
+
+@pytest.fixture(scope="session")
+def numpy_backend():
+    from mlp.backends import get_backend
+
+    return get_backend("numpy")
+
+
+@pytest.fixture(scope="session")
+def cuda_backend(availability):
+    """The shared CUDA backend, with every training kernel compiled for float32 up front."""
+    _require(availability, "cuda")
+    from mlp.backends import get_backend
+
+    be = get_backend("cuda")
+    be.warmup(np.float32)
+    return be
+
+
+@pytest.fixture(scope="session")
+def cupy(availability, cuda_backend):
+    _require(availability, "cupy")
+    import cupy
+
+    return cupy
+
+
+@pytest.fixture(scope="session")
+def torch_cpu(availability):
+    _require(availability, "torch-cpu")
+    import torch
+
+    from bench._peers import configure_torch
+
+    configure_torch(torch, threads=_env.blas_threads())
+    return torch
+
+
+@pytest.fixture(scope="session")
+def torch_cuda(availability):
+    _require(availability, "torch-cuda")
+    import torch
+
+    from bench._peers import configure_torch
+
+    configure_torch(torch)
+    return torch
+
+
+@pytest.fixture(scope="session")
+def sklearn_present(availability) -> bool:
+    _require(availability, "sklearn")
+    return True
+
+
+@pytest.fixture(scope="session")
+def data() -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic (X, y) of Fashion-MNIST's training-set shape."""
+    return fashion_like()
+
+
+@pytest.fixture
+def gpu_memory(cuda_backend):
+    """Free device memory in bytes; afterwards, hand cached blocks back (Numba's and CuPy's pools)."""
+    from numba import cuda
+
+    ctx = cuda.current_context()
+    ctx.deallocations.clear()
+    free, _ = ctx.get_memory_info()
+    yield int(free)
+    cuda.synchronize()
+    ctx.deallocations.clear()
+    if "cupy" in sys.modules:
+        import cupy
+
+        cupy.get_default_memory_pool().free_all_blocks()
+
