@@ -81,6 +81,8 @@ class TileConfig:
     tn: int
     #: if set, ask the compiler to fit this many blocks per SM (caps registers)
     min_blocks: int | None = None
+    #: if set, the K slice of the forward product (the backward ones use ``bk``)
+    forward_bk: int | None = None
 
     @property
     def tx(self) -> int:  # threads along N
@@ -94,13 +96,17 @@ class TileConfig:
     def threads(self) -> int:
         return self.tx * self.ty
 
+    def _slice_depths(self) -> tuple[int, ...]:
+        return (self.bk,) if self.forward_bk is None else (self.bk, self.forward_bk)
+
     def check(self) -> None:
         """Raise unless the kernel's index arithmetic holds for this shape."""
         t = self.threads
         rules = {
             "tiles split evenly over threads": self.bm % self.tm == 0 and self.bn % self.tn == 0,
-            "slices split evenly over threads": (self.bm * self.bk) % t == 0 and (self.bk * self.bn) % t == 0,
-            "BK divides 32": self.bk <= 32 and 32 % self.bk == 0,
+            "slices split evenly over threads": all((self.bm * bk) % t == 0 and (bk * self.bn) % t == 0
+                                                    for bk in self._slice_depths()),
+            "BK divides 32": all(bk <= 32 and 32 % bk == 0 for bk in self._slice_depths()),
             "fragments in runs of min(4, TM/TN)": self.tm % min(4, self.tm) == 0 and self.tn % min(4, self.tn) == 0,
             "one thread per column for column sums": t >= self.bn,
             "at most 1024 threads": t <= 1024,
@@ -116,10 +122,11 @@ TILES: dict[str, TileConfig] = {
     # Medium outputs: 16 outputs per thread; about 120 registers, two blocks per SM.
     "64x64": TileConfig("64x64", 64, 64, 16, 4, 4),
     # Large outputs: 64 outputs per thread, 16 fragment elements read per 64 FMAs;
-    # about 230 registers (float32), one block per SM.  K slices of 16 halve the
-    # barriers per FMA of slices of 8 (seen on an H100 at 4096^3: 28.2 against
-    # 25.8 TFLOP/s); float64 tiles fall back to slices of 8 (see slice_depth).
-    "128x128": TileConfig("128x128", 128, 128, 16, 8, 8),
+    # about 170 registers (float32), one block per SM.  The forward product
+    # takes K slices of 16, which halve the barriers per FMA (measured on an
+    # H100 at 4096^3: 28.2 against 25.8 TFLOP/s with slices of 8; float64
+    # falls back to 8, see slice_depth); the backward products keep 8.
+    "128x128": TileConfig("128x128", 128, 128, 8, 8, 8, forward_bk=16),
 }
 for _cfg in TILES.values():
     _cfg.check()
@@ -174,11 +181,13 @@ def _shared_elements(cfg: TileConfig, variant: Variant, bk: int) -> int:
 
 
 def slice_depth(cfg: TileConfig, variant: Variant, dtype: Any) -> int:
-    """The K slice a kernel uses: the tile's BK, halved (down to 8) until its shared tiles fit.
+    """The K slice a kernel uses: the tile's BK (its ``forward_bk`` for the forward product),
+    halved (down to 8) until the shared tiles fit.
 
-    Split-K chunks are multiples of the tile's BK, hence of any halving of it.
+    Any slice depth is correct for any K range (a partial last slice is
+    zero-filled); split-K chunks are multiples of ``bk``.
     """
-    bk = cfg.bk
+    bk = cfg.forward_bk if (variant == FORWARD and cfg.forward_bk) else cfg.bk
     while bk > 8 and _shared_elements(cfg, variant, bk) * np.dtype(dtype).itemsize > STATIC_SHARED_LIMIT:
         bk //= 2
     return bk

@@ -264,91 +264,6 @@ def rows_wide_kernel(dtype: Any, xent: bool, items: int, warp: bool = False):
         for base in range(cuda.blockIdx.x * cuda.blockDim.y, n, cuda.gridDim.x * cuda.blockDim.y):
             row = base + ty
             active = row < n
-            if WARP:
-                # One warp per row (C > 32, so every lane holds at least one
-                # element), the row in registers, two passes over them: the
-                # max (first index on ties) and then independent exponentials,
-                # each merged across the warp by butterfly shuffles, after
-                # which every lane holds the row's result: no shared memory
-                # and no barrier per row.  ``active`` is the same for the
-                # whole warp, so the shuffles never see an idle lane.
-                if active:
-                    for k in range(ITEMS):
-                        j = tx + k * 32
-                        if j < c:
-                            xs[k] = logits[row, j]
-                    mx = xs[0]
-                    arg = np.int32(tx)
-                    for k in range(1, ITEMS):
-                        j = tx + k * 32
-                        if j < c and xs[k] > mx:
-                            mx = xs[k]
-                            arg = np.int32(j)
-                    for j in range(tx + ITEMS * 32, c, 32):
-                        v = logits[row, j]
-                        if v > mx:
-                            mx = v
-                            arg = np.int32(j)
-                    off = 16
-                    while off > 0:
-                        m2 = cuda.shfl_xor_sync(FULL, mx, off)
-                        a2 = cuda.shfl_xor_sync(FULL, arg, off)
-                        if m2 > mx or (m2 == mx and a2 < arg):
-                            mx = m2
-                            arg = a2
-                        off //= 2
-                    s_even = np.float64(0.0)  # two sums: half the dependent adds
-                    s_odd = np.float64(0.0)
-                    for k in range(0, ITEMS, 2):
-                        j = tx + k * 32
-                        if j < c:
-                            e = math.exp(xs[k] - mx)
-                            xs[k] = e
-                            s_even += e
-                        j += 32
-                        if j < c:
-                            e = math.exp(xs[k + 1] - mx)
-                            xs[k + 1] = e
-                            s_odd += e
-                    for j in range(tx + ITEMS * 32, c, 32):
-                        s_even += math.exp(logits[row, j] - mx)
-                    s = s_even + s_odd
-                    off = 16
-                    while off > 0:
-                        s += cuda.shfl_xor_sync(FULL, s, off)
-                        off //= 2
-                    lab = 0
-                    if XENT:
-                        lab = labels[row]
-                    if write_out != 0:
-                        inv_s = 1.0 / s
-                        for k in range(ITEMS):
-                            j = tx + k * 32
-                            if j < c:
-                                p = xs[k] * inv_s
-                                if XENT:
-                                    if j == lab:
-                                        p -= 1.0
-                                    p = p * inv_n
-                                out[row, j] = p
-                        for j in range(tx + ITEMS * 32, c, 32):
-                            p = math.exp(logits[row, j] - mx) * inv_s
-                            if XENT:
-                                if j == lab:
-                                    p -= 1.0
-                                p = p * inv_n
-                            out[row, j] = p
-                    if XENT and tx == 0:
-                        x_lab = np.float64(math.nan)
-                        if lab >= 0 and lab < c:
-                            x_lab = np.float64(logits[row, lab])
-                        loss = np.float64(mx) + math.log(s) - x_lab
-                        loss_sum += loss
-                        if arg == lab:
-                            hits += 1
-                        if not math.isfinite(loss):
-                            bad = 1
-                continue
             m = DT(0)
             s = np.float64(0.0)
             a = -1
@@ -363,23 +278,38 @@ def rows_wide_kernel(dtype: Any, xent: bool, items: int, warp: bool = False):
                         m, s, a = _push(m, s, a, xs[k], j)
                 for j in range(tx + ITEMS * group, c, group):
                     m, s, a = _push(m, s, a, logits[row, j], j)
-            red_m[slot] = m
-            red_s[slot] = s
-            red_a[slot] = a
-            cuda.syncthreads()
-            half = group // 2
-            while half > 0:
-                if tx < half:
-                    m, s, a = _merge(red_m[slot], red_s[slot], red_a[slot],
-                                     red_m[slot + half], red_s[slot + half], red_a[slot + half])
-                    red_m[slot] = m
-                    red_s[slot] = s
-                    red_a[slot] = a
+            if WARP:
+                # Butterfly: every lane ends with the whole row's triple (the
+                # merge is symmetric and float additions commute), so nothing
+                # is broadcast.  The warp shares one row: no lane is idle here.
+                a32 = np.int32(a)
+                off = 16
+                while off > 0:
+                    m2 = cuda.shfl_xor_sync(FULL, m, off)
+                    s2 = cuda.shfl_xor_sync(FULL, s, off)
+                    a2 = cuda.shfl_xor_sync(FULL, a32, off)
+                    m, s, a32 = _merge(m, s, a32, m2, s2, a2)
+                    off //= 2
+                mx = m
+                arg = a32
+            else:
+                red_m[slot] = m
+                red_s[slot] = s
+                red_a[slot] = a
                 cuda.syncthreads()
-                half //= 2
-            mx = red_m[lead]
-            s = red_s[lead]
-            arg = red_a[lead]
+                half = group // 2
+                while half > 0:
+                    if tx < half:
+                        m, s, a = _merge(red_m[slot], red_s[slot], red_a[slot],
+                                         red_m[slot + half], red_s[slot + half], red_a[slot + half])
+                        red_m[slot] = m
+                        red_s[slot] = s
+                        red_a[slot] = a
+                    cuda.syncthreads()
+                    half //= 2
+                mx = red_m[lead]
+                s = red_s[lead]
+                arg = red_a[lead]
 
             if active:
                 lab = 0
@@ -413,7 +343,8 @@ def rows_wide_kernel(dtype: Any, xent: bool, items: int, warp: bool = False):
                         hits += 1
                     if not math.isfinite(loss):
                         bad = 1
-            cuda.syncthreads()  # the reduction slots are reused by the next rows
+            if not WARP:
+                cuda.syncthreads()  # the reduction slots are reused by the next rows
 
         if XENT:
             nt = group * cuda.blockDim.y
