@@ -294,3 +294,18 @@ def test_smoke_run_writes_a_report(tmp_path):
     if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
         assert env["availability"]["cuda"]["present"] is False
         assert "simulator: timings meaningless" in text
+
+
+def test_epoch_profile_accounts_for_the_whole_epoch(capsys):
+    from bench import profile_epoch
+
+    rows = profile_epoch.main(["--optimizer", "sgd", "--samples", "600", "--batch", "128", "--epochs", "1"])
+    (row,) = rows
+    parts = {k: v for k, v in row.items() if k != "epoch"}
+    assert sum(parts.values()) == pytest.approx(row["epoch"], rel=1e-9)
+    assert parts["matrix products (BLAS)"] > 0 and parts["optimizer update"] > 0
+    assert parts["batch gather (take_rows)"] > 0
+    assert "matrix products (BLAS)" in capsys.readouterr().out
+    # the timers are removed afterwards
+    from mlp.backends.numpy_backend import NumpyBackend
+    assert not hasattr(NumpyBackend._affine_forward, "__wrapped__")
