@@ -109,6 +109,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     model = mlp.MLP(layers, seed=args.seed, dtype=args.dtype)
     trainer = mlp.Trainer(model, _optimizer(args), backend=args.backend, batch_size=args.batch_size,
                           seed=args.seed)
+    model.to(trainer.backend)  # so that the line below names the backend it trains on
     verbose = 0 if args.quiet else (1 if sys.stderr.isatty() else 2)
     if not args.quiet:
         print(f"training {model!r} on {args.dataset} ({X.shape[0]} samples) with {trainer.optimizer!r}, "

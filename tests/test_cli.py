@@ -74,3 +74,28 @@ def test_bench_subcommand_hands_its_options_to_the_runner(monkeypatch):
     monkeypatch.setattr(bench_main, "main", lambda argv: seen.setdefault("argv", argv) and 0)
     assert main(["bench", "--quick", "--suites", "kernels"]) == 0
     assert seen["argv"] == ["--quick", "--suites", "kernels"]
+
+
+@pytest.mark.gpu
+def test_train_on_the_cuda_backend_then_evaluate_on_numpy(tmp_path: Path, monkeypatch, capsys):
+    """``mlp train --backend cuda`` (on the GPU, or Numba's CUDA simulator without one); the
+    checkpoint it writes evaluates on the NumPy backend to the accuracy it printed."""
+    pytest.importorskip("numba.cuda")
+    import mlp
+
+    try:
+        mlp.get_backend("cuda")
+    except RuntimeError as exc:
+        pytest.skip(f"CUDA backend unavailable: {exc}")
+    (X, y), (Xt, yt) = datasets.load("quadrants")
+    small = ((X[:48], y[:48]), (Xt[:40], yt[:40]))  # the simulator runs every CUDA thread in Python
+    monkeypatch.setattr(datasets, "load", lambda *a, **k: small)
+    ck = tmp_path / "q.npz"
+    rc = main(["train", "--dataset", "quadrants", "--layers", "8", "--epochs", "2", "--batch-size", "24",
+               "--backend", "cuda", "-o", str(ck)])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert "backend='cuda'" in out.err and "backend cuda" in out.out
+    acc = float(out.out.split("test accuracy ")[1].split()[0])
+    assert main(["evaluate", str(ck), "--dataset", "quadrants", "--backend", "numpy"]) == 0
+    assert f"test accuracy {acc:.4f}" in capsys.readouterr().out
