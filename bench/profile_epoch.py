@@ -23,14 +23,12 @@ from collections.abc import Callable
 import numpy as np
 
 import mlp
+from bench._measure import N_SAMPLES, REFERENCE_LAYERS
 from mlp.backends import _cpu_loops as loops
 from mlp.backends.numpy_backend import NumpyBackend
 
 BACKEND_OPS = ("_take_rows", "_affine_forward", "_affine_backward", "_softmax_xent", "_adam_step", "_sgd_step")
 LOOPS = ("bias_act_inplace", "relu_mask_colsum", "colsum")
-
-REFERENCE_LAYERS = [784, 512, 256, 10]
-SAMPLES = 60_000
 
 
 def _timed(fn: Callable, key: str, totals: collections.Counter) -> Callable:
@@ -82,7 +80,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
                    help="adam (lr 1e-3) or sgd (lr 0.01, momentum 0.9, weight decay 1e-4)")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--samples", type=int, default=SAMPLES, help="training samples per epoch (default: 60000)")
+    p.add_argument("--samples", type=int, default=N_SAMPLES, help="training samples per epoch (default: 60000)")
     args = p.parse_args(argv)
 
     rng = np.random.default_rng(0)
@@ -90,7 +88,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     y = rng.integers(0, REFERENCE_LAYERS[-1], args.samples)
     opt = (mlp.optim.Adam(lr=1e-3) if args.optimizer == "adam"
            else mlp.optim.SGD(lr=0.01, momentum=0.9, weight_decay=1e-4))
-    trainer = mlp.Trainer(mlp.MLP(REFERENCE_LAYERS, seed=0), opt, backend="numpy", batch_size=args.batch)
+    trainer = mlp.Trainer(mlp.MLP(list(REFERENCE_LAYERS), seed=0), opt, backend="numpy", batch_size=args.batch)
     trainer.fit(X[:2000], y[:2000], epochs=1, verbose=0)  # compile the loops, allocate workspaces
 
     totals: collections.Counter = collections.Counter()

@@ -75,7 +75,7 @@ if HAVE_SKLEARN:
     # unless SCIPY_ARRAY_API=1 was set before SciPy was imported.
     @parametrize_with_checks([MLPClassifier(backend="numpy")])
     def test_sklearn_estimator_checks(estimator, check):
-        check(estimator)
+        check(estimator)  # each scikit-learn check raises (AssertionError, ValueError, ...) when it fails
 
 
 @needs_sklearn
