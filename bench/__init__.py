@@ -1,6 +1,6 @@
 """Benchmark suites of ``mlp`` and the report built from their results.
 
-``python -m bench`` (or ``mlp bench``) runs the pytest-benchmark suites that
+``python -m bench`` (from a source checkout) runs the pytest-benchmark suites that
 this machine can run and writes a Markdown report with plots; see
 ``python -m bench --help``.
 

@@ -154,7 +154,7 @@ def _assert_close(cp, got, ref, what: str) -> None:
 
 
 def _gemm_plan(g: Gemm, op: str) -> str:
-    from kernels import gemm
+    from mlp.kernels import gemm
 
     def fmt(m, n, k):
         config, splits = gemm.plan(m, n, k)

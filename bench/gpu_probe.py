@@ -63,7 +63,7 @@ def median_seconds(fn: Callable[[], object], n: int = 20, warm: int = 3) -> floa
 
 
 def register_extra_tiles() -> None:
-    from kernels.gemm import TILES, TileConfig
+    from mlp.kernels.gemm import TILES, TileConfig
 
     for name, bm, bn, bk, tm, tn, min_blocks in EXTRA_TILES:
         cfg = TileConfig(name, bm, bn, bk, tm, tn, min_blocks=min_blocks)
@@ -75,7 +75,7 @@ def gemm_case(be, rng, M: int, K: int, N: int, configs: tuple[str, ...], n: int 
     """TFLOP/s of ``relu(x @ W + b)`` for each tile config, cuBLAS, and cuBLAS + bias + ReLU."""
     import cupy as cp
 
-    from kernels import gemm
+    from mlp.kernels import gemm
 
     x = be.asarray(rng.standard_normal((M, K), dtype=np.float32))
     W = be.asarray((rng.standard_normal((K, N), dtype=np.float32) / np.sqrt(K)).astype(np.float32))

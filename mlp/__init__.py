@@ -11,7 +11,34 @@ The same code runs on a GPU (``backend="cuda"``) or the CPU (``"numpy"``);
 ``"auto"`` picks the GPU when one is usable.
 """
 
-__version__ = "0.1.0"
+import importlib.util
+import sys
+from pathlib import Path
+
+from ._version import __version__
+
+
+def _alias_source_kernels() -> None:
+    """Make ``mlp.kernels`` importable from a source checkout that was never installed.
+
+    Installed (``pip install .`` or ``-e .``), the repository's ``kernels/``
+    folder is the subpackage ``mlp.kernels`` (pyproject's ``package-dir``).
+    Run straight from a checkout (``PYTHONPATH=.``), it sits beside ``mlp/``
+    instead; load it under the same name so every import reads the same.
+    """
+    if "mlp.kernels" in sys.modules or importlib.util.find_spec("mlp.kernels") is not None:
+        return
+    src = Path(__file__).resolve().parent.parent / "kernels"
+    if not (src / "__init__.py").is_file():
+        return
+    spec = importlib.util.spec_from_file_location("mlp.kernels", src / "__init__.py",
+                                                  submodule_search_locations=[str(src)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["mlp.kernels"] = module
+    spec.loader.exec_module(module)
+
+
+_alias_source_kernels()
 
 from . import datasets, optim  # noqa: E402
 from .backends import Backend, available_backends, get_backend  # noqa: E402

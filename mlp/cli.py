@@ -1,4 +1,4 @@
-"""Command line: ``mlp train``, ``mlp evaluate``, ``mlp info`` and ``mlp bench``.
+"""Command line: ``mlp train``, ``mlp evaluate`` and ``mlp info``.
 
 ``python -m mlp ...`` is the same program.
 """
@@ -26,7 +26,7 @@ def _positive_int_list(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from ._version import __version__
     from .datasets import NAMES
     from .optim import OPTIMIZERS
 
@@ -75,10 +75,6 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="show versions and the backends usable on this machine")
     i.set_defaults(func=cmd_info)
 
-    b = sub.add_parser("bench", help="run the benchmark suites and write the report (see 'python -m bench -h')",
-                       add_help=False)
-    b.add_argument("args", nargs=argparse.REMAINDER)
-    b.set_defaults(func=cmd_bench)
     return parser
 
 
@@ -157,22 +153,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    try:
-        from bench.__main__ import main as bench_main
-    except ImportError as exc:
-        raise RuntimeError(f"the benchmark suites are not importable ({exc}); run from a source checkout "
-                           "with the 'bench' extra installed: pip install -e '.[bench]'") from None
-    return bench_main(args.args)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["bench"]:
-        # Everything after 'bench' belongs to the benchmark runner's own parser
-        # (argparse's REMAINDER would refuse a first argument such as --quick).
-        return cmd_bench(argparse.Namespace(args=argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)
     for name in ("epochs", "batch_size"):

@@ -12,7 +12,7 @@ from typing import Any, Sequence, Union
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from ._validation import check_features, check_float_dtype, check_int, check_labels, check_layer_sizes, describe
 from .backends import Backend, get_backend
 

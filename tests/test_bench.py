@@ -267,15 +267,6 @@ def test_cli_builds_a_pytest_run_that_enables_benchmarks(tmp_path):
     assert "--mlp-quick" in argv and "--mlp-skip-cpu" in argv
 
 
-def test_mlp_bench_forwards_to_the_bench_cli(capsys):
-    from mlp.cli import main as mlp_main
-
-    with pytest.raises(SystemExit) as exc:
-        mlp_main(["bench", "--", "--help"])
-    assert exc.value.code == 0
-    assert "--skip-cpu" in capsys.readouterr().out
-
-
 def test_smoke_run_writes_a_report(tmp_path):
     out = tmp_path / "results"
     code = main(["--quick", "--suites", "kernels", "--out", str(out),

@@ -41,7 +41,7 @@ if not _usable:
 
 from numba import cuda  # noqa: E402
 
-from kernels import _launch, fill, gather, gemm, softmax  # noqa: E402
+from mlp.kernels import _launch, fill, gather, gemm, softmax  # noqa: E402
 from mlp.backends.cuda_backend import CudaBackend  # noqa: E402
 from mlp.backends.numpy_backend import NumpyBackend  # noqa: E402
 

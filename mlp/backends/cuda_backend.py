@@ -22,9 +22,9 @@ import numpy as np
 from numba import cuda
 from numba.cuda.cudadrv import devicearray
 
-from kernels import fill as fill_kernels
-from kernels import gather, gemm, optim, softmax
-from kernels._config import ON_SIMULATOR, sm_count
+from mlp.kernels import fill as fill_kernels
+from mlp.kernels import gather, gemm, optim, softmax
+from mlp.kernels._config import ON_SIMULATOR, sm_count
 
 from .base import Backend, adam_constants
 
@@ -64,7 +64,7 @@ class CudaBackend(Backend):
     ----------
     gemm_config:
         Tile configuration of the matrix products: ``"auto"`` (chosen per
-        shape), one of ``kernels.gemm.TILES`` (``"32x64"``, ``"64x64"``,
+        shape), one of ``mlp.kernels.gemm.TILES`` (``"32x64"``, ``"64x64"``,
         ``"128x128"``), or ``"naive"`` (the one-thread-per-output baseline;
         forward only, the backward products then use ``"auto"``).
     split_k:
