@@ -5,10 +5,17 @@ twin (RMSprop): mlp.backends.numpy_backend.NumpyBackend._rmsprop_step (``_cpu_lo
 twin (Adam/W):  mlp.backends.numpy_backend.NumpyBackend._adam_step    (``_cpu_loops.adam_update``)
 
 The update rules are those of ``torch.optim`` and the expressions are written
-in the twin's order, with scalars cast to the parameter dtype on the host
-(Adam's bias corrections included, from ``mlp.backends.base.adam_constants``
-via the caller).  L2 weight decay touches indices ``< n_decay`` only.  On a
-GPU the compiler may fuse a multiply and an add into one FMA, so results can
+in the twin's order.  Every floating-point scalar of a step (learning rate,
+momentum, Adam's step size and bias correction, ...) is read from row ``row``
+of a ``scalars`` table in device memory, computed on the host in float64 and
+cast to the parameter dtype by the caller (``mlp.backends.base``'s
+``*_scalars``; the columns are listed on each kernel).  A launch captured in
+a CUDA graph therefore bakes in only the table's address and the row: the
+host rewrites the table between replays, and a new learning rate or the next
+step's bias corrections take effect.  Flags that change the code path
+(momentum on/off, Nesterov, decoupled decay) and ``n_decay`` are launch
+arguments.  L2 weight decay touches indices ``< n_decay`` only.  On a GPU
+the compiler may fuse a multiply and an add into one FMA, so results can
 differ from the twin in the last bit or so; never more.
 """
 
@@ -18,7 +25,6 @@ import functools
 import math
 from typing import Any
 
-import numpy as np
 from numba import cuda
 from numba.cuda.np.numpy_support import from_dtype
 from numba.cuda.types import int64, void
@@ -32,10 +38,13 @@ BLOCKS_PER_SM = 8
 
 @functools.lru_cache(maxsize=None)
 def sgd_kernel(dtype: Any):
-    """``(p, g, buf, lr, momentum, wd, n_decay, use_momentum, nesterov)``."""
+    """``(p, g, buf, scalars, row, n_decay, use_momentum, nesterov)``; scalars columns: lr, momentum, wd."""
     dt = check_float_dtype(dtype)
 
-    def sgd(p, g, buf, lr, momentum, wd, n_decay, use_momentum, nesterov):
+    def sgd(p, g, buf, scalars, row, n_decay, use_momentum, nesterov):
+        lr = scalars[row, 0]
+        momentum = scalars[row, 1]
+        wd = scalars[row, 2]
         for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
             d = g[i]
             if i < n_decay:
@@ -51,15 +60,22 @@ def sgd_kernel(dtype: Any):
 
     nb = from_dtype(dt)
     vec = nb[::1]
-    return kernel(void(vec, vec, vec, nb, nb, nb, int64, int64, int64), launch_bounds=THREADS)(sgd)
+    return kernel(void(vec, vec, vec, nb[:, ::1], int64, int64, int64, int64), launch_bounds=THREADS)(sgd)
 
 
 @functools.lru_cache(maxsize=None)
 def rmsprop_kernel(dtype: Any):
-    """``(p, g, sq, buf, lr, alpha, one_minus_alpha, eps, momentum, wd, n_decay, use_momentum)``."""
+    """``(p, g, sq, buf, scalars, row, n_decay, use_momentum)``; scalars columns: lr, alpha,
+    1 - alpha, eps, momentum, wd."""
     dt = check_float_dtype(dtype)
 
-    def rmsprop(p, g, sq, buf, lr, alpha, one_minus_alpha, eps, momentum, wd, n_decay, use_momentum):
+    def rmsprop(p, g, sq, buf, scalars, row, n_decay, use_momentum):
+        lr = scalars[row, 0]
+        alpha = scalars[row, 1]
+        one_minus_alpha = scalars[row, 2]
+        eps = scalars[row, 3]
+        momentum = scalars[row, 4]
+        wd = scalars[row, 5]
         for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
             d = g[i]
             if i < n_decay:
@@ -76,18 +92,25 @@ def rmsprop_kernel(dtype: Any):
 
     nb = from_dtype(dt)
     vec = nb[::1]
-    sig = void(vec, vec, vec, vec, nb, nb, nb, nb, nb, nb, int64, int64)
+    sig = void(vec, vec, vec, vec, nb[:, ::1], int64, int64, int64)
     return kernel(sig, launch_bounds=THREADS)(rmsprop)
 
 
 @functools.lru_cache(maxsize=None)
 def adam_kernel(dtype: Any):
-    """``(p, g, m, v, one_minus_b1, beta2, one_minus_b2, eps, step_size, bc2_sqrt, wd, decay_factor,
-    decoupled, n_decay)``."""
+    """``(p, g, m, v, scalars, row, decoupled, n_decay)``; scalars columns: 1 - beta1, beta2,
+    1 - beta2, eps, step size ``lr / (1 - beta1**t)``, ``sqrt(1 - beta2**t)``, wd, ``1 - lr * wd``."""
     dt = check_float_dtype(dtype)
 
-    def adam(p, g, m, v, one_minus_b1, beta2, one_minus_b2, eps, step_size, bc2_sqrt, wd, decay_factor,
-             decoupled, n_decay):
+    def adam(p, g, m, v, scalars, row, decoupled, n_decay):
+        one_minus_b1 = scalars[row, 0]
+        beta2 = scalars[row, 1]
+        one_minus_b2 = scalars[row, 2]
+        eps = scalars[row, 3]
+        step_size = scalars[row, 4]
+        bc2_sqrt = scalars[row, 5]
+        wd = scalars[row, 6]
+        decay_factor = scalars[row, 7]
         for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
             d = g[i]
             pi = p[i]
@@ -104,7 +127,7 @@ def adam_kernel(dtype: Any):
 
     nb = from_dtype(dt)
     vec = nb[::1]
-    sig = void(vec, vec, vec, vec, nb, nb, nb, nb, nb, nb, nb, nb, int64, int64)
+    sig = void(vec, vec, vec, vec, nb[:, ::1], int64, int64, int64)
     return kernel(sig, launch_bounds=THREADS)(adam)
 
 
@@ -112,54 +135,35 @@ def _grid(size: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     return (capped_blocks(ceil_div(size, THREADS), BLOCKS_PER_SM), 1, 1), (THREADS, 1, 1)
 
 
-def sgd_step(params, grads, buf, *, lr: float, momentum: float, nesterov: bool, weight_decay: float,
-             n_decay: int) -> int:
-    """In-place ``torch.optim.SGD`` step (dampening 0).  ``buf`` may be None when momentum is 0.
+def sgd_step(params, grads, buf, scalars, row: int, *, nesterov: bool, n_decay: int, stream=0) -> int:
+    """In-place ``torch.optim.SGD`` step (dampening 0); momentum is used exactly when ``buf`` is not None.
 
     Returns the number of kernel launches (1, or 0 for an empty buffer).
     """
-    if buf is None and momentum != 0:
-        raise ValueError("buf: a momentum buffer is required when momentum is non-zero")
     if params.shape[0] == 0:
         return 0
-    t = np.dtype(params.dtype).type
     grid, block = _grid(params.shape[0])
-    configured(sgd_kernel(params.dtype), grid, block)(
-        params, grads, grads if buf is None else buf, t(lr), t(momentum), t(weight_decay), int(n_decay),
-        int(momentum != 0), int(bool(nesterov)),
-    )
+    configured(sgd_kernel(params.dtype), grid, block, stream)(
+        params, grads, grads if buf is None else buf, scalars, row, n_decay, int(buf is not None), int(nesterov))
     return 1
 
 
-def rmsprop_step(params, grads, square_avg, buf, *, lr: float, alpha: float, eps: float, momentum: float,
-                 weight_decay: float, n_decay: int) -> int:
-    """In-place ``torch.optim.RMSprop`` step (not centered).  Returns launches."""
-    if buf is None and momentum > 0:
-        raise ValueError("buf: a momentum buffer is required when momentum is non-zero")
+def rmsprop_step(params, grads, square_avg, buf, scalars, row: int, *, n_decay: int, stream=0) -> int:
+    """In-place ``torch.optim.RMSprop`` step (not centered); momentum exactly when ``buf`` is not None."""
     if params.shape[0] == 0:
         return 0
-    t = np.dtype(params.dtype).type
     grid, block = _grid(params.shape[0])
-    configured(rmsprop_kernel(params.dtype), grid, block)(
-        params, grads, square_avg, grads if buf is None else buf, t(lr), t(alpha), t(1 - alpha), t(eps),
-        t(momentum), t(weight_decay), int(n_decay), int(momentum > 0),
-    )
+    configured(rmsprop_kernel(params.dtype), grid, block, stream)(
+        params, grads, square_avg, grads if buf is None else buf, scalars, row, n_decay, int(buf is not None))
     return 1
 
 
-def adam_step(params, grads, exp_avg, exp_avg_sq, *, beta1: float, beta2: float, eps: float, step_size: float,
-              bc2_sqrt: float, weight_decay: float, decay_factor: float, decoupled: bool, n_decay: int) -> int:
-    """In-place Adam (``decoupled=False``) or AdamW step.
-
-    ``step_size``, ``bc2_sqrt`` and ``decay_factor`` are the host-side
-    per-step scalars of ``mlp.backends.base.adam_constants``.  Returns launches.
-    """
+def adam_step(params, grads, exp_avg, exp_avg_sq, scalars, row: int, *, decoupled: bool, n_decay: int,
+              stream=0) -> int:
+    """In-place Adam (``decoupled=False``) or AdamW step.  Returns launches."""
     if params.shape[0] == 0:
         return 0
-    t = np.dtype(params.dtype).type
     grid, block = _grid(params.shape[0])
-    configured(adam_kernel(params.dtype), grid, block)(
-        params, grads, exp_avg, exp_avg_sq, t(1 - beta1), t(beta2), t(1 - beta2), t(eps), t(step_size),
-        t(bc2_sqrt), t(weight_decay), t(decay_factor), int(bool(decoupled)), int(n_decay),
-    )
+    configured(adam_kernel(params.dtype), grid, block, stream)(
+        params, grads, exp_avg, exp_avg_sq, scalars, row, int(decoupled), n_decay)
     return 1

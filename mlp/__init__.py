@@ -43,10 +43,10 @@ _alias_source_kernels()
 from . import datasets, optim  # noqa: E402
 from .backends import Backend, available_backends, get_backend  # noqa: E402
 from .model import MLP, load  # noqa: E402
-from .trainer import EarlyStopping, History, Trainer, TrainingDivergedError  # noqa: E402
+from .trainer import EarlyStopping, History, Trainer, TrainingDivergedError, TrainingLoop, evaluate  # noqa: E402
 
 __all__ = [
-    "MLP", "Trainer", "History", "EarlyStopping", "TrainingDivergedError", "Backend",
+    "MLP", "Trainer", "TrainingLoop", "evaluate", "History", "EarlyStopping", "TrainingDivergedError", "Backend",
     "get_backend", "available_backends", "load", "optim", "datasets", "MLPClassifier", "__version__",
 ]
 

@@ -10,6 +10,13 @@ parameter group with ``weight_decay=0``.
 An optimizer keeps its state (momentum buffers, moment estimates) on the
 backend of the parameters it updates; the state is created on the first
 :meth:`Optimizer.step` and re-created if the model moves to another backend.
+
+The floating-point scalars of each step (learning rate, Adam's bias
+corrections, ...) are computed here, once, on the host, and handed to the
+backend as rows of a small table on the device (:meth:`Optimizer.stage`):
+the trainer stages a whole epoch's rows with one copy, and a captured epoch
+(a CUDA graph) reads them from device memory, so a changed learning rate
+takes effect without recapturing.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import numpy as np
 
 from ._validation import check_int, check_real, describe
 from .backends import Backend
+from .backends.base import adam_scalars, rmsprop_scalars, sgd_scalars
 
 
 class Optimizer:
@@ -36,6 +44,8 @@ class Optimizer:
         self._state_key: tuple | None = None
         self._backend: Backend | None = None
         self._loaded: dict[str, np.ndarray] | None = None
+        self._table: Any = None  # staged scalars, one row per step (see stage)
+        self._table_key: tuple | None = None
 
     def _needs(self, name: str) -> bool:
         return True
@@ -63,12 +73,48 @@ class Optimizer:
 
     def step(self, backend: Backend, params: Any, grads: Any, n_decay: int) -> None:
         """Apply one update to ``params`` (flat) from ``grads``; decay applies to ``params[:n_decay]``."""
-        self._ensure_state(backend, params)
-        self.steps += 1
-        self._apply(backend, params, grads, n_decay)
+        backend._check_flat(params, grads=grads)
+        self.prepare(backend, params)
+        table = self.stage(backend, params.dtype, 1)
+        self.launch(backend, params, grads, n_decay, table, 0)
+        self.advance(1)
 
-    def _apply(self, backend: Backend, params: Any, grads: Any, n_decay: int) -> None:
+    def prepare(self, backend: Backend, params: Any) -> None:
+        """Create (or move) the state buffers for ``params`` on ``backend``; a no-op when they exist."""
+        self._ensure_state(backend, params)
+
+    def scalars(self, step: int) -> tuple[float, ...]:
+        """The scalars row of update number ``step`` (from 1), in the backend's column order."""
         raise NotImplementedError
+
+    def stage(self, backend: Backend, dtype: Any, count: int) -> Any:
+        """Write the scalars of the next ``count`` updates into the device table; returns the table.
+
+        Row ``i`` belongs to update ``steps + 1 + i``.  The table is one buffer,
+        kept while ``count`` fits (a captured launch points at it), grown otherwise.
+        """
+        dt = np.dtype(dtype)
+        rows = np.array([self.scalars(self.steps + 1 + i) for i in range(count)], dtype=np.float64)
+        key = (id(backend), dt)
+        if self._table is None or self._table_key != key or self._table.shape[0] < count:
+            self._table = backend.empty((count, rows.shape[1]), dt)
+            self._table_key = key
+        host = np.zeros(self._table.shape, dtype=dt)
+        host[:count] = rows  # float64 -> the parameter dtype, as the update computes in it
+        backend.copy_(self._table, host)
+        return self._table
+
+    def launch(self, backend: Backend, params: Any, grads: Any, n_decay: int, table: Any, row: int) -> None:
+        """One update with the scalars of ``table[row]``; changes no counter (see :meth:`advance`).
+
+        The trainer's fast path: ``params``, ``grads`` and the state were
+        validated and allocated by :meth:`prepare`, so nothing is checked.
+        """
+        raise NotImplementedError
+
+    def advance(self, count: int) -> None:
+        """Count ``count`` updates as done (after launching them)."""
+        self.steps += count
 
     def reset(self) -> None:
         """Forget the state and the step count (as a freshly constructed optimizer)."""
@@ -76,6 +122,11 @@ class Optimizer:
         self._state = {}
         self._state_key = None
         self._loaded = None
+
+    def structure(self) -> tuple:
+        """What a captured update bakes in besides the table: the code path and the state buffers."""
+        return (type(self).__name__, tuple(sorted(self._state)), self._state_key, self._table_key,
+                None if self._table is None else self._table.shape)
 
     def state_numpy(self) -> dict[str, np.ndarray]:
         """Host copies of the state buffers (empty before the first step)."""
@@ -106,13 +157,15 @@ class Optimizer:
 
     def __getstate__(self) -> dict[str, Any]:
         # Pickle host copies only, so an optimizer trained on a GPU unpickles anywhere.
-        state = {k: v for k, v in self.__dict__.items() if k not in ("_state", "_state_key", "_backend", "_loaded")}
+        state = {k: v for k, v in self.__dict__.items()
+                 if k not in ("_state", "_state_key", "_backend", "_loaded", "_table", "_table_key")}
         state["_loaded"] = self.state_numpy()
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._state, self._state_key, self._backend = {}, None, None
+        self._table, self._table_key = None, None
 
     def get_config(self) -> dict:
         """The constructor arguments, for ``type(opt)(**opt.get_config())``."""
@@ -141,9 +194,11 @@ class SGD(Optimizer):
     def _needs(self, name: str) -> bool:
         return self.momentum != 0
 
-    def _apply(self, backend, params, grads, n_decay) -> None:
-        backend.sgd_step(params, grads, self._state.get("momentum_buffer"), lr=self.lr, momentum=self.momentum,
-                         nesterov=self.nesterov, weight_decay=self.weight_decay, n_decay=n_decay)
+    def scalars(self, step: int) -> tuple[float, ...]:
+        return sgd_scalars(self.lr, self.momentum, self.weight_decay)
+
+    def launch(self, backend, params, grads, n_decay, table, row) -> None:
+        backend._sgd_step(params, grads, self._state.get("momentum_buffer"), table, row, self.nesterov, n_decay)
 
     def get_config(self) -> dict:
         return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
@@ -165,10 +220,12 @@ class RMSprop(Optimizer):
     def _needs(self, name: str) -> bool:
         return name == "square_avg" or self.momentum > 0
 
-    def _apply(self, backend, params, grads, n_decay) -> None:
-        backend.rmsprop_step(params, grads, self._state["square_avg"], self._state.get("momentum_buffer"),
-                             lr=self.lr, alpha=self.alpha, eps=self.eps, momentum=self.momentum,
-                             weight_decay=self.weight_decay, n_decay=n_decay)
+    def scalars(self, step: int) -> tuple[float, ...]:
+        return rmsprop_scalars(self.lr, self.alpha, self.eps, self.momentum, self.weight_decay)
+
+    def launch(self, backend, params, grads, n_decay, table, row) -> None:
+        backend._rmsprop_step(params, grads, self._state["square_avg"], self._state.get("momentum_buffer"),
+                              table, row, n_decay)
 
     def get_config(self) -> dict:
         return {"lr": self.lr, "alpha": self.alpha, "eps": self.eps, "momentum": self.momentum,
@@ -190,10 +247,12 @@ class Adam(Optimizer):
                       check_real(betas[1], "betas[1]", minimum=0.0, maximum=1.0, max_inclusive=False))
         self.eps = check_real(eps, "eps", minimum=0.0)
 
-    def _apply(self, backend, params, grads, n_decay) -> None:
-        backend.adam_step(params, grads, self._state["exp_avg"], self._state["exp_avg_sq"], lr=self.lr,
-                          beta1=self.betas[0], beta2=self.betas[1], eps=self.eps, step=self.steps,
-                          weight_decay=self.weight_decay, decoupled=self._decoupled, n_decay=n_decay)
+    def scalars(self, step: int) -> tuple[float, ...]:
+        return adam_scalars(self.lr, self.betas[0], self.betas[1], self.eps, step, self.weight_decay)
+
+    def launch(self, backend, params, grads, n_decay, table, row) -> None:
+        backend._adam_step(params, grads, self._state["exp_avg"], self._state["exp_avg_sq"], table, row,
+                           self._decoupled, n_decay)
 
     def get_config(self) -> dict:
         return {"lr": self.lr, "betas": self.betas, "eps": self.eps, "weight_decay": self.weight_decay}

@@ -1,9 +1,13 @@
 """Mini-batch training of an :class:`~mlp.model.MLP` on any backend.
 
-The step loop is written once against the backend contract.  It allocates
-nothing and never waits for the device: the dataset is copied to the backend
-once per ``fit``, batches are gathered there, and the loss and accuracy are
-accumulated on the device and read once per epoch.
+The training step is written once, in :class:`TrainingLoop`, against the
+backend contract; ``Trainer.fit``, the benchmarks and the tests all run it.
+It allocates nothing and never waits for the device: the dataset is copied to
+the backend once per ``fit``, batches are gathered there, the optimizer's
+scalars are staged once per epoch, and the loss and accuracy are accumulated
+on the device and read once per epoch.  On a real GPU the steps of an epoch
+are captured once per fit into a CUDA graph and replayed with one call per
+epoch (``Trainer(cuda_graphs=False)`` keeps the step-by-step launches).
 """
 
 from __future__ import annotations
@@ -14,12 +18,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any, Callable, Iterator, Union
 
 import numpy as np
 
 from ._validation import check_features, check_int, check_labels, check_real, describe
 from .backends import Backend, get_backend
+from .backends.base import STATS_CORRECT, STATS_FIRST_NONFINITE_STEP, STATS_LOSS_SUM
 from .model import MLP, PREDICT_CHUNK
 from .optim import Optimizer
 
@@ -106,15 +111,168 @@ def _float_errors_reported_by_trainer(fn):
     return wrapper
 
 
+class TrainingLoop:
+    """The training step, written once: gather a batch, forward, loss, backward, optimizer update.
+
+    Built by :meth:`Trainer.training_loop` (or by ``fit``) for data already
+    validated and placed on the backend.  Everything a step touches is
+    allocated here, once, and kept for the loop's lifetime: the permutation
+    buffer (one view of it per step), the batch buffers, the model's
+    workspaces and gradients, the optimizer's state and its scalars table.
+    That is what lets an epoch be captured into a CUDA graph and replayed.
+
+    ``step(i)`` runs step ``i`` of the current order and can be called on
+    its own (the benchmarks time it); ``epoch()`` runs them all.
+    """
+
+    def __init__(self, model: MLP, optimizer: Optimizer, backend: Backend, X: Any, y: Any, batch_size: int,
+                 cuda_graphs: bool = False) -> None:
+        self.model, self.optimizer, self.backend = model, optimizer, backend
+        be = backend
+        self.X, self.y = X, y
+        n = int(X.shape[0])
+        self.n_samples = n
+        self.batch_size = B = min(batch_size, n)
+        self.steps = math.ceil(n / B)
+        self.perm = be.asarray(np.arange(n, dtype=np.int64), dtype=np.int64)
+        # Views of the permutation buffer, one per step, made once: refilling
+        # the buffer each epoch updates every batch's indices in place.
+        self.batch_idx = [self.perm[s * B:min(n, (s + 1) * B)] for s in range(self.steps)]
+        sizes = sorted({B, n - (self.steps - 1) * B})
+        self.batch_x = {b: be.empty((b, model.n_features), model.dtype) for b in sizes}
+        self.batch_y = {b: be.empty((b,), np.int64) for b in sizes}
+        self.workspaces = {b: model.new_workspace(b) for b in sizes}
+        self.stats = be.new_stats()
+        model.grads  # noqa: B018  (allocate the gradient buffer before the first step)
+        optimizer.prepare(be, model.params)
+        self.table = None
+        self.use_graphs = bool(cuda_graphs) and getattr(be, "supports_graphs", False)
+        self._graph = None
+        self._graph_key = None
+        self.eager_epochs = 0
+        self.replays = 0
+
+    # ------------------------------------------------------------ the step
+    def step(self, i: int) -> None:
+        """Training step ``i`` of the current order, with row ``i`` of the staged optimizer scalars."""
+        be, model = self.backend, self.model
+        idx = self.batch_idx[i]
+        b = idx.shape[0]
+        xb, yb, ws = self.batch_x[b], self.batch_y[b], self.workspaces[b]
+        be._take_rows(self.X, idx, xb)
+        be._take_rows(self.y, idx, yb)
+        logits = model.forward(xb, ws)
+        be._softmax_xent(logits, yb, ws.dlogits, self.stats, i)
+        model.backward(xb, ws)
+        self.optimizer.launch(be, model.params, model._grads, model.n_weights, self.table, i)
+
+    # ----------------------------------------------------------- an epoch
+    def set_order(self, order: np.ndarray | None) -> None:
+        """The sample order of the next epoch (a host int64 permutation; None keeps 0..n-1)."""
+        host = np.arange(self.n_samples, dtype=np.int64) if order is None else order
+        self.backend.copy_(self.perm, host)
+
+    def begin_epoch(self) -> None:
+        """Reset the loss statistics and stage this epoch's optimizer scalars (one small copy each)."""
+        self.backend._fill_stats(self.stats)
+        self.table = self.optimizer.stage(self.backend, self.model.dtype, self.steps)
+
+    def epoch(self, on_step: Callable[[int], Any] | None = None) -> int:
+        """Run every step of the current order; returns how many steps ran.
+
+        ``on_step(steps_done)`` is called after each step (eager path only;
+        a progress bar, an interrupt check) and ends the epoch early when it
+        returns ``True``.  With CUDA graphs the first
+        epoch of the loop runs eagerly (it compiles everything and allocates
+        any scratch), later epochs replay one captured graph, and an epoch is
+        the unit of interruption.  The optimizer's step count advances by the
+        steps run.
+        """
+        self.begin_epoch()
+        ran = self.steps
+        if self.use_graphs and self.eager_epochs > 0:
+            self._replay()
+        else:
+            ran = 0
+            for i in range(self.steps):
+                self.step(i)
+                ran += 1
+                if on_step is not None and on_step(ran) is True:
+                    break
+            self.eager_epochs += 1
+        self.optimizer.advance(ran)
+        return ran
+
+    def totals(self) -> np.ndarray:
+        """The epoch's statistics on the host (the epoch's one synchronisation)."""
+        return self.backend.to_numpy(self.stats)
+
+    # ------------------------------------------------------------- graphs
+    def _baked(self) -> tuple:
+        """Everything a captured epoch bakes in besides buffer contents; a change means recapture."""
+        be = self.backend
+        return (id(self.model.params), id(self.model._grads), self.optimizer.structure(), id(self.table),
+                getattr(be, "gemm_config", None), getattr(be, "split_k", None), self.steps, self.batch_size)
+
+    def _replay(self) -> None:
+        key = self._baked()
+        if self._graph is None or key != self._graph_key:
+            if self._graph is not None:
+                self._graph.close()
+            self._graph = self.backend.capture(lambda: [self.step(i) for i in range(self.steps)],
+                                               keepalive=(self, self.table))
+            self._graph_key = key
+        self._graph.replay()
+        self.replays += 1
+
+    def close(self) -> None:
+        """Release the captured graph (the loop's buffers go with the loop)."""
+        if self._graph is not None:
+            self._graph.close()
+            self._graph = None
+
+
+def evaluate(model: MLP, X: Any, y: Any, backend: Union[str, Backend, None] = None) -> dict[str, float]:
+    """Mean cross-entropy and accuracy of ``model`` on ``(X, y)``: ``{"loss": ..., "accuracy": ...}``.
+
+    Needs no optimizer.  ``backend``: where to compute (default: where the
+    model is); the model is moved there.
+    """
+    if not isinstance(model, MLP):
+        raise TypeError(f"model: expected an mlp.MLP, got {type(model).__name__}")
+    if backend is not None:
+        model.to(backend)
+    Xh = check_features(X, model.n_features, model.dtype, "X")
+    yh = check_labels(y, Xh.shape[0], model.n_classes, "y")
+    be = model.backend
+    return _evaluate_on_device(model, be.asarray(Xh, dtype=model.dtype), be.asarray(yh, dtype=np.int64))
+
+
+def _evaluate_on_device(model: MLP, Xd: Any, yd: Any) -> dict[str, float]:
+    be = model.backend
+    stats = be.new_stats()
+    n = Xd.shape[0]
+    for start in range(0, n, PREDICT_CHUNK):
+        xb = Xd[start:start + PREDICT_CHUNK]
+        logits = model.forward(xb, model._workspace(xb.shape[0]))
+        be._softmax_xent(logits, yd[start:start + PREDICT_CHUNK], None, stats, 0)
+    totals = be.to_numpy(stats)
+    return {"loss": float(totals[STATS_LOSS_SUM]) / n, "accuracy": float(totals[STATS_CORRECT]) / n}
+
+
 class Trainer:
     """Trains ``model`` with ``optimizer`` on ``backend`` (``"auto"``, ``"numpy"``, ``"cuda"`` or a Backend).
 
     ``batch_size`` samples per step; ``seed`` fixes the shuffling and the
     validation split, so the same seed on the same backend gives the same result.
+    ``cuda_graphs``: replay each epoch as one captured CUDA graph on a
+    backend that supports it (a real GPU); ``None`` (default) means yes
+    where supported, ``False`` launches step by step.  Both give the same
+    parameters bit for bit.
     """
 
     def __init__(self, model: MLP, optimizer: Optimizer, backend: Union[str, Backend] = "auto",
-                 batch_size: int = 128, seed: int = 0) -> None:
+                 batch_size: int = 128, seed: int = 0, cuda_graphs: bool | None = None) -> None:
         if not isinstance(model, MLP):
             raise TypeError(f"model: expected an mlp.MLP, got {type(model).__name__}")
         if not isinstance(optimizer, Optimizer):
@@ -125,8 +283,36 @@ class Trainer:
         self.backend = get_backend(backend)
         self.batch_size = check_int(batch_size, "batch_size", minimum=1)
         self.seed = check_int(seed, "seed", minimum=0)
+        if cuda_graphs is not None and not isinstance(cuda_graphs, (bool, np.bool_)):
+            raise TypeError(f"cuda_graphs: expected True, False or None, got {describe(cuda_graphs)}")
+        self.cuda_graphs = cuda_graphs
         self._rng = np.random.default_rng(self.seed)
         self.history: History | None = None
+        #: the step loop of the last fit (its buffers, launch and replay counts)
+        self.loop: TrainingLoop | None = None
+
+    @property
+    def uses_cuda_graphs(self) -> bool:
+        """Whether ``fit`` replays captured epochs on this trainer's backend."""
+        return self.cuda_graphs is not False and bool(getattr(self.backend, "supports_graphs", False))
+
+    def training_loop(self, X: Any, y: Any) -> TrainingLoop:
+        """Validate ``(X, y)``, place it and the model on the backend, and return the step loop ``fit`` runs.
+
+        For custom loops and benchmarks: ``loop.set_order(perm)``, then
+        ``loop.epoch()`` or ``loop.begin_epoch()`` and ``loop.step(i)``.
+        """
+        Xh, yh = self._check_xy(X, y, "X", "y")
+        return self._make_loop(*self._to_device(Xh, yh))
+
+    def _make_loop(self, Xd: Any, yd: Any) -> TrainingLoop:
+        self.model.to(self.backend)
+        self.backend.warmup(self.model.dtype)
+        if self.loop is not None:
+            self.loop.close()
+        self.loop = TrainingLoop(self.model, self.optimizer, self.backend, Xd, yd, self.batch_size,
+                                 cuda_graphs=self.uses_cuda_graphs)
+        return self.loop
 
     # ----------------------------------------------------------------- data
     def _check_xy(self, X: Any, y: Any, xname: str, yname: str) -> tuple[np.ndarray, np.ndarray]:
@@ -190,26 +376,14 @@ class Trainer:
                              "or validation_split")
 
         model, be = self.model, self.backend
-        model.to(be)
-        be.warmup(model.dtype)
+        # The data first: if it does not fit on the device, the model stays where it was.
         Xd, yd = self._to_device(Xh, yh)
         val = self._to_device(Xv, yv) if Xv is not None else None
-
-        n = Xh.shape[0]
-        B = min(self.batch_size, n)
-        steps = math.ceil(n / B)
-        perm_host = np.arange(n, dtype=np.int64)
-        perm = be.asarray(perm_host, dtype=np.int64)
-        # Views of the permutation buffer, one per step, made once: refilling
-        # the buffer each epoch updates every batch's indices in place.
-        batch_idx = [perm[s * B:min(n, (s + 1) * B)] for s in range(steps)]
-        batch_x = {b: be.empty((b, model.n_features), model.dtype) for b in {B, n - (steps - 1) * B}}
-        batch_y = {b: be.empty((b,), np.int64) for b in batch_x}
-        stats = be.new_stats()
+        loop = self._make_loop(Xd, yd)
+        n, steps = loop.n_samples, loop.steps
         start_of_epoch = be.empty(model.n_params, model.dtype)
         best_params = be.empty(model.n_params, model.dtype) if early_stopping and early_stopping.restore_best \
             else None
-        model.grads  # noqa: B018  (allocate the gradient buffer before the first step)
 
         history = History()
         self.history = history
@@ -217,35 +391,22 @@ class Trainer:
         bar_factory = _progress_bar if verbose == 1 else None
         for epoch in range(1, epochs + 1):
             t0 = time.perf_counter()
-            if shuffle:
-                perm_host = self._rng.permutation(n).astype(np.int64)
-            be.copy_(perm, perm_host)
-            be.reset_stats(stats)
+            loop.set_order(self._rng.permutation(n).astype(np.int64) if shuffle else None)
             be.copy_(start_of_epoch, model.params)
             bar = bar_factory(steps, f"epoch {epoch}/{epochs}") if bar_factory else None
-            for step in range(steps):
-                idx = batch_idx[step]
-                b = idx.shape[0]
-                xb = be.take_rows(Xd, idx, out=batch_x[b])
-                yb = be.take_rows(yd, idx, out=batch_y[b])
-                ws = model._workspace(b)
-                logits = model.forward(xb, ws)
-                be.softmax_cross_entropy_into(logits, yb, ws.dlogits, stats, step=step)
-                model.backward(xb, ws)
-                self.optimizer.step(be, model.params, model.grads, model.n_weights)
-                if bar is not None:
-                    bar.update()
-            totals = be.to_numpy(stats)  # the epoch's one synchronisation
+            loop.epoch(on_step=(lambda done: bar.update() and None) if bar is not None else None)
+            totals = loop.totals()  # the epoch's one synchronisation
             if bar is not None:
                 bar.close()
-            if math.isfinite(totals[2]):
+            if math.isfinite(totals[STATS_FIRST_NONFINITE_STEP]):
                 be.copy_(model.params, start_of_epoch)
                 self.optimizer.reset()  # its moments hold NaN too
-                raise TrainingDivergedError(epoch, int(totals[2]) + 1, steps)
-            record = {"epoch": float(epoch), "loss": float(totals[0]) / n, "accuracy": float(totals[1]) / n,
+                raise TrainingDivergedError(epoch, int(totals[STATS_FIRST_NONFINITE_STEP]) + 1, steps)
+            record = {"epoch": float(epoch), "loss": float(totals[STATS_LOSS_SUM]) / n,
+                      "accuracy": float(totals[STATS_CORRECT]) / n,
                       "val_loss": math.nan, "val_accuracy": math.nan}
             if val is not None:
-                v = self._evaluate_device(*val)
+                v = _evaluate_on_device(model, *val)
                 record["val_loss"], record["val_accuracy"] = v["loss"], v["accuracy"]
             record["seconds"] = time.perf_counter() - t0
             history.records.append(record)
@@ -272,21 +433,9 @@ class Trainer:
 
     # ------------------------------------------------------------- evaluate
     def evaluate(self, X: Any, y: Any) -> dict[str, float]:
-        """Mean cross-entropy and accuracy of the model on ``(X, y)``: ``{"loss": ..., "accuracy": ...}``."""
-        Xh, yh = self._check_xy(X, y, "X", "y")
-        self.model.to(self.backend)
-        return self._evaluate_device(*self._to_device(Xh, yh))
-
-    def _evaluate_device(self, Xd: Any, yd: Any) -> dict[str, float]:
-        be, model = self.backend, self.model
-        stats = be.new_stats()
-        n = Xd.shape[0]
-        for start in range(0, n, PREDICT_CHUNK):
-            xb = Xd[start:start + PREDICT_CHUNK]
-            logits = model.forward(xb, model._workspace(xb.shape[0]))
-            be.softmax_cross_entropy_into(logits, yd[start:start + PREDICT_CHUNK], None, stats)
-        totals = be.to_numpy(stats)
-        return {"loss": float(totals[0]) / n, "accuracy": float(totals[1]) / n}
+        """Mean cross-entropy and accuracy of the model on ``(X, y)`` on this trainer's backend
+        (:func:`mlp.evaluate` does the same without a trainer)."""
+        return evaluate(self.model, X, y, backend=self.backend)
 
 
 def _progress_bar(total: int, desc: str):

@@ -164,7 +164,7 @@ def test_shape_and_dtype_errors_name_the_argument():
         be.affine_forward(np.zeros((3, 4), np.int64), np.zeros((4, 2)), np.zeros(2), True)
     with pytest.raises(ValueError, match=r"x: expected a 2-D array"):
         be.affine_forward(np.zeros(4, np.float32), np.zeros((4, 2), np.float32), np.zeros(2, np.float32), True)
-    with pytest.raises(ValueError, match=r"out: expected an output of shape \(3, 2\)"):
+    with pytest.raises(ValueError, match=r"out: expected a C-contiguous output of shape \(3, 2\)"):
         be.affine_forward(x, np.zeros((4, 2), np.float32), np.zeros(2, np.float32), True,
                           out=np.zeros((3, 3), np.float32))
     with pytest.raises(TypeError, match=r"labels: expected dtype int64"):

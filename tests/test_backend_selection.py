@@ -58,7 +58,7 @@ def test_auto_never_picks_the_simulator_but_cuda_runs_on_it():
         """, NUMBA_ENABLE_CUDASIM="1")
     assert r.returncode == 0, r.stderr
     assert "AUTO numpy" in r.stdout and "CUDA CudaBackend" in r.stdout
-    assert "only the CUDA simulator is enabled" in r.stderr
+    assert "only Numba CUDA simulator (NUMBA_ENABLE_CUDASIM=1) is enabled, which 'auto' never picks" in r.stderr
 
 
 @pytest.mark.skipif(ON_SIMULATOR, reason="needs a real GPU")

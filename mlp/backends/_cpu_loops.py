@@ -17,6 +17,8 @@ import math
 import numpy as np
 from numba import njit
 
+from .base import STATS_CORRECT, STATS_FIRST_NONFINITE_STEP, STATS_LOSS_SUM
+
 _jit = njit(cache=True, nogil=True, error_model="numpy")
 
 
@@ -100,6 +102,15 @@ def softmax_xent(logits, labels, dlogits, write_grad, stats, step):
         for j in range(c):
             s += math.exp(logits[i, j] - mx)
         lab = labels[i]
+        if lab < 0 or lab >= c:
+            # Never index outside the row: the loss and the gradient row are
+            # NaN, so the non-finite slot of stats records this step.
+            loss_sum += math.nan
+            bad = True
+            if write_grad:
+                for j in range(c):
+                    dlogits[i, j] = math.nan
+            continue
         loss = mx + math.log(s) - logits[i, lab]
         loss_sum += loss
         if arg == lab:
@@ -113,10 +124,10 @@ def softmax_xent(logits, labels, dlogits, write_grad, stats, step):
                 if j == lab:
                     p -= 1.0
                 dlogits[i, j] = p * inv_n
-    stats[0] += loss_sum
-    stats[1] += correct
-    if bad and step < stats[2]:
-        stats[2] = step
+    stats[STATS_LOSS_SUM] += loss_sum
+    stats[STATS_CORRECT] += correct
+    if bad and step < stats[STATS_FIRST_NONFINITE_STEP]:
+        stats[STATS_FIRST_NONFINITE_STEP] = step
 
 
 @_jit

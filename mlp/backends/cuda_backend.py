@@ -3,9 +3,15 @@
 Arrays are Numba device arrays (``numba.cuda.cudadrv.devicearray``); anything
 exposing ``__cuda_array_interface__`` (a CuPy array, for instance) is used in
 place when its dtype and layout already fit.  Every operation is a kernel
-launch on the default stream: none synchronises the host and none allocates
-device memory when the caller passes its outputs (split-K scratch, when a
-product needs it, is allocated once per shape and kept).
+launch or a copy on the backend's own stream (:attr:`CudaBackend.stream`,
+never the legacy default stream, so that it can be captured into a CUDA
+graph): none synchronises the host and none allocates device memory when the
+caller passes its outputs (split-K scratch, when a product needs it, is
+allocated once per shape and kept).  Reading a result on the host
+(:meth:`to_numpy`) waits for the stream.
+
+An allocation that does not fit raises ``MemoryError`` saying how much was
+asked, how much is free and what to try.
 
 ``launch_count`` counts kernel launches, so a benchmark can report launches
 per training step; ``warmup(dtype)`` compiles every kernel for a dtype before
@@ -16,7 +22,7 @@ the first step (Numba's on-disk cache makes later processes fast);
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from numba import cuda
@@ -26,7 +32,8 @@ from mlp.kernels import fill as fill_kernels
 from mlp.kernels import gather, gemm, optim, softmax
 from mlp.kernels._config import ON_SIMULATOR, sm_count
 
-from .base import Backend, adam_constants
+from . import _cuda_graph
+from .base import Backend, BackendStatus
 
 # Element kinds the fill and conversion kernels handle; anything else (bool,
 # complex, ...) takes a round trip through host memory instead.
@@ -51,10 +58,21 @@ def _flat(a: Any) -> Any:
     return a if a.ndim == 1 else a.reshape(a.size)
 
 
-def _require_c(**arrays: Any) -> None:
-    for name, a in arrays.items():
-        if a is not None and not _is_c_contiguous(a):
-            raise ValueError(f"{name}: expected a C-contiguous array (use backend.asarray), got strides {a.strides}")
+def _is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):  # the simulator allocates with NumPy
+        return True
+    return "OUT_OF_MEMORY" in str(getattr(exc, "code", "")) or "OUT_OF_MEMORY" in str(exc)
+
+
+def _free_bytes() -> int | None:
+    try:
+        return int(cuda.current_context().get_memory_info().free)
+    except Exception:  # the simulator has no memory to report
+        return None
+
+
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.2f} GiB"
 
 
 class CudaBackend(Backend):
@@ -72,6 +90,33 @@ class CudaBackend(Backend):
     """
 
     name = "cuda"
+    auto_priority = 10
+
+    @classmethod
+    def status(cls) -> BackendStatus:
+        """Usable on a real GPU (chosen by ``auto``) and under the simulator (never chosen by ``auto``)."""
+        hint = (", or set NUMBA_ENABLE_CUDASIM=1 before importing numba to run the kernels on Numba's "
+                "CUDA simulator")
+        if ON_SIMULATOR:
+            return BackendStatus(True, "Numba CUDA simulator (NUMBA_ENABLE_CUDASIM=1)", auto_eligible=False,
+                                 hint=hint)
+        if not cuda.is_available():
+            try:
+                cuda.detect()  # raises with the driver's reason when there is one
+            except Exception as exc:
+                return BackendStatus(False, " ".join(str(exc).split()) or type(exc).__name__, hint=hint)
+            return BackendStatus(False, "no CUDA driver or no CUDA device found", hint=hint)
+        dev = cuda.get_current_device()
+        name = dev.name.decode() if isinstance(dev.name, bytes) else str(dev.name)
+        cc = ".".join(map(str, dev.compute_capability))
+        return BackendStatus(True, f"{name} (compute capability {cc})")
+
+    @classmethod
+    def owns(cls, a: Any) -> bool:
+        return not isinstance(a, np.ndarray) and _is_device_array(a)
+
+    #: whether :meth:`capture` works here (not under the simulator)
+    supports_graphs = not ON_SIMULATOR
 
     def __init__(self, gemm_config: str = "auto", split_k: int | None = None) -> None:
         if gemm_config not in gemm.CONFIG_NAMES:
@@ -83,6 +128,8 @@ class CudaBackend(Backend):
         #: kernel launches made so far by this backend (reset it freely)
         self.launch_count = 0
         self._workspace = gemm.GemmWorkspace()
+        #: every launch and copy of this backend goes to this stream
+        self.stream = cuda.stream()
 
     # ------------------------------------------------------------------ arrays
     def _device_view(self, a: Any) -> Any:
@@ -102,28 +149,45 @@ class CudaBackend(Backend):
             if target == have and _is_c_contiguous(dev):
                 return dev
             if _is_c_contiguous(dev) and have.kind in _KERNEL_KINDS and target.kind in _KERNEL_KINDS:
-                out = cuda.device_array(dev.shape, dtype=target)
-                self.launch_count += fill_kernels.convert(_flat(dev), _flat(out))
+                out = self.empty(dev.shape, target)
+                self.launch_count += fill_kernels.convert(_flat(dev), _flat(out), stream=self.stream)
                 return out
-            a = dev.copy_to_host()  # strided or unusual dtype: convert on the host
+            a = self.to_numpy(dev)  # strided or unusual dtype: convert on the host
         try:
             host = np.ascontiguousarray(a, dtype=want)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"a: cannot make a {want or 'numeric'} array from {type(a).__name__}: {exc}") from exc
         if host.dtype.kind not in _ARRAY_KINDS:
             raise TypeError(f"a: cannot make a device array from {type(a).__name__} (it gives dtype {host.dtype})")
-        return cuda.to_device(host)
+        out = self.empty(host.shape, host.dtype)
+        out.copy_to_device(host, stream=self.stream)
+        return out
 
     def to_numpy(self, a: Any) -> np.ndarray:
         if _is_device_array(a):
-            return self._device_view(a).copy_to_host()
+            host = self._device_view(a).copy_to_host(stream=self.stream)
+            self.stream.synchronize()
+            return host
         return np.asarray(a)
 
     def is_array(self, a: Any) -> bool:
         return _is_device_array(a)
 
     def empty(self, shape: int | Sequence[int], dtype: Any = np.float32) -> Any:
-        return cuda.device_array(shape, dtype=np.dtype(dtype))
+        dt = np.dtype(dtype)
+        try:
+            return cuda.device_array(shape, dtype=dt, stream=self.stream)
+        except Exception as exc:
+            if not _is_out_of_memory(exc):
+                raise
+            dims = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+            asked = int(np.prod(dims, dtype=np.int64)) * dt.itemsize
+            free = _free_bytes()
+            raise MemoryError(
+                f"GPU out of memory: an array of shape {dims} and dtype {dt} needs {_gib(asked)}, "
+                f"{'and ' + _gib(free) + ' is free' if free is not None else 'which did not fit'}. Try a smaller "
+                "batch_size, a smaller model or float32, or keep the data on the host (backend='numpy')"
+            ) from None
 
     def zeros(self, shape: int | Sequence[int], dtype: Any = np.float32) -> Any:
         a = self.empty(shape, dtype)
@@ -139,83 +203,90 @@ class CudaBackend(Backend):
                 raise TypeError(f"src: cannot copy dtype {sdt} into dtype {dt} (same-kind casting)")
             if _is_c_contiguous(src) and _is_c_contiguous(dst):
                 if sdt == dt:
-                    dst.copy_to_device(src)  # device to device, on the default stream
+                    dst.copy_to_device(src, stream=self.stream)  # device to device
                     return
                 if sdt.kind in _KERNEL_KINDS and dt.kind in _KERNEL_KINDS:
-                    self.launch_count += fill_kernels.convert(_flat(src), _flat(dst))
+                    self.launch_count += fill_kernels.convert(_flat(src), _flat(dst), stream=self.stream)
                     return
-            src = src.copy_to_host()
+            src = self.to_numpy(src)
         host = np.asarray(src)
         if not np.can_cast(host.dtype, dt, casting="same_kind"):
             raise TypeError(f"src: cannot copy dtype {host.dtype} into dtype {dt} (same-kind casting)")
-        dst.copy_to_device(np.ascontiguousarray(host, dtype=dt))
+        dst.copy_to_device(np.ascontiguousarray(host, dtype=dt), stream=self.stream)
 
     def _fill(self, a: Any, value: float) -> None:
         if a.size == 0:
             return
         dt = np.dtype(a.dtype)
         if dt.kind in _KERNEL_KINDS and _is_c_contiguous(a):
-            self.launch_count += fill_kernels.fill(_flat(a), value)
+            self.launch_count += fill_kernels.fill(_flat(a), value, stream=self.stream)
         else:
-            a.copy_to_device(np.full(a.shape, value, dtype=dt))
+            a.copy_to_device(np.full(a.shape, value, dtype=dt), stream=self.stream)
 
     def _fill_stats(self, stats: Any) -> None:
-        self.launch_count += fill_kernels.reset_stats(stats)
+        self.launch_count += fill_kernels.reset_stats(stats, stream=self.stream)
 
     def synchronize(self) -> None:
-        cuda.synchronize()
+        self.stream.synchronize()
+
+    # ---------------------------------------------------------------- graphs
+    def capture(self, record: Callable[[], None], keepalive: Any = None) -> "_cuda_graph.CapturedGraph":
+        """Record the launches ``record()`` makes into a CUDA graph (see ``_cuda_graph``); real GPUs only.
+
+        Everything ``record`` launches must already be compiled and its
+        scratch allocated (run it eagerly once first): nothing may be
+        allocated or copied from the host during a capture.
+        """
+        if not self.supports_graphs:
+            raise RuntimeError("CUDA graphs need a real GPU; Numba's CUDA simulator cannot capture them")
+
+        def counted() -> int:
+            before = self.launch_count
+            record()
+            return self.launch_count - before
+
+        return _cuda_graph.capture(self.stream, counted, keepalive)
 
     # ----------------------------------------------------------------- gather
     def _take_rows(self, X: Any, idx: Any, out: Any) -> None:
-        _require_c(X=X, idx=idx, out=out)
-        self.launch_count += gather.take_rows(X, idx, out)
+        self.launch_count += gather.take_rows(X, idx, out, stream=self.stream)
 
     # ----------------------------------------------------------------- affine
     def _affine_forward(self, x, W, b, relu, out) -> None:
-        _require_c(x=x, W=W, b=b, out=out)
-        self.launch_count += gemm.affine_forward(
-            x, W, b, relu, out, config=self.gemm_config, split_k=self.split_k, workspace=self._workspace
-        )
+        self.launch_count += gemm.affine_forward(x, W, b, relu, out, **self._gemm_options)
 
     def _affine_backward(self, dy, x, W, y, dx, dW, db) -> None:
-        _require_c(dy=dy, x=x, W=W, y=y, dx=dx, dW=dW, db=db)
-        config = "auto" if self.gemm_config == "naive" else self.gemm_config
-        opts = dict(config=config, split_k=self.split_k, workspace=self._workspace)
-        self.launch_count += gemm.affine_backward_dw(dy, x, y, dW, db, **opts)
+        self.launch_count += gemm.affine_backward_dw(dy, x, y, dW, db, **self._gemm_options)
         if dx is not None:
-            self.launch_count += gemm.affine_backward_dx(dy, W, y, dx, **opts)
+            self.launch_count += gemm.affine_backward_dx(dy, W, y, dx, **self._gemm_options)
+
+    @property
+    def _gemm_options(self) -> dict:
+        opts = self.__dict__.get("_gemm_opts")
+        if opts is None or opts["config"] != self.gemm_config or opts["split_k"] != self.split_k:
+            opts = self._gemm_opts = dict(config=self.gemm_config, split_k=self.split_k,
+                                          workspace=self._workspace, stream=self.stream)
+        return opts
 
     # ---------------------------------------------------------------- softmax
     def _softmax(self, logits, out) -> None:
-        _require_c(logits=logits, out=out)
-        self.launch_count += softmax.softmax(logits, out)
+        self.launch_count += softmax.softmax(logits, out, stream=self.stream)
 
     def _softmax_xent(self, logits, labels, dlogits, stats, step) -> None:
-        _require_c(logits=logits, labels=labels, dlogits=dlogits)
-        self.launch_count += softmax.softmax_cross_entropy(logits, labels, dlogits, stats, step)
+        self.launch_count += softmax.softmax_cross_entropy(logits, labels, dlogits, stats, step, stream=self.stream)
 
     # -------------------------------------------------------------- optimizers
-    def _sgd_step(self, params, grads, buf, lr, momentum, nesterov, weight_decay, n_decay) -> None:
-        self.launch_count += optim.sgd_step(
-            params, grads, buf, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
-            n_decay=n_decay,
-        )
+    def _sgd_step(self, params, grads, buf, scalars, row, nesterov, n_decay) -> None:
+        self.launch_count += optim.sgd_step(params, grads, buf, scalars, row, nesterov=nesterov, n_decay=n_decay,
+                                            stream=self.stream)
 
-    def _rmsprop_step(self, params, grads, square_avg, buf, lr, alpha, eps, momentum, weight_decay,
-                      n_decay) -> None:
-        self.launch_count += optim.rmsprop_step(
-            params, grads, square_avg, buf, lr=lr, alpha=alpha, eps=eps, momentum=momentum,
-            weight_decay=weight_decay, n_decay=n_decay,
-        )
+    def _rmsprop_step(self, params, grads, square_avg, buf, scalars, row, n_decay) -> None:
+        self.launch_count += optim.rmsprop_step(params, grads, square_avg, buf, scalars, row, n_decay=n_decay,
+                                                stream=self.stream)
 
-    def _adam_step(self, params, grads, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, step,
-                   weight_decay, decoupled, n_decay) -> None:
-        c = adam_constants(lr, beta1, beta2, step, weight_decay)
-        self.launch_count += optim.adam_step(
-            params, grads, exp_avg, exp_avg_sq, beta1=beta1, beta2=beta2, eps=eps, step_size=c.step_size,
-            bc2_sqrt=c.bc2_sqrt, weight_decay=weight_decay, decay_factor=c.decay_factor,
-            decoupled=decoupled, n_decay=n_decay,
-        )
+    def _adam_step(self, params, grads, exp_avg, exp_avg_sq, scalars, row, decoupled, n_decay) -> None:
+        self.launch_count += optim.adam_step(params, grads, exp_avg, exp_avg_sq, scalars, row, decoupled=decoupled,
+                                             n_decay=n_decay, stream=self.stream)
 
     # ---------------------------------------------------------------- extras
     def warmup(self, dtype: Any = np.float32) -> dict[str, Any]:

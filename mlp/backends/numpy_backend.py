@@ -7,14 +7,13 @@ each method are those documented on :class:`mlp.backends.base.Backend`.
 
 from __future__ import annotations
 
-import math
 import threading
 from typing import Any, Sequence
 
 import numpy as np
 
 from . import _cpu_loops as loops
-from .base import Backend, adam_constants
+from .base import Backend
 
 
 class NumpyBackend(Backend):
@@ -29,10 +28,10 @@ class NumpyBackend(Backend):
 
     # ------------------------------------------------------------------ arrays
     def asarray(self, a: Any, dtype: Any = None) -> np.ndarray:
-        if hasattr(a, "copy_to_host"):  # a Numba device array
-            a = a.copy_to_host()
-        elif hasattr(a, "get") and type(a).__module__.startswith("cupy"):
-            a = a.get()
+        if not isinstance(a, np.ndarray):
+            from . import host_copy  # device arrays of any backend (Numba, CuPy, ...) come to the host
+
+            a = host_copy(a)
         return np.ascontiguousarray(a, dtype=dtype)
 
     def to_numpy(self, a: Any) -> np.ndarray:
@@ -51,9 +50,7 @@ class NumpyBackend(Backend):
         a.fill(value)
 
     def _fill_stats(self, stats: np.ndarray) -> None:
-        stats[0] = 0.0
-        stats[1] = 0.0
-        stats[2] = math.inf
+        stats[:] = self.new_stats()
 
     def _scratch(self, shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
         cache = getattr(self._local, "scratch", None)
@@ -96,28 +93,20 @@ class NumpyBackend(Backend):
         loops.softmax_xent(logits, labels, dlogits, write_grad, stats, step)
 
     # -------------------------------------------------------------- optimizers
-    def _sgd_step(self, params, grads, buf, lr, momentum, nesterov, weight_decay, n_decay) -> None:
-        t = params.dtype.type
+    # The scalars of a step are one row of a host table, already in the
+    # parameters' dtype (see Backend): unpacking it costs nothing here.
+    def _sgd_step(self, params, grads, buf, scalars, row, nesterov, n_decay) -> None:
+        lr, momentum, wd = scalars[row]
         if buf is None:
-            if momentum != 0:
-                raise ValueError("buf: a momentum buffer is required when momentum is non-zero")
-            buf = params[:0]
-        loops.sgd_update(params, grads, buf, t(lr), t(momentum), nesterov, t(weight_decay), n_decay)
+            buf, momentum = params[:0], momentum.dtype.type(0)
+        loops.sgd_update(params, grads, buf, lr, momentum, nesterov, wd, n_decay)
 
-    def _rmsprop_step(self, params, grads, square_avg, buf, lr, alpha, eps, momentum, weight_decay,
-                      n_decay) -> None:
-        t = params.dtype.type
+    def _rmsprop_step(self, params, grads, square_avg, buf, scalars, row, n_decay) -> None:
+        lr, alpha, one_minus_alpha, eps, momentum, wd = scalars[row]
         if buf is None:
-            if momentum > 0:
-                raise ValueError("buf: a momentum buffer is required when momentum is non-zero")
-            buf = params[:0]
-        loops.rmsprop_update(params, grads, square_avg, buf, t(lr), t(alpha), t(1 - alpha), t(eps),
-                             t(momentum), t(weight_decay), n_decay)
+            buf, momentum = params[:0], momentum.dtype.type(0)
+        loops.rmsprop_update(params, grads, square_avg, buf, lr, alpha, one_minus_alpha, eps, momentum, wd,
+                             n_decay)
 
-    def _adam_step(self, params, grads, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, step,
-                   weight_decay, decoupled, n_decay) -> None:
-        t = params.dtype.type
-        c = adam_constants(lr, beta1, beta2, step, weight_decay)
-        loops.adam_update(params, grads, exp_avg, exp_avg_sq, t(1 - beta1), t(beta2), t(1 - beta2),
-                          t(eps), t(c.step_size), t(c.bc2_sqrt), t(weight_decay), t(c.decay_factor),
-                          decoupled, n_decay)
+    def _adam_step(self, params, grads, exp_avg, exp_avg_sq, scalars, row, decoupled, n_decay) -> None:
+        loops.adam_update(params, grads, exp_avg, exp_avg_sq, *scalars[row], decoupled, n_decay)

@@ -1,0 +1,105 @@
+"""CUDA graphs for the CUDA backend: record a sequence of launches once, replay it with one call.
+
+Capture goes through the CUDA driver API as ``cuda.bindings`` exposes it
+(``cuStreamBeginCapture`` on the backend's own stream, ``cuStreamEndCapture``,
+``cuGraphInstantiate``, ``cuGraphLaunch``).  Every launch of the backend
+goes to that stream, never to the legacy default stream, so the captured
+graph holds exactly the launches the backend counted; :func:`capture`
+compares the two and refuses a graph that lost any (a launch that escaped
+the capture would otherwise be silently missing from every replay).
+
+A graph bakes in the addresses of the buffers its launches named and the
+scalar arguments they were given.  Keeping those buffers alive, and
+recapturing when any of them or any scalar changes, is the caller's job
+(see ``mlp.trainer.TrainingLoop``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+
+def _driver():
+    try:
+        from cuda.bindings import driver
+    except ImportError:  # cuda-python before the cuda.bindings layout
+        from cuda import cuda as driver
+    return driver
+
+
+def _check(result: Any, what: str) -> Any:
+    """Unpack a ``cuda.bindings`` result tuple, raising on an error code."""
+    driver = _driver()
+    err, *values = result if isinstance(result, tuple) else (result,)
+    if err != driver.CUresult.CUDA_SUCCESS:
+        raise RuntimeError(f"{what} failed: {err!r}")
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+class CaptureError(RuntimeError):
+    """A capture did not record what was launched (a launch escaped it, or the capture broke)."""
+
+
+class CapturedGraph:
+    """An instantiated CUDA graph replayed on one stream.
+
+    ``launches`` is the number of kernel launches recorded; ``keepalive``
+    holds the objects whose device memory the graph points at.
+    """
+
+    def __init__(self, graph: Any, exec_: Any, stream: Any, launches: int, keepalive: Any) -> None:
+        self._graph, self._exec, self._stream = graph, exec_, stream
+        self.launches = launches
+        self.keepalive = keepalive
+
+    def replay(self) -> None:
+        """Enqueue one replay on the stream it was captured on (asynchronous)."""
+        _check(_driver().cuGraphLaunch(self._exec, int(self._stream.handle)), "cuGraphLaunch")
+
+    def close(self) -> None:
+        driver = _driver()
+        if self._exec is not None:
+            driver.cuGraphExecDestroy(self._exec)
+            driver.cuGraphDestroy(self._graph)
+            self._exec = self._graph = None
+
+    def __del__(self) -> None:  # pragma: no cover - interpreter shutdown order varies
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def capture(stream: Any, record: Callable[[], int], keepalive: Any = None) -> CapturedGraph:
+    """Capture the launches ``record()`` makes on ``stream`` (a Numba stream) into a graph.
+
+    ``record`` returns the number of kernel launches it made; the graph must
+    hold exactly that many nodes, or :class:`CaptureError` is raised.  The
+    capture is thread-local: another thread of the process may keep using
+    the GPU meanwhile, but this thread must not touch the legacy default
+    stream (such a call fails the capture instead of running outside it).
+    """
+    driver = _driver()
+    handle = int(stream.handle)
+    _check(driver.cuStreamBeginCapture(handle, driver.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL),
+           "cuStreamBeginCapture")
+    launches = None
+    try:
+        launches = record()
+    finally:
+        # End the capture even when recording failed, so the stream is usable again.
+        result = driver.cuStreamEndCapture(handle)
+    graph = _check(result, "cuStreamEndCapture (a call during capture broke it)")
+    try:
+        _, nodes = _check(driver.cuGraphGetNodes(graph, 0), "cuGraphGetNodes")
+        if nodes != launches:
+            raise CaptureError(
+                f"the captured graph holds {nodes} kernel launches but {launches} were made: a launch "
+                "escaped the capture (it went to another stream) and would be missing from every replay")
+        exec_ = _check(driver.cuGraphInstantiate(graph, 0), "cuGraphInstantiate")
+    except BaseException:
+        driver.cuGraphDestroy(graph)
+        raise
+    return CapturedGraph(graph, exec_, stream, launches, keepalive)
