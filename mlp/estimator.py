@@ -1,310 +1,58 @@
-"""A scikit-learn compatible classifier built on :class:`mlp.MLP` and :class:`mlp.Trainer`.
+"""A scikit-learn classifier built on :class:`mlp.MLP` and :class:`mlp.Trainer`.
 
 >>> from mlp import MLPClassifier
 >>> clf = MLPClassifier(hidden_layer_sizes=(256,), epochs=20, random_state=0).fit(X, y)
 >>> clf.predict(X_test), clf.predict_proba(X_test), clf.score(X_test, y_test)
 
-scikit-learn is optional at run time.  When it can be imported,
-:class:`MLPClassifier` derives from its ``ClassifierMixin`` and
-``BaseEstimator`` and validates input with its own utilities, so ``clone``,
-``Pipeline``, ``GridSearchCV``, estimator tags and the HTML repr behave as for
-scikit-learn's estimators.  Without it, a small base class here provides
-``get_params``, ``set_params`` and ``score``, and input is checked by the same
-rules (lists and DataFrames converted, sparse matrices, NaN and infinity
-rejected).
+The class derives from scikit-learn's ``BaseEstimator`` and ``ClassifierMixin``
+and validates its parameters and data with scikit-learn's own utilities, so
+``clone``, ``Pipeline``, ``GridSearchCV`` and ``check_estimator`` treat it as
+one of scikit-learn's.  scikit-learn is the optional extra ``sklearn``.
 
-Training is :meth:`mlp.Trainer.fit`: this module only translates between
-scikit-learn's conventions (arbitrary labels, ``max_iter``-style stopping,
-``partial_fit``, ``warm_start``) and the library's model, optimizers and trainer.
+Training runs one :meth:`mlp.Trainer.fit` epoch at a time and stops by
+scikit-learn's rule (:meth:`MLPClassifier._record_epoch`).
 """
 
 from __future__ import annotations
 
+try:
+    import sklearn  # noqa: F401
+except ImportError:
+    raise ImportError("mlp.MLPClassifier needs scikit-learn: pip install 'numba-mlp[sklearn]'") from None
+
 import copy
-import inspect
 import json
 import math
-import numbers
+import sys
 import warnings
-from dataclasses import dataclass
+from numbers import Integral, Real
 from typing import Any, Sequence, Union
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets, unique_labels
+from sklearn.utils.validation import check_is_fitted
 
-from ._validation import check_float_dtype, check_int, check_real, describe
-from .backends import Backend
+from ._validation import FLOAT_DTYPE_NAMES, check_int, describe
+from .backends import BACKEND_NAMES, Backend
 from .model import MLP
 from .optim import OPTIMIZERS, Optimizer, make_optimizer
-from .trainer import EarlyStopping, History, Trainer
+from .trainer import Trainer
 
 try:
-    from sklearn.base import BaseEstimator as _EstimatorBase
-    from sklearn.base import ClassifierMixin as _ClassifierBase
-    from sklearn.exceptions import ConvergenceWarning, NotFittedError
-    from sklearn.utils.multiclass import check_classification_targets as _sk_check_targets
-    from sklearn.utils.validation import check_is_fitted as _sk_check_is_fitted
+    from sklearn.utils.validation import validate_data
+except ImportError:  # scikit-learn < 1.6 validates through a method of BaseEstimator
+    def validate_data(estimator, *args, **kwargs):
+        return estimator._validate_data(*args, **kwargs)
 
-    try:
-        from sklearn.utils.validation import validate_data as _sk_validate_data
-    except ImportError:  # scikit-learn < 1.6 validates through a method of BaseEstimator
-        def _sk_validate_data(estimator, *args, **kwargs):
-            return estimator._validate_data(*args, **kwargs)
-
-    HAVE_SKLEARN = True
-except ImportError:
-    HAVE_SKLEARN = False
-
-__all__ = ["MLPClassifier", "ConvergenceWarning", "NotFittedError", "HAVE_SKLEARN"]
+__all__ = ["MLPClassifier", "ConvergenceWarning", "NotFittedError"]
 
 
-# --------------------------------------------------------------------------
-# Stand-ins used when scikit-learn is not installed
-# --------------------------------------------------------------------------
-
-if not HAVE_SKLEARN:
-
-    class ConvergenceWarning(UserWarning):
-        """Training stopped at the epoch limit while the loss was still improving."""
-
-    class NotFittedError(ValueError, AttributeError):
-        """The estimator was used before ``fit`` (or ``partial_fit``) was called."""
-
-    class _EstimatorBase:
-        """``get_params`` / ``set_params`` over the constructor's keyword arguments, and a short repr."""
-
-        @classmethod
-        def _get_param_names(cls) -> list[str]:
-            signature = inspect.signature(cls.__init__)
-            return sorted(p.name for p in signature.parameters.values()
-                          if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
-
-        def get_params(self, deep: bool = True) -> dict[str, Any]:
-            params = {}
-            for name in self._get_param_names():
-                value = getattr(self, name)
-                if deep and hasattr(value, "get_params") and not isinstance(value, type):
-                    params.update((f"{name}__{k}", v) for k, v in value.get_params().items())
-                params[name] = value
-            return params
-
-        def set_params(self, **params: Any) -> "_EstimatorBase":
-            valid = self._get_param_names()
-            for key, value in params.items():
-                name, _, sub = key.partition("__")
-                if name not in valid:
-                    raise ValueError(f"Invalid parameter {name!r} for estimator {type(self).__name__}; "
-                                     f"valid parameters are {valid}")
-                if sub:
-                    getattr(self, name).set_params(**{sub: value})
-                else:
-                    setattr(self, name, value)
-            return self
-
-        def __getstate__(self) -> dict:
-            return self.__dict__.copy()
-
-        def __setstate__(self, state: dict) -> None:
-            self.__dict__.update(state)
-
-        def __repr__(self) -> str:
-            defaults = {name: p.default for name, p in inspect.signature(type(self).__init__).parameters.items()}
-            changed = []
-            for name in self._get_param_names():
-                value = getattr(self, name)
-                default = defaults.get(name, inspect.Parameter.empty)
-                if isinstance(value, np.ndarray) or value is not default and value != default:
-                    changed.append(f"{name}={value!r}")
-            return f"{type(self).__name__}({', '.join(changed)})"
-
-    class _ClassifierBase:
-        """``score``: the accuracy of ``predict``."""
-
-        def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
-            correct = np.asarray(self.predict(X) == _plain_labels(y, "y"), dtype=np.float64)
-            if sample_weight is None:
-                return float(correct.mean())
-            return float(np.average(correct, weights=np.asarray(sample_weight, dtype=np.float64)))
-
-
-# --------------------------------------------------------------------------
-# Input checks without scikit-learn (the same rules as its check_array)
-# --------------------------------------------------------------------------
-
-
-def _is_sparse(X: Any) -> bool:
-    # scipy.sparse matrices and arrays, recognised without importing scipy
-    return hasattr(X, "tocsr") and hasattr(X, "nnz")
-
-
-def _column_names(X: Any) -> np.ndarray | None:
-    columns = getattr(X, "columns", None)
-    if columns is None:
-        return None
-    names = list(columns)
-    if names and all(isinstance(c, str) for c in names):
-        return np.asarray(names, dtype=object)
-    return None
-
-
-def _plain_features(X: Any, dtype: np.dtype | None) -> np.ndarray:
-    """``X`` as a C-contiguous, finite 2-D array of ``dtype`` with at least one row and one column.
-
-    ``dtype=None`` keeps float32 data as they are and converts anything else to float64.
-    """
-    if _is_sparse(X):
-        raise TypeError(f"X: sparse input ({type(X).__name__}) is not supported; the network needs dense "
-                        "data: convert it with X.toarray()")
-    try:
-        arr = np.asarray(X)
-    except Exception as exc:
-        raise TypeError(f"X: expected a 2-D array-like of numbers, got {type(X).__name__} ({exc})") from None
-    if arr.dtype.kind == "c":
-        raise ValueError("X: complex data is not supported")
-    if arr.dtype.kind not in "biuf":
-        try:
-            arr = arr.astype(np.float64)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"X: expected numbers, got values of dtype {arr.dtype} ({exc})") from None
-    if arr.ndim != 2:
-        hint = (": reshape it with X.reshape(-1, 1) for a single feature or X.reshape(1, -1) for a "
-                "single sample" if arr.ndim == 1 else "")
-        raise ValueError(f"X: expected a 2-D array, got a {arr.ndim}-D array of shape {arr.shape}{hint}")
-    if arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise ValueError(f"X: expected at least one sample and one feature, got shape {arr.shape}")
-    if dtype is None:
-        dtype = np.float32 if arr.dtype == np.float32 else np.float64
-    with np.errstate(over="ignore"):
-        arr = np.ascontiguousarray(arr, dtype=dtype)
-    if not np.isfinite(arr).all():
-        if np.isnan(arr).any():
-            raise ValueError("Input X contains NaN.")
-        raise ValueError(f"Input X contains infinity or a value too large for dtype({arr.dtype.name!r}).")
-    return arr
-
-
-def _plain_labels(y: Any, name: str) -> np.ndarray:
-    """``y`` as a 1-D array (a column vector is flattened), NaN-free."""
-    if y is None:
-        raise ValueError(f"{name}: this estimator requires y to be passed, but the target y is None")
-    arr = np.asarray(y)
-    if arr.ndim == 2 and arr.shape[1] == 1:
-        arr = arr.ravel()
-    if arr.ndim != 1:
-        raise ValueError(f"{name}: expected a 1-D array of labels, got an array of shape {arr.shape}")
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        raise ValueError(f"Input {name} contains NaN or infinity.")
-    return arr
-
-
-def _plain_check_targets(y: np.ndarray) -> None:
-    """Reject targets that are not class labels (floats with fractional parts, complex numbers)."""
-    if y.dtype.kind == "c" or (y.dtype.kind == "f" and np.any(y != np.round(y))):
-        raise ValueError("Unknown label type: continuous. The targets of a classifier must be class labels "
-                         "(integers or strings), not continuous values.")
-
-
-# --------------------------------------------------------------------------
-# Helpers
-# --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Settings:
-    """The constructor arguments, checked and normalised (made by :meth:`MLPClassifier._settings`)."""
-
-    hidden: tuple[int, ...]
-    optimizer: str
-    learning_rate: float
-    weight_decay: float
-    momentum: float
-    batch_size: int
-    epochs: int
-    tol: float
-    n_iter_no_change: int
-    early_stopping: bool
-    validation_fraction: float
-    shuffle: bool
-    warm_start: bool
-    dtype: np.dtype | None
-    verbose: int
-
-    def make_optimizer(self) -> Optimizer:
-        kwargs: dict[str, Any] = {"lr": self.learning_rate, "weight_decay": self.weight_decay}
-        if self.optimizer == "sgd":
-            kwargs["momentum"] = self.momentum
-        return make_optimizer(self.optimizer, **kwargs)
-
-
-def _check_flag(value: Any, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name}: expected True or False, got {describe(value)}")
-    return bool(value)
-
-
-def _as_generator(random_state: Any) -> np.random.Generator:
-    """A NumPy Generator from ``random_state``: None (fresh entropy), an int, a RandomState or a Generator."""
-    if random_state is None:
-        return np.random.default_rng()
-    if isinstance(random_state, np.random.Generator):
-        return random_state
-    if isinstance(random_state, np.random.RandomState):
-        return np.random.default_rng(random_state.randint(0, 2**31 - 1))
-    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
-        return np.random.default_rng(check_int(random_state, "random_state", minimum=0))
-    raise TypeError(f"random_state: expected None, a non-negative integer, a numpy RandomState or "
-                    f"Generator, got {describe(random_state)}")
-
-
-def _unique_labels(labels: np.ndarray, name: str) -> np.ndarray:
-    try:
-        return np.unique(labels)
-    except TypeError:
-        raise ValueError(f"{name}: labels must be all numbers or all strings, not a mix of types") from None
-
-
-def _stratified_split(y: np.ndarray, n_classes: int, fraction: float,
-                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Indices ``(train, validation)`` holding out ``fraction`` of each class.
-
-    ``y`` holds class indices in [0, n_classes).  The number held out in total
-    is ``round(fraction * n)``, shared between classes in proportion to their
-    sizes (largest remainders first, ties broken at random); every class keeps
-    at least one training sample.
-    """
-    counts = np.bincount(y, minlength=n_classes)
-    exact = fraction * counts
-    quota = np.floor(exact).astype(np.int64)
-    missing = int(round(fraction * y.size)) - int(quota.sum())
-    if missing > 0:
-        order = np.lexsort((rng.random(n_classes), -(exact - quota)))
-        quota[order[:missing]] += 1
-    quota = np.minimum(quota, np.maximum(counts - 1, 0))
-    if quota.sum() == 0:
-        raise ValueError(f"validation_fraction: {fraction} of {y.size} samples leaves no sample to validate on "
-                         "(every class keeps at least one for training); use more data, a larger "
-                         "validation_fraction, or early_stopping=False")
-    held_out = np.zeros(y.size, dtype=bool)
-    for c in np.flatnonzero(quota):
-        members = np.flatnonzero(y == c)
-        held_out[rng.choice(members, size=int(quota[c]), replace=False)] = True
-    return np.flatnonzero(~held_out), np.flatnonzero(held_out)
-
-
-def _json_safe(values: np.ndarray) -> list | None:
-    items = values.tolist()
-    try:
-        json.dumps(items)
-    except TypeError:
-        return None
-    return items
-
-
-# --------------------------------------------------------------------------
-# The estimator
-# --------------------------------------------------------------------------
-
-
-class MLPClassifier(_ClassifierBase, _EstimatorBase):
+class MLPClassifier(ClassifierMixin, BaseEstimator):
     """Multilayer perceptron classifier with scikit-learn's estimator interface.
 
     Hidden layers are affine + ReLU, the output layer a softmax over one unit
@@ -328,32 +76,32 @@ class MLPClassifier(_ClassifierBase, _EstimatorBase):
         Samples per step (the whole set when it holds fewer).
     epochs : int, default 200
         The most passes over the data one ``fit`` makes (scikit-learn's ``max_iter``).
-    tol : float, default 1e-4
-        The improvement that counts: training stops once the training loss
-        (or, with ``early_stopping``, the validation accuracy) has not
-        improved by more than ``tol`` for ``n_iter_no_change`` epochs.
-    n_iter_no_change : int, default 10
-        Epochs without improvement before training stops.
+    tol, n_iter_no_change : float, default 1e-4; int, default 10
+        scikit-learn's stopping rule: an epoch counts as no improvement when
+        the training loss is not below ``best_loss_ - tol`` (with
+        ``early_stopping``: the validation accuracy not above
+        ``best_validation_score_ + tol``); training stops once more than
+        ``n_iter_no_change`` such epochs have come in a row.
     early_stopping : bool, default False
         Hold out a stratified ``validation_fraction`` of the training data,
         stop on its accuracy, and end with the weights of the best epoch.
+        ``partial_fit`` does not support it.
     validation_fraction : float, default 0.1
         In (0, 1); used only with ``early_stopping``.
     shuffle : bool, default True
         Shuffle the samples every epoch.
     warm_start : bool, default False
-        ``fit`` continues from the fitted weights instead of starting anew
-        (with a fresh optimizer, as scikit-learn does).
+        ``fit`` continues from the fitted weights and stopping state instead
+        of starting anew (with a fresh optimizer, as scikit-learn does).
     dtype : {"float32", "float64"} or None, default None
         Precision of the weights and of the computation.  None follows the
         training data, as scikit-learn does: float32 data train in float32,
         anything else in float64.  "float32" is the fast choice on a GPU.
     backend : {"auto", "numpy", "cuda"} or mlp.Backend, default "auto"
         Where to train: "auto" uses a usable CUDA GPU, else NumPy.
-    random_state : None, int, numpy RandomState or Generator, default None
+    random_state : None, int or numpy RandomState, default None
         Seeds the initial weights, the shuffling and the validation split.
-        An int makes runs repeatable (bit for bit on the NumPy backend);
-        None draws fresh entropy.
+        An int makes runs repeatable (bit for bit on the NumPy backend).
     verbose : bool or int, default False
         Print one line per epoch to stderr.
 
@@ -361,25 +109,41 @@ class MLPClassifier(_ClassifierBase, _EstimatorBase):
     ----------
     classes_ : ndarray of shape (n_classes,)
         The class labels, sorted; output unit ``i`` scores ``classes_[i]``.
-    n_features_in_ : int
-        Number of features seen in ``fit``.
-    feature_names_in_ : ndarray of str, shape (n_features_in_,)
-        Column names seen in ``fit``, when ``X`` was a DataFrame with string column names.
+    n_features_in_, feature_names_in_
+        Number of features seen in ``fit``, and their names when ``X`` was a
+        DataFrame with string column names.
     n_iter_ : int
         Epochs trained so far (counted across ``warm_start`` fits and ``partial_fit`` calls).
-    loss_ : float
-        Mean training cross-entropy of the last epoch.
-    loss_curve_ : list of float
-        Mean training cross-entropy of every epoch.
+    loss_, loss_curve_ : float, list of float
+        Mean training cross-entropy of the last epoch, and of every epoch.
     best_loss_ : float or None
         Lowest entry of ``loss_curve_``; None with ``early_stopping``.
-    validation_scores_ : list of float or None
-        Validation accuracy of every epoch with ``early_stopping``, else None.
-    best_validation_score_ : float or None
-        Best entry of ``validation_scores_``; None without ``early_stopping``.
+    validation_scores_, best_validation_score_ : list of float or None, float or None
+        Validation accuracy of every epoch with ``early_stopping``, and the
+        best of them; None without ``early_stopping``.
     coefs_, intercepts_ : lists of ndarray
         Host copies of each layer's weights, shape (in, out), and biases, shape (out,).
     """
+
+    _parameter_constraints: dict = {
+        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
+        "optimizer": [StrOptions(set(OPTIMIZERS))],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "momentum": [Interval(Real, 0, 1, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "epochs": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "shuffle": ["boolean"],
+        "warm_start": ["boolean"],
+        "dtype": [StrOptions(set(FLOAT_DTYPE_NAMES)), None],
+        "backend": [StrOptions(set(BACKEND_NAMES)), Backend],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
 
     def __init__(
         self,
@@ -420,229 +184,183 @@ class MLPClassifier(_ClassifierBase, _EstimatorBase):
         self.random_state = random_state
         self.verbose = verbose
 
-    # ------------------------------------------------------------ parameters
-    def _settings(self) -> _Settings:
-        """Check every constructor argument (scikit-learn defers this to ``fit``)."""
+    # ------------------------------------------------------------ set-up
+    def _layer_sizes(self) -> tuple[int, ...]:
+        """``(n_features_in_, *hidden_layer_sizes, n_classes)`` as the parameters ask for them."""
         hidden = self.hidden_layer_sizes
-        if isinstance(hidden, numbers.Integral) and not isinstance(hidden, bool):
-            hidden = (hidden,)
-        if isinstance(hidden, (str, bytes)) or not isinstance(hidden, (Sequence, np.ndarray)):
-            raise TypeError(f"hidden_layer_sizes: expected an int or a sequence of ints, got {describe(hidden)}")
+        hidden = (hidden,) if isinstance(hidden, Integral) else tuple(hidden)
         hidden = tuple(check_int(h, f"hidden_layer_sizes[{i}]", minimum=1) for i, h in enumerate(hidden))
-        if not isinstance(self.optimizer, str) or self.optimizer.lower() not in OPTIMIZERS:
-            raise ValueError(f"optimizer: expected one of {tuple(OPTIMIZERS)}, got {self.optimizer!r}")
-        verbose = self.verbose
-        if not isinstance(verbose, (bool, np.bool_)):
-            verbose = check_int(verbose, "verbose", minimum=0)
-        return _Settings(
-            hidden=hidden,
-            optimizer=self.optimizer.lower(),
-            learning_rate=check_real(self.learning_rate, "learning_rate", minimum=0.0, min_inclusive=False),
-            weight_decay=check_real(self.weight_decay, "weight_decay", minimum=0.0),
-            momentum=check_real(self.momentum, "momentum", minimum=0.0, maximum=1.0, max_inclusive=False),
-            batch_size=check_int(self.batch_size, "batch_size", minimum=1),
-            epochs=check_int(self.epochs, "epochs", minimum=1),
-            tol=check_real(self.tol, "tol", minimum=0.0),
-            n_iter_no_change=check_int(self.n_iter_no_change, "n_iter_no_change", minimum=1),
-            early_stopping=_check_flag(self.early_stopping, "early_stopping"),
-            validation_fraction=check_real(self.validation_fraction, "validation_fraction", minimum=0.0,
-                                           maximum=1.0, min_inclusive=False, max_inclusive=False),
-            shuffle=_check_flag(self.shuffle, "shuffle"),
-            warm_start=_check_flag(self.warm_start, "warm_start"),
-            dtype=None if self.dtype is None else check_float_dtype(self.dtype, "dtype"),
-            verbose=int(bool(verbose)),
-        )
+        return (self.n_features_in_, *hidden, self.classes_.size)
 
-    # ------------------------------------------------------------ input data
-    def _check_X(self, X: Any, dtype: np.dtype | None, reset: bool) -> np.ndarray:
-        """``X`` as a C-contiguous 2-D array of ``dtype`` (None: float32 stays float32, the rest becomes float64).
+    def _make_optimizer(self) -> Optimizer:
+        kwargs: dict[str, Any] = {"lr": self.learning_rate, "weight_decay": self.weight_decay}
+        if self.optimizer == "sgd":
+            kwargs["momentum"] = self.momentum
+        return make_optimizer(self.optimizer, **kwargs)
 
-        With ``reset`` this records ``n_features_in_`` (and ``feature_names_in_``),
-        otherwise it checks ``X`` against them.
-        """
-        if HAVE_SKLEARN:
-            dtype = [np.float64, np.float32] if dtype is None else dtype
-            return _sk_validate_data(self, X, reset=reset, dtype=dtype, order="C")
-        arr = _plain_features(X, dtype)
-        names = _column_names(X)
-        if reset:
-            self.n_features_in_ = arr.shape[1]
-            if names is not None:
-                self.feature_names_in_ = names
-            elif hasattr(self, "feature_names_in_"):
-                del self.feature_names_in_
-        else:
-            if arr.shape[1] != self.n_features_in_:
-                raise ValueError(f"X has {arr.shape[1]} features, but {type(self).__name__} is expecting "
-                                 f"{self.n_features_in_} features as input.")
-            fitted_names = getattr(self, "feature_names_in_", None)
-            if names is not None and fitted_names is not None and not np.array_equal(names, fitted_names):
-                raise ValueError("X: the feature names differ from those seen in fit "
-                                 f"({list(fitted_names)}), got {list(names)}")
-        return arr
+    def _seed(self) -> int:
+        return int(self._random_state.randint(2**31 - 1))
 
-    def _check_X_y(self, X: Any, y: Any, dtype: np.dtype | None,
-                   reset: bool) -> tuple[np.ndarray, np.ndarray]:
-        if HAVE_SKLEARN:
-            dtype = [np.float64, np.float32] if dtype is None else dtype
-            X, y = _sk_validate_data(self, X, y, reset=reset, dtype=dtype, order="C")
-            _sk_check_targets(y)
-            return X, y
-        y = _plain_labels(y, "y")
-        X = self._check_X(X, dtype, reset)
-        if y.shape[0] != X.shape[0]:
-            raise ValueError(f"y: expected one label per sample of X ({X.shape[0]}), got {y.shape[0]}")
-        _plain_check_targets(y)
-        return X, y
-
-    def _encode(self, y: np.ndarray) -> np.ndarray:
-        """Class indices (int64) of labels ``y``, all of which must be in :attr:`classes_`."""
-        classes = self.classes_
-        try:
-            idx = np.clip(np.searchsorted(classes, y), 0, classes.size - 1)
-            unknown = classes[idx] != y
-        except TypeError:
-            raise ValueError(f"y: labels of another type than classes_ ({classes.dtype}): "
-                             f"got {describe(y)}") from None
-        if np.any(unknown):
-            extra = _unique_labels(y[unknown], "y")
-            raise ValueError(f"y: labels {extra.tolist()[:10]} are not among the classes {classes.tolist()}")
-        return idx.astype(np.int64)
-
-    # -------------------------------------------------------------- training
-    def _start(self, settings: _Settings, classes: np.ndarray, dtype: np.dtype, model: MLP | None = None) -> None:
-        """Fresh learned state for ``classes`` (sorted labels, at least two).
-
-        The network is ``model`` if given, else a new ``dtype`` network seeded from ``random_state``.
-        """
+    def _start(self, classes: np.ndarray, dtype: np.dtype, model: MLP | None = None) -> None:
+        """Fresh learned state for ``classes`` (sorted labels); the network is ``model``, or a new one."""
         if classes.size < 2:
             raise ValueError(f"y: a classifier needs at least 2 classes to learn, got 1 class "
                              f"({classes.tolist()[0]!r})")
         self.classes_ = classes
-        self._rng = _as_generator(self.random_state)
-        if model is None:
-            sizes = (self.n_features_in_, *settings.hidden, classes.size)
-            model = MLP(sizes, seed=int(self._rng.integers(2**31 - 1)), dtype=dtype)
-        self._model = model
+        self._random_state = check_random_state(self.random_state)
+        self._model = model if model is not None else MLP(self._layer_sizes(), seed=self._seed(), dtype=dtype)
         self._optimizer: Optimizer | None = None
         self.n_iter_ = 0
         self.loss_curve_: list[float] = []
         self.loss_ = math.nan
-        self.best_loss_: float | None = None
-        self.validation_scores_: list[float] | None = None
-        self.best_validation_score_: float | None = None
+        self._reset_stopping()
 
-    def _check_architecture(self, settings: _Settings) -> None:
-        wanted = (self.n_features_in_, *settings.hidden, self.classes_.size)
-        model = self._model
-        dtype = model.dtype if settings.dtype is None else settings.dtype
-        if tuple(model.layer_sizes) != wanted or model.dtype != dtype:
-            raise ValueError(
-                f"the fitted network has layers {tuple(model.layer_sizes)} ({model.dtype.name}), but the "
-                f"parameters ask for {wanted} ({dtype.name}); to continue training, keep "
-                "hidden_layer_sizes and dtype unchanged, or set warm_start=False to start a new network")
+    def _reset_stopping(self) -> None:
+        """The stopping state as scikit-learn initialises it, for the current ``early_stopping``."""
+        self._no_improvement_count = 0
+        self._best_weights: list | None = None
+        if self.early_stopping:
+            self.validation_scores_, self.best_validation_score_, self.best_loss_ = [], -np.inf, None
+        else:
+            self.validation_scores_, self.best_validation_score_, self.best_loss_ = None, None, np.inf
 
-    def _train(self, X: np.ndarray, y: np.ndarray, settings: _Settings, epochs: int, stop: bool) -> History:
-        """Run the trainer for at most ``epochs`` epochs; ``stop`` enables the stopping rules."""
-        validation_data = None
-        stopper = None
-        if stop and settings.early_stopping:
-            train, held_out = _stratified_split(y, self.classes_.size, settings.validation_fraction, self._rng)
-            validation_data = (X[held_out], y[held_out])
-            X, y = X[train], y[train]
-            stopper = EarlyStopping(patience=settings.n_iter_no_change, min_delta=settings.tol,
-                                    monitor="val_accuracy", restore_best=True)
-        elif stop:
-            stopper = EarlyStopping(patience=settings.n_iter_no_change, min_delta=settings.tol,
-                                    monitor="loss", restore_best=False)
-        trainer = Trainer(self._model, self._optimizer, backend=self.backend, batch_size=settings.batch_size,
-                          seed=int(self._rng.integers(2**31 - 1)))
-        history = trainer.fit(X, y, epochs=epochs, validation_data=validation_data, early_stopping=stopper,
-                              shuffle=settings.shuffle, verbose=2 if settings.verbose else 0)
-        self.n_iter_ += len(history)
-        self.loss_curve_.extend(history["loss"])
-        self.loss_ = self.loss_curve_[-1]
-        if validation_data is not None:
-            self.validation_scores_ = (self.validation_scores_ or []) + history["val_accuracy"]
-            self.best_validation_score_ = max(self.validation_scores_)
-        self.best_loss_ = None if settings.early_stopping else min(self.loss_curve_)
-        return history
+    def _check_data(self, X: Any, y: Any, *, reset: bool) -> tuple[np.ndarray, np.ndarray]:
+        """``X`` and ``y`` checked by scikit-learn; ``X`` as a C-contiguous float array.
 
+        A new network takes the ``dtype`` parameter (None: float32 stays
+        float32, the rest becomes float64); a fitted one, its own dtype.
+        """
+        dtype = self._model.dtype if not reset else [np.float64, np.float32] if self.dtype is None else self.dtype
+        X, y = validate_data(self, X, y, reset=reset, dtype=dtype, order="C")
+        check_classification_targets(y)
+        return X, y
+
+    def _prepare(self, X: Any, y: Any, first: bool, classes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Checked ``X`` and class indices of ``y``; starts a new network when ``first``, else checks the fitted one."""
+        if not first:
+            wanted = self._layer_sizes()
+            dtype = self._model.dtype if self.dtype is None else np.dtype(self.dtype)
+            if self._model.layer_sizes != wanted or self._model.dtype != dtype:
+                raise ValueError(
+                    f"the fitted network has layers {self._model.layer_sizes} ({self._model.dtype.name}), but "
+                    f"the parameters ask for {wanted} ({dtype.name}); to continue training, keep "
+                    "hidden_layer_sizes and dtype unchanged, or set warm_start=False to start a new network")
+        X, y = self._check_data(X, y, reset=first)
+        if first:
+            self._start(unique_labels(y) if classes is None else classes, X.dtype)
+        elif (self.validation_scores_ is not None) != self.early_stopping:
+            self._reset_stopping()  # early_stopping was switched since the last fit
+        return X, self._encode(y)
+
+    def _encode(self, y: np.ndarray) -> np.ndarray:
+        """Class indices (int64) of labels ``y``, all of which must be in :attr:`classes_`."""
+        unknown = ~np.isin(y, self.classes_)
+        if unknown.any():
+            raise ValueError(f"y: labels {np.unique(y[unknown]).tolist()[:10]} are not among the classes "
+                             f"{self.classes_.tolist()}")
+        return np.searchsorted(self.classes_, y).astype(np.int64)
+
+    # ------------------------------------------------------------ training
+    def _trainer(self) -> Trainer:
+        return Trainer(self._model, self._optimizer, backend=self.backend, batch_size=self.batch_size,
+                       seed=self._seed())
+
+    def _record_epoch(self, loss: float, validation_score: float | None = None) -> bool:
+        """Record one epoch and apply scikit-learn's stopping rule; True when training should stop.
+
+        As scikit-learn's ``_update_no_improvement_count``: the count of epochs
+        without improvement grows unless the figure beats the best so far by
+        more than ``tol`` (then it restarts at 0); the best so far moves on any
+        improvement, however small.  Stop once the count exceeds ``n_iter_no_change``.
+        """
+        self.n_iter_ += 1
+        self.loss_ = loss
+        self.loss_curve_.append(loss)
+        if validation_score is None:
+            no_better = loss > self.best_loss_ - self.tol
+            self._no_improvement_count = self._no_improvement_count + 1 if no_better else 0
+            self.best_loss_ = min(self.best_loss_, loss)  # the best moves on any decrease
+        else:
+            self.validation_scores_.append(validation_score)
+            no_better = validation_score < self.best_validation_score_ + self.tol
+            self._no_improvement_count = self._no_improvement_count + 1 if no_better else 0
+            if validation_score > self.best_validation_score_:
+                self.best_validation_score_ = validation_score
+                self._best_weights = self._model.get_weights()
+        if self.verbose:
+            scores = "" if validation_score is None else f"  validation accuracy {validation_score:.4f}"
+            print(f"epoch {self.n_iter_}: loss {loss:.6f}{scores}", file=sys.stderr, flush=True)
+        return self._no_improvement_count > self.n_iter_no_change
+
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any) -> "MLPClassifier":
         """Train on ``X`` (n_samples, n_features) and labels ``y`` (n_samples,) of any type; returns ``self``.
 
-        Stops after ``epochs`` epochs, or earlier when the monitored figure
-        (training loss, or validation accuracy with ``early_stopping``) has
-        not improved by ``tol`` for ``n_iter_no_change`` epochs.  Ending at the
-        epoch limit without that happening emits a ``ConvergenceWarning``.
+        At most ``epochs`` epochs, fewer when the stopping rule (see ``tol``)
+        ends training; ending at the limit emits a ``ConvergenceWarning``.
         """
-        settings = self._settings()
-        resume = settings.warm_start and self.__sklearn_is_fitted__()
-        if resume:
-            self._check_architecture(settings)
-            X, y = self._check_X_y(X, y, self._model.dtype, reset=False)
+        X, labels = self._prepare(X, y, first=not (self.warm_start and self.__sklearn_is_fitted__()))
+        validation_data = None
+        if self.early_stopping:
+            X, X_val, labels, y_val = train_test_split(X, labels, test_size=self.validation_fraction,
+                                                       stratify=labels, random_state=self._random_state)
+            validation_data = (X_val, y_val)
+        self._optimizer = self._make_optimizer()
+        trainer = self._trainer()
+        for _ in range(self.epochs):
+            # one epoch per call: the trainer keeps its shuffling stream and the optimizer its state
+            history = trainer.fit(X, labels, epochs=1, validation_data=validation_data, shuffle=self.shuffle,
+                                  verbose=0)
+            score = history["val_accuracy"][0] if self.early_stopping else None
+            if self._record_epoch(history["loss"][0], score):
+                break
         else:
-            X, y = self._check_X_y(X, y, settings.dtype, reset=True)
-            self._start(settings, _unique_labels(y, "y"), X.dtype)
-        labels = self._encode(y)
-        self._optimizer = settings.make_optimizer()
-        history = self._train(X, labels, settings, settings.epochs, stop=True)
-        if not history.stopped_early and len(history) == settings.epochs:
-            monitored = "validation accuracy" if settings.early_stopping else "training loss"
+            monitored = "validation accuracy" if self.early_stopping else "training loss"
             warnings.warn(
-                f"{type(self).__name__}: stopped at the limit of epochs={settings.epochs} while the "
-                f"{monitored} was still improving by more than tol={settings.tol:g}; the model may not have "
-                "converged (raise epochs, or adjust learning_rate or tol)",
-                ConvergenceWarning, stacklevel=2)
+                f"{type(self).__name__}: stopped at the limit of epochs={self.epochs} while the {monitored} "
+                f"was still improving by more than tol={self.tol:g}; the model may not have converged "
+                "(raise epochs, or adjust learning_rate or tol)", ConvergenceWarning, stacklevel=2)
+        if self.early_stopping:
+            self._model.set_weights(self._best_weights)
         return self
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X: Any, y: Any, classes: Any = None) -> "MLPClassifier":
         """One epoch over ``(X, y)``, continuing from the current weights and optimizer state; returns ``self``.
 
         ``classes`` (every label the data will ever hold) is required on the
         first call, when the estimator is not fitted yet; later calls may omit
-        it or must pass the same set.  The stopping rules do not apply.
+        it or must pass the same set.  The epoch counts towards the stopping
+        state (``best_loss_``), but never stops training.
         """
-        settings = self._settings()
+        if self.early_stopping:
+            raise ValueError("early_stopping: partial_fit does not support early_stopping=True (it holds out "
+                             "no validation data); set early_stopping=False")
         first = not self.__sklearn_is_fitted__()
-        if first and classes is None:
+        if classes is not None:
+            classes = unique_labels(classes)
+            if not first and not np.array_equal(classes, self.classes_):
+                raise ValueError(f"classes: expected the classes of the earlier calls, {self.classes_.tolist()}, "
+                                 f"got {classes.tolist()}")
+        elif first:
             raise ValueError("classes: the first call to partial_fit must list every class (classes=...), "
                              "since later batches may hold labels this one lacks")
-        if not first:
-            self._check_architecture(settings)
-        X, y = self._check_X_y(X, y, settings.dtype if first else self._model.dtype, reset=first)
-        if classes is not None:
-            given = _unique_labels(np.asarray(classes).ravel(), "classes")
-            if not first and not np.array_equal(given, self.classes_):
-                raise ValueError(f"classes: expected the classes of the earlier calls, {self.classes_.tolist()}, "
-                                 f"got {given.tolist()}")
-        if first:
-            self._start(settings, given, X.dtype)
-        labels = self._encode(y)
-        if self._optimizer is not None:
-            fresh = settings.make_optimizer()
-            if type(fresh) is not type(self._optimizer) or fresh.get_config() != self._optimizer.get_config():
-                self._optimizer = fresh  # the optimizer's parameters changed since the last call
-        else:
-            self._optimizer = settings.make_optimizer()
-        self._train(X, labels, settings, 1, stop=False)
+        X, labels = self._prepare(X, y, first, classes)
+        fresh = self._make_optimizer()
+        if type(fresh) is not type(self._optimizer) or fresh.get_config() != self._optimizer.get_config():
+            self._optimizer = fresh  # the first call, or the optimizer's parameters changed since the last one
+        history = self._trainer().fit(X, labels, epochs=1, shuffle=self.shuffle, verbose=0)
+        self._record_epoch(history["loss"][0])
         return self
 
     # ------------------------------------------------------------ prediction
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "_model")
 
-    def _require_fitted(self) -> None:
-        if HAVE_SKLEARN:
-            _sk_check_is_fitted(self)
-        elif not self.__sklearn_is_fitted__():
-            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet: call fit or "
-                                 "partial_fit before using it")
-
     def _logits(self, X: Any) -> np.ndarray:
         """The network's outputs for ``X``, shape (n_samples, n_classes), as float64."""
-        self._require_fitted()
-        X = self._check_X(X, self._model.dtype, reset=False)
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=self._model.dtype, order="C")
         return self._model.decision_function(X).astype(np.float64)
 
     def decision_function(self, X: Any) -> np.ndarray:
@@ -660,30 +378,26 @@ class MLPClassifier(_ClassifierBase, _EstimatorBase):
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities (float64; rows sum to 1), shape (n_samples, n_classes), columns as ``classes_``."""
-        z = self._logits(X)
-        z -= z.max(axis=1, keepdims=True)
-        np.exp(z, out=z)
-        z /= z.sum(axis=1, keepdims=True)
-        return z
+        return np.exp(self.predict_log_proba(X))
 
     def predict(self, X: Any) -> np.ndarray:
         """The most probable label of each sample, shape (n_samples,), values from ``classes_``."""
-        best = np.argmax(self._logits(X), axis=1)
+        best = np.argmax(self._logits(X), axis=1)  # checks that the estimator is fitted
         return self.classes_[best]
 
     @property
     def coefs_(self) -> list[np.ndarray]:
         """Host copies of each layer's weight matrix, shape (in, out)."""
-        self._require_fitted()
+        check_is_fitted(self)
         return [W for W, _ in self._model.get_weights()]
 
     @property
     def intercepts_(self) -> list[np.ndarray]:
         """Host copies of each layer's bias vector, shape (out,)."""
-        self._require_fitted()
+        check_is_fitted(self)
         return [b for _, b in self._model.get_weights()]
 
-    # --------------------------------------------------------- conversions
+    # ------------------------------------------------------------ conversions
     def to_mlp(self) -> MLP:
         """A copy of the fitted network as an :class:`mlp.MLP` on the host.
 
@@ -692,9 +406,13 @@ class MLPClassifier(_ClassifierBase, _EstimatorBase):
         ``model.save(path, metadata=model.metadata)`` keeps them, and
         :meth:`from_mlp` finds them there.
         """
-        self._require_fitted()
+        check_is_fitted(self)
         model = copy.deepcopy(self._model)  # MLP copies hold host parameters
-        classes = _json_safe(self.classes_)
+        classes = self.classes_.tolist()
+        try:
+            json.dumps(classes)
+        except TypeError:
+            classes = None
         model.metadata = {"classes": classes} if classes is not None else {}
         return model
 
@@ -721,7 +439,7 @@ class MLPClassifier(_ClassifierBase, _EstimatorBase):
         if classes.ndim != 1 or classes.size != model.n_classes:
             raise ValueError(f"classes: expected {model.n_classes} labels (one per output of the model), "
                              f"got {describe(classes)}")
-        if _unique_labels(classes, "classes").size != classes.size:
+        if unique_labels(classes).size != classes.size:
             raise ValueError(f"classes: expected distinct labels, got {classes.tolist()}")
         for name, value in (("hidden_layer_sizes", tuple(model.layer_sizes[1:-1])), ("dtype", model.dtype.name)):
             if name in params:
@@ -731,8 +449,8 @@ class MLPClassifier(_ClassifierBase, _EstimatorBase):
         weights = model.get_weights()
         W, b = weights[-1]
         weights[-1] = (W[:, order], b[order])
-        copy = MLP(model.layer_sizes, seed=model.seed, dtype=model.dtype)
-        copy.set_weights(weights)
+        network = MLP(model.layer_sizes, seed=model.seed, dtype=model.dtype)
+        network.set_weights(weights)
         estimator.n_features_in_ = model.n_features
-        estimator._start(estimator._settings(), classes[order], model.dtype, model=copy)
+        estimator._start(classes[order], model.dtype, model=network)
         return estimator
