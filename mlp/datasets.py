@@ -1,8 +1,11 @@
-"""Datasets: MNIST and Fashion-MNIST from IDX files, and a generated toy problem.
+"""Datasets: MNIST and Fashion-MNIST from IDX files, a generated toy problem,
+and the user's own arrays from an ``.npz`` file.
 
 :func:`load` returns ``((X_train, y_train), (X_test, y_test))``: ``X`` is a
 C-contiguous ``float32`` array of shape ``(N, D)`` and ``y`` an ``int64`` array
-of class indices of shape ``(N,)``.
+of class indices of shape ``(N,)``.  :func:`load_npz` returns the same from an
+``.npz`` file holding ``X_train``, ``y_train`` and optionally ``X_test``,
+``y_test``.
 
 The MNIST-format datasets (``"mnist"``, ``"fashion-mnist"``) are four IDX
 files, each raw or gzipped::
@@ -19,42 +22,37 @@ They are looked up in these folders, and the first one holding all four wins:
 4. folders installed by system packages (:data:`SYSTEM_DIRS`), for example
    ``/usr/share/datasets/fashion-mnist`` from Debian's
    ``dataset-fashion-mnist``;
-5. if ``download`` is true, the files are downloaded into the user cache.
+5. if ``download`` is true, the files missing from the user cache are
+   downloaded into it with pooch, each from the first mirror that delivers it.
 
 Downloads are checked against the published MD5 checksums of the ``.gz``
-files (:data:`CHECKSUMS`).  Files found locally are not: they are trusted once
-:func:`read_idx` has checked their structure, because redistributed copies
-(Debian's, for one) are recompressed and so have other checksums while holding
-the same data.
+files (:data:`CHECKSUMS`); a download whose checksum differs is deleted, never
+kept in the cache.  Files found locally are not checked: they are trusted
+once :func:`read_idx` has checked their structure, because redistributed
+copies (Debian's, for one) are recompressed and so have other checksums while
+holding the same data.
 
-``"quadrants"`` is generated, not read: 2-D points uniform in [-1, 1]^2 and
-labelled by quadrant (0: x > 0, y > 0; 1: x < 0, y > 0; 2: x < 0, y < 0;
-3: x > 0, y < 0).  A point closer than ``margin`` to either axis is rejected
-and drawn again, which leaves a gap of ``2 * margin`` between the classes so
-that 100 % accuracy is attainable.  Options: ``n_train`` (4000), ``n_test``
-(1000), ``seed`` (0; the same seed always gives the same points, ``None``
-draws fresh entropy) and ``margin`` (0.05, in [0, 1)).
+``"quadrants"`` is generated, not read (see :mod:`mlp._quadrants`): 2-D points
+uniform in [-1, 1]^2 and labelled by quadrant (0: x > 0, y > 0; 1: x < 0,
+y > 0; 2: x < 0, y < 0; 3: x > 0, y < 0), with a gap of ``2 * margin``
+between the classes.  Options: ``n_train`` (4000), ``n_test`` (1000), ``seed``
+(0; the same seed always gives the same points, ``None`` draws fresh entropy)
+and ``margin`` (0.05, in [0, 1)).
 """
 
 from __future__ import annotations
 
 import contextlib
-import gzip
-import hashlib
-import http.client
-import math
+import logging
 import os
-import struct
 import sys
-import tempfile
-import urllib.error
-import urllib.request
-import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, Union
+from typing import Any
 
-import numpy as np
+from . import _quadrants
+from ._idx import IDXFormatError, PathLike, Split, read_idx, read_images_and_labels
+from ._npz import load_npz
 
 __all__ = [
     "CHECKSUMS",
@@ -68,11 +66,9 @@ __all__ = [
     "NAMES",
     "SYSTEM_DIRS",
     "load",
+    "load_npz",
     "read_idx",
 ]
-
-PathLike = Union[str, "os.PathLike[str]"]
-Split = tuple[np.ndarray, np.ndarray]
 
 #: Canonical dataset names accepted by :func:`load`.
 NAMES: tuple[str, ...] = ("mnist", "fashion-mnist", "quadrants")
@@ -92,7 +88,7 @@ CLASS_NAMES: dict[str, tuple[str, ...]] = {
         "Bag",
         "Ankle boot",
     ),
-    "quadrants": ("upper right", "upper left", "lower left", "lower right"),
+    "quadrants": _quadrants.CLASS_NAMES,
 }
 
 #: The four IDX files of an MNIST-format dataset, in the order
@@ -144,24 +140,6 @@ DATA_DIR_ENV = "MLP_DATA_DIR"
 DOWNLOAD_TIMEOUT_S = 30.0
 
 _ALIASES = {"fashion_mnist": "fashion-mnist"}
-_IMAGE_SHAPE = (28, 28)
-_QUADRANTS_DEFAULTS: dict[str, Any] = {"n_train": 4000, "n_test": 1000, "seed": 0, "margin": 0.05}
-
-# IDX type codes; multi-byte values are big-endian.
-_IDX_DTYPES: dict[int, np.dtype] = {
-    0x08: np.dtype(np.uint8),
-    0x09: np.dtype(np.int8),
-    0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"),
-    0x0D: np.dtype(">f4"),
-    0x0E: np.dtype(">f8"),
-}
-_GZIP_MAGIC = b"\x1f\x8b"
-_READ_CHUNK = 1 << 24
-
-
-class IDXFormatError(ValueError):
-    """An IDX file is malformed, or its content does not fit the dataset it belongs to."""
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -185,130 +163,6 @@ class DatasetNotFoundError(FileNotFoundError):
         super().__init__(message)
         self.searched = tuple(searched)
         self.failures = tuple(failures)
-
-
-# --------------------------------------------------------------------------
-# IDX reader
-# --------------------------------------------------------------------------
-
-
-def read_idx(path: PathLike) -> np.ndarray:
-    """Read one IDX file into a native-endian NumPy array.
-
-    The file may be raw or gzipped; which one is decided by the gzip magic
-    bytes, not by the file name.  The header is a magic number (two zero
-    bytes, a type code, the number of dimensions) followed by each dimension
-    as a big-endian 32-bit integer; the payload is the items in C order.
-
-    Supported type codes: ``0x08`` uint8, ``0x09`` int8, ``0x0B`` int16,
-    ``0x0C`` int32, ``0x0D`` float32, ``0x0E`` float64.
-
-    Parameters
-    ----------
-    path:
-        The file to read.
-
-    Returns
-    -------
-    numpy.ndarray
-        A writable array with the file's shape and the dtype of its type code.
-
-    Raises
-    ------
-    IDXFormatError
-        If the magic number or type code is wrong, a dimension is negative,
-        the payload is shorter or longer than the header says, or the gzip
-        stream is corrupt.  The message names the file and what was expected.
-    FileNotFoundError
-        If ``path`` does not exist.
-    """
-    path = Path(path)
-    with open(path, "rb") as raw:
-        gzipped = raw.read(2) == _GZIP_MAGIC
-        raw.seek(0)
-        if not gzipped:
-            return _parse_idx(raw, path)
-        try:
-            with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
-                return _parse_idx(stream, path)
-        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-            raise IDXFormatError(f"{path}: corrupt gzip data ({exc})") from exc
-
-
-def _read_up_to(stream: BinaryIO, n: int) -> bytearray:
-    """Read ``n`` bytes, or fewer if the stream ends first, in bounded chunks.
-
-    Chunking keeps a corrupt header that claims an enormous payload from
-    allocating all of it up front.
-    """
-    buffer = bytearray()
-    while len(buffer) < n:
-        chunk = stream.read(min(_READ_CHUNK, n - len(buffer)))
-        if not chunk:
-            break
-        buffer += chunk
-    return buffer
-
-
-def _count_remaining(stream: BinaryIO) -> int:
-    count = 0
-    while chunk := stream.read(_READ_CHUNK):
-        count += len(chunk)
-    return count
-
-
-def _parse_idx(stream: BinaryIO, path: Path) -> np.ndarray:
-    magic = _read_up_to(stream, 4)
-    if len(magic) < 4:
-        raise IDXFormatError(
-            f"{path}: not an IDX file: expected a 4-byte magic number, found {len(magic)} bytes"
-        )
-    if magic[0] != 0 or magic[1] != 0:
-        raise IDXFormatError(
-            f"{path}: not an IDX file: expected the magic number to start with bytes 00 00, "
-            f"found {magic[0]:02x} {magic[1]:02x}"
-        )
-    code, ndim = magic[2], magic[3]
-    if code not in _IDX_DTYPES:
-        supported = ", ".join(f"0x{c:02X} ({_IDX_DTYPES[c].name})" for c in _IDX_DTYPES)
-        raise IDXFormatError(
-            f"{path}: unsupported IDX type code 0x{code:02X}; expected one of {supported}"
-        )
-    dtype = _IDX_DTYPES[code]
-
-    header = _read_up_to(stream, 4 * ndim)
-    if len(header) < 4 * ndim:
-        raise IDXFormatError(
-            f"{path}: truncated header: expected {4 * ndim} bytes for {ndim} dimensions, "
-            f"found {len(header)}"
-        )
-    shape = struct.unpack(f">{ndim}i", header)
-    if any(d < 0 for d in shape):
-        raise IDXFormatError(f"{path}: expected non-negative dimensions, found {shape}")
-
-    count = math.prod(shape)
-    expected = count * dtype.itemsize
-    payload = _read_up_to(stream, expected)
-    if len(payload) < expected:
-        raise IDXFormatError(
-            f"{path}: truncated payload: expected {expected} bytes for shape {shape} "
-            f"of {dtype.name}, found {len(payload)}"
-        )
-    trailing = _count_remaining(stream)
-    if trailing:
-        raise IDXFormatError(
-            f"{path}: expected {expected} bytes of payload for shape {shape} of {dtype.name}, "
-            f"found {trailing} more bytes after it"
-        )
-    array = np.frombuffer(payload, dtype=dtype, count=count).reshape(shape)
-    # Big-endian data is converted (copied) to native order; single-byte data
-    # stays a view of the writable bytearray.
-    return array.astype(dtype.newbyteorder("="), copy=False)
-
-
-# --------------------------------------------------------------------------
-# Loader
-# --------------------------------------------------------------------------
 
 
 def load(
@@ -339,8 +193,9 @@ def load(
         :data:`MIRRORS`; each file's URL is the base URL followed by its
         ``.gz`` file name.
     progress:
-        Show a download progress bar (needs ``tqdm``).  ``None`` (the default)
-        shows it when standard error is a terminal.
+        Show, on standard error, a progress bar for each download and the
+        line naming its URL and target file.  ``None`` (the default) shows
+        them when standard error is a terminal.
     **kwargs:
         Options of generated datasets.  ``"quadrants"`` takes ``n_train``
         (default 4000), ``n_test`` (1000), ``seed`` (0) and ``margin`` (0.05),
@@ -372,7 +227,7 @@ def load(
     """
     canonical = _canonical_name(name)
     if canonical == "quadrants":
-        return _quadrants(**_check_options(canonical, kwargs, _QUADRANTS_DEFAULTS))
+        return _quadrants.quadrants(**_check_options(canonical, kwargs, _quadrants.DEFAULTS))
     _check_options(canonical, kwargs, {})
     return _load_idx_dataset(canonical, data_dir, download, mirrors, progress)
 
@@ -509,50 +364,14 @@ def _what_is_missing(folder: Path) -> str:
 
 def _read_split(name: str, files: Sequence[Path]) -> tuple[Split, Split]:
     n_classes = len(CLASS_NAMES[name])
-    train = _images_and_labels(files[0], files[1], n_classes)
-    test = _images_and_labels(files[2], files[3], n_classes)
+    train = read_images_and_labels(files[0], files[1], n_classes)
+    test = read_images_and_labels(files[2], files[3], n_classes)
     return train, test
-
-
-def _images_and_labels(image_path: Path, label_path: Path, n_classes: int) -> Split:
-    """Read one images/labels pair, check that they agree, and convert them."""
-    images = read_idx(image_path)
-    labels = read_idx(label_path)
-    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != _IMAGE_SHAPE:
-        raise IDXFormatError(
-            f"{image_path}: expected uint8 images of shape (N, 28, 28), "
-            f"found {images.dtype} of shape {images.shape}"
-        )
-    if labels.dtype != np.uint8 or labels.ndim != 1:
-        raise IDXFormatError(
-            f"{label_path}: expected uint8 labels of shape (N,), found {labels.dtype} of shape {labels.shape}"
-        )
-    if len(images) != len(labels):
-        raise IDXFormatError(
-            f"{image_path} holds {len(images)} images but {label_path} holds {len(labels)} labels; "
-            "expected the same number"
-        )
-    if labels.size and int(labels.max()) >= n_classes:
-        raise IDXFormatError(
-            f"{label_path}: expected labels in 0..{n_classes - 1}, found {int(labels.max())}"
-        )
-    X = images.reshape(len(images), -1).astype(np.float32)
-    X /= np.float32(255.0)
-    return X, labels.astype(np.int64)
 
 
 # --------------------------------------------------------------------------
 # Download
 # --------------------------------------------------------------------------
-
-
-class _ChecksumError(Exception):
-    pass
-
-
-class _NoProgress:
-    def update(self, n: int) -> None:
-        pass
 
 
 def _stderr_is_terminal() -> bool:
@@ -562,141 +381,78 @@ def _stderr_is_terminal() -> bool:
         return False
 
 
-def _progress_bar(enabled: bool, total: int | None, description: str) -> Any:
-    """A tqdm byte counter, or a context manager that shows nothing (disabled, or no tqdm)."""
-    if enabled:
-        try:
-            from tqdm import tqdm
-        except ImportError:
-            pass
-        else:
-            return tqdm(total=total, desc=description, unit="B", unit_scale=True, unit_divisor=1024)
-    return contextlib.nullcontext(_NoProgress())
-
-
 def _download(name: str, folder: Path, mirrors: Sequence[str], progress: bool) -> list[tuple[str, str]]:
-    """Download the missing ``.gz`` files of ``name`` into ``folder``.
+    """Download the ``.gz`` files of ``name`` missing from ``folder``, each from the first mirror serving it.
 
-    Returns an empty list on success; otherwise, for the first file that no
-    mirror could deliver, ``(url, reason)`` for each mirror tried.
+    pooch streams each file into a temporary file in ``folder``, checks its
+    MD5 and only then moves it into place, so a file with the wrong checksum
+    is never left behind.  Returns an empty list on success; otherwise, for
+    the first file that no mirror could deliver, ``(url, reason)`` for each
+    mirror tried.
     """
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        return [(str(folder), f"cannot create the folder ({exc})")]
     if not mirrors:
         return [("(no mirrors)", f"no download mirrors are configured for {name}")]
-    checksums = CHECKSUMS[name]
-    for stem in IDX_FILES:
-        if _find_file(folder, stem) is not None:
-            continue
-        file_name = f"{stem}.gz"
-        failures = []
-        for base in mirrors:
-            url = base if base.endswith("/") else base + "/"
-            url += file_name
-            try:
-                _fetch(url, folder / file_name, checksums[file_name], progress)
-            except _ChecksumError as exc:
-                failures.append((url, str(exc)))
-            except (OSError, http.client.HTTPException, ValueError) as exc:
-                failures.append((url, _describe_failure(exc)))
+    # Imported here rather than at the top: pooch and requests take about a
+    # tenth of a second to import, and most loads never download.
+    import pooch
+
+    downloader = pooch.HTTPDownloader(progressbar=progress, timeout=DOWNLOAD_TIMEOUT_S)
+    with _pooch_messages(pooch.get_logger(), shown=progress):
+        for stem in IDX_FILES:
+            if _find_file(folder, stem) is not None:
+                continue
+            file_name = f"{stem}.gz"
+            known_hash = f"md5:{CHECKSUMS[name][file_name]}"
+            failures = []
+            for url in _urls(mirrors, file_name):
+                try:
+                    pooch.retrieve(url, known_hash, fname=file_name, path=folder, downloader=downloader)
+                # requests' errors are OSErrors; pooch reports a checksum mismatch as a ValueError.
+                except (OSError, ValueError) as exc:
+                    failures.append((url, _describe_failure(exc)))
+                else:
+                    break
             else:
-                break
-        else:
-            return failures
+                return failures
     return []
 
 
+def _urls(mirrors: Sequence[str], file_name: str) -> Iterator[str]:
+    for base in mirrors:
+        yield (base if base.endswith("/") else base + "/") + file_name
+
+
+@contextlib.contextmanager
+def _pooch_messages(logger: logging.Logger, shown: bool) -> Iterator[None]:
+    """Let pooch's "Downloading data from ..." lines through only while progress is shown.
+
+    A filter rather than a level: pooch's logger is not registered with
+    :mod:`logging`, so a change of its level would not reset its cached
+    answers to ``isEnabledFor``.
+    """
+    if shown:
+        yield
+        return
+
+    def above_info(record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO
+
+    logger.addFilter(above_info)
+    try:
+        yield
+    finally:
+        logger.removeFilter(above_info)
+
+
 def _describe_failure(exc: BaseException) -> str:
-    if isinstance(exc, urllib.error.HTTPError):
-        return f"HTTP error {exc.code} {exc.reason}"
-    if isinstance(exc, urllib.error.URLError):
-        exc = exc.reason if isinstance(exc.reason, BaseException) else exc
-    if isinstance(exc, TimeoutError):
+    import requests
+
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return f"HTTP error {exc.response.status_code} {exc.response.reason}"
+    if isinstance(exc, requests.Timeout):
         return f"timed out after {DOWNLOAD_TIMEOUT_S:g} s"
+    if isinstance(exc, requests.ConnectionError):
+        return f"connection failed ({exc})"
+    if isinstance(exc, ValueError) and not isinstance(exc, requests.RequestException):
+        return str(exc)  # pooch's checksum mismatch, which names both hashes and says the file was deleted
     return f"{type(exc).__name__}: {exc}"
-
-
-def _fetch(url: str, target: Path, expected_md5: str, progress: bool) -> None:
-    """Stream ``url`` into a temporary file next to ``target``, check its MD5, then move it into place.
-
-    ``target`` only ever appears complete and verified; the temporary file is
-    removed whatever happens.
-    """
-    request = urllib.request.Request(url, headers={"User-Agent": "mlp-datasets"})
-    with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response:
-        length = response.headers.get("Content-Length")
-        total = int(length) if length and length.isdigit() else None
-        fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-        try:
-            digest = hashlib.md5(usedforsecurity=False)
-            with os.fdopen(fd, "wb") as out, _progress_bar(progress, total, target.name) as bar:
-                for chunk in _chunks(response):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    bar.update(len(chunk))
-            actual = digest.hexdigest()
-            if actual != expected_md5:
-                raise _ChecksumError(
-                    f"MD5 checksum mismatch: expected {expected_md5}, got {actual}; the file was discarded"
-                )
-            os.replace(temporary, target)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
-
-
-def _chunks(response: Any, size: int = 1 << 16) -> Iterator[bytes]:
-    while chunk := response.read(size):
-        yield chunk
-
-
-# --------------------------------------------------------------------------
-# Generated datasets
-# --------------------------------------------------------------------------
-
-
-def _quadrants(
-    n_train: int = 4000, n_test: int = 1000, seed: int | None = 0, margin: float = 0.05
-) -> tuple[Split, Split]:
-    """The quadrant problem: which quadrant of the plane a point lies in.
-
-    Points are uniform in [-1, 1]^2 except near the axes: a point closer than
-    ``margin`` to either axis is rejected and drawn again, which leaves a gap
-    of ``2 * margin`` between the classes so that 100 % accuracy is attainable.
-    (Sampling each coordinate's magnitude uniformly in (margin, 1] with a
-    random sign gives exactly that distribution without a loop, and is how it
-    is done.)  Every coordinate satisfies ``|x| >= float32(margin)``.
-
-    Labels: 0 for x > 0, y > 0; 1 for x < 0, y > 0; 2 for x < 0, y < 0;
-    3 for x > 0, y < 0 (see ``CLASS_NAMES["quadrants"]``).
-
-    The training and test sets come from independent streams of one
-    ``numpy.random.SeedSequence(seed)``, so each is a deterministic function
-    of ``seed`` and its own size, and a larger set starts with the points of
-    a smaller one.  ``seed=None`` draws fresh entropy.
-
-    Returns ``((X_train, y_train), (X_test, y_test))``: ``X`` float32 of
-    shape ``(n, 2)``, ``y`` int64 of shape ``(n,)``.
-    """
-    for arg, value in (("n_train", n_train), ("n_test", n_test)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise ValueError(f"{arg} must be a non-negative integer, got {value!r}")
-    if not (isinstance(margin, (int, float, np.floating)) and 0.0 <= margin < 1.0):
-        raise ValueError(f"margin must be a number in [0, 1), got {margin!r}")
-    train_seed, test_seed = np.random.SeedSequence(seed).spawn(2)
-    train = _quadrant_points(np.random.default_rng(train_seed), int(n_train), float(margin))
-    test = _quadrant_points(np.random.default_rng(test_seed), int(n_test), float(margin))
-    return train, test
-
-
-def _quadrant_points(rng: np.random.Generator, n: int, margin: float) -> Split:
-    # One row of draws per point, so the first k points do not depend on n.
-    draws = rng.random((n, 4))
-    magnitude = 1.0 - draws[:, :2] * (1.0 - margin)  # in (margin, 1]
-    sign = np.where(draws[:, 2:] < 0.5, -1.0, 1.0)
-    X = np.ascontiguousarray(magnitude * sign, dtype=np.float32)
-    right, up = X[:, 0] > 0, X[:, 1] > 0
-    y = np.where(up, np.where(right, 0, 1), np.where(right, 3, 2)).astype(np.int64)
-    return X, y

@@ -1,10 +1,12 @@
-"""Tests for mlp.datasets: the IDX reader, the loader's lookup order,
-downloads from a local HTTP server, and the generated quadrants problem.
+"""Tests for mlp.datasets: the IDX reader, the loader's lookup order and
+downloads (through pooch) from a local HTTP server on 127.0.0.1.
 
 Every test runs with HOME, XDG_CACHE_HOME, MLP_DATA_DIR, the system folders
-and the download mirrors pointed into its own temporary folder, so nothing
-reads the real home or the network.  The one exception is the test of the
-real Fashion-MNIST files that Debian's ``dataset-fashion-mnist`` installs.
+and the download mirrors pointed into its own temporary folder, and with no
+HTTP proxy, so nothing reads the real home or reaches past 127.0.0.1.  The
+one exception is the test of the real Fashion-MNIST files that Debian's
+``dataset-fashion-mnist`` installs.  The quadrants problem and load_npz have
+test files of their own.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.server
+import logging
+import socket
 import struct
 import threading
 import time
@@ -95,6 +99,10 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     monkeypatch.delenv("MLP_DATA_DIR", raising=False)
+    # requests honours proxy variables; the local test server must be reached directly.
+    for variable in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     monkeypatch.setattr(
         datasets, "SYSTEM_DIRS", {name: (tmp_path / "system" / name,) for name in ("mnist", "fashion-mnist")}
     )
@@ -483,11 +491,25 @@ def test_checksum_mismatch_keeps_nothing(isolated, server, published, monkeypatc
     with pytest.raises(datasets.DatasetNotFoundError) as info:
         datasets.load("mnist", mirrors=[f"{server.url}/good/"], progress=False)
     message = str(info.value)
-    assert f"{server.url}/good/{TEST_IMAGES}.gz" in message
-    assert f"MD5 checksum mismatch: expected {wrong}" in message
+    actual = hashlib.md5(server.routes[f"/good/{TEST_IMAGES}.gz"]).hexdigest()
+    assert f"{server.url}/good/{TEST_IMAGES}.gz: MD5 hash of downloaded file" in message
+    assert f"expected md5:{wrong} but got {actual}" in message
     # The verified files before it stay; the bad one and every temporary file are gone.
     left = sorted(p.name for p in cache_dir(isolated).iterdir())
     assert left == sorted([f"{TRAIN_IMAGES}.gz", f"{TRAIN_LABELS}.gz"])
+
+
+def test_checksum_mismatch_falls_through_to_next_mirror(isolated, server, published):
+    # A well-formed dataset with other content: it would load, but its checksums are not the published ones.
+    make_dataset(isolated / "tampered", seed=1)
+    for stem in datasets.IDX_FILES:
+        server.routes[f"/tampered/{stem}.gz"] = (isolated / "tampered" / f"{stem}.gz").read_bytes()
+    mirrors = [f"{server.url}/tampered/", f"{server.url}/good/"]
+    loaded = datasets.load("mnist", mirrors=mirrors, progress=False)
+    assert_matches(loaded, published)
+    assert server.requests[:2] == [f"/tampered/{TRAIN_IMAGES}.gz", f"/good/{TRAIN_IMAGES}.gz"]
+    for stem in datasets.IDX_FILES:
+        assert (cache_dir(isolated) / f"{stem}.gz").read_bytes() == server.routes[f"/good/{stem}.gz"]
 
 
 @pytest.mark.parametrize("bad", ["broken", "missing"], ids=["500", "404"])
@@ -495,6 +517,14 @@ def test_server_error_falls_through_to_next_mirror(server, published, bad):
     loaded = datasets.load("mnist", mirrors=[f"{server.url}/{bad}/", f"{server.url}/good/"], progress=False)
     assert_matches(loaded, published)
     assert server.requests[:2] == [f"/{bad}/{TRAIN_IMAGES}.gz", f"/good/{TRAIN_IMAGES}.gz"]
+
+
+def test_default_mirrors_are_tried_in_order(server, published, monkeypatch):
+    monkeypatch.setitem(datasets.MIRRORS, "mnist", (f"{server.url}/broken", f"{server.url}/good/"))
+    assert_matches(datasets.load("mnist", progress=False), published)
+    assert server.requests == [
+        f"/{mirror}/{stem}.gz" for stem in datasets.IDX_FILES for mirror in ("broken", "good")
+    ]
 
 
 def test_all_mirrors_failing_names_each_url(isolated, server, published):
@@ -511,9 +541,31 @@ def test_all_mirrors_failing_names_each_url(isolated, server, published):
     assert list(cache_dir(isolated).iterdir()) == []
 
 
+def unused_local_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
+def test_offline_error_names_places_urls_and_fixes(isolated, name):
+    # Nothing listens on the port once the probe socket is closed: the connection is refused.
+    mirror = f"http://127.0.0.1:{unused_local_port()}/data/"
+    with pytest.raises(datasets.DatasetNotFoundError) as info:
+        datasets.load(name, mirrors=[mirror], progress=False)
+    message = str(info.value)
+    cache = isolated / "xdg-cache" / "mlp" / name
+    assert f"Downloading into {cache} failed:" in message
+    assert f"{mirror}{TRAIN_IMAGES}.gz: connection failed" in message
+    assert str(isolated / "system" / name) in message
+    assert "MLP_DATA_DIR" in message and "data_dir=" in message and "mirrors=" in message
+    assert ("apt-get install dataset-fashion-mnist" in message) == (name == "fashion-mnist")
+
+
 def test_timeout_is_reported(server, published, monkeypatch):
     monkeypatch.setattr(datasets, "DOWNLOAD_TIMEOUT_S", 0.2)
-    with pytest.raises(datasets.DatasetNotFoundError, match=r"/slow/train-images-idx3-ubyte\.gz: timed out"):
+    expected = rf"/slow/{TRAIN_IMAGES}\.gz: timed out after 0\.2 s"
+    with pytest.raises(datasets.DatasetNotFoundError, match=expected):
         datasets.load("mnist", mirrors=[f"{server.url}/slow/"], progress=False)
 
 
@@ -523,70 +575,33 @@ def test_no_download_when_download_is_false(server, published):
     assert server.requests == []
 
 
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 @pytest.mark.parametrize("progress", [True, False])
-def test_progress_bar(server, published, capsys, progress):
-    datasets.load("mnist", mirrors=[f"{server.url}/good/"], progress=progress)
+def test_progress_bar_and_messages(server, published, capsys, progress):
+    """With progress, pooch's bar goes to stderr and its log names each download; without, both are silent."""
+    import pooch
+
+    logger = pooch.get_logger()
+    filters = list(logger.filters)
+    records = Records()
+    logger.addHandler(records)
+    try:
+        datasets.load("mnist", mirrors=[f"{server.url}/good/"], progress=progress)
+    finally:
+        logger.removeHandler(records)
     err = capsys.readouterr().err
-    assert (f"{TRAIN_IMAGES}.gz" in err) == progress
-
-
-# --------------------------------------------------------------------------
-# Quadrants
-# --------------------------------------------------------------------------
-
-
-def test_quadrants_shapes_and_labels():
-    (X, y), (X_test, y_test) = datasets.load("quadrants")
-    assert X.shape == (4000, 2) and X_test.shape == (1000, 2)
-    for X_, y_ in ((X, y), (X_test, y_test)):
-        assert X_.dtype == np.float32 and X_.flags.c_contiguous
-        assert y_.dtype == np.int64 and y_.shape == (len(X_),)
-        assert np.all(np.abs(X_) <= 1)
-        x0, x1 = X_[:, 0], X_[:, 1]
-        expected = np.select([(x0 > 0) & (x1 > 0), (x0 < 0) & (x1 > 0), (x0 < 0) & (x1 < 0)], [0, 1, 2], 3)
-        np.testing.assert_array_equal(y_, expected)
-    # Uniform over four equal areas: each class count is 1000 +- 27 (one
-    # standard deviation); 150 is over five.
-    assert np.all(np.abs(np.bincount(y, minlength=4) - 1000) < 150)
-
-
-@pytest.mark.parametrize("margin", [0.0, 0.05, 0.3])
-def test_quadrants_margin(margin):
-    (X, _), _ = datasets.load("quadrants", n_train=5000, margin=margin)
-    smallest = np.abs(X).min(axis=0)
-    assert np.all(smallest >= np.float32(margin))
-    # The band next to the margin is populated: with 5000 points, the chance
-    # that none falls within 0.02 of it is below 1e-40.
-    assert np.all(smallest < margin + 0.02)
-    assert np.all(X != 0)
-
-
-def test_quadrants_determinism():
-    first = datasets.load("quadrants", n_train=50, n_test=20, seed=3)
-    again = datasets.load("quadrants", n_train=50, n_test=20, seed=3)
-    other = datasets.load("quadrants", n_train=50, n_test=20, seed=4)
-    more = datasets.load("quadrants", n_train=80, n_test=20, seed=3)
-    for a, b in zip(first, again):
-        np.testing.assert_array_equal(a[0], b[0])
-        np.testing.assert_array_equal(a[1], b[1])
-    assert not np.array_equal(first[0][0], other[0][0])
-    # Each set depends on the seed and its own size only, and grows by appending.
-    np.testing.assert_array_equal(first[1][0], more[1][0])
-    np.testing.assert_array_equal(first[0][0], more[0][0][:50])
-
-
-@pytest.mark.parametrize(
-    "options, expected",
-    [({"n_train": -1}, "n_train"), ({"n_test": 2.5}, "n_test"), ({"margin": 1.0}, "margin")],
-)
-def test_quadrants_rejects_bad_options(options, expected):
-    with pytest.raises(ValueError, match=expected):
-        datasets.load("quadrants", **options)
-
-
-def test_quadrants_empty():
-    (X, y), (X_test, y_test) = datasets.load("quadrants", n_train=0, n_test=0)
-    assert X.shape == (0, 2) and y.shape == (0,) and X_test.shape == (0, 2) and y_test.dtype == np.int64
+    assert ("100%" in err) == progress
+    named = [stem for stem in datasets.IDX_FILES if any(f"{stem}.gz" in m for m in records.messages)]
+    assert named == (list(datasets.IDX_FILES) if progress else [])
+    assert logger.filters == filters
 
 
 # --------------------------------------------------------------------------
