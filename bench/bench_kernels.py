@@ -26,8 +26,8 @@ from bench._measure import measure, random_array, random_labels, sizes
 
 # (in_features, out_features, ReLU?) of each layer of the reference network 784-512-256-10.
 REFERENCE_LAYERS = ((784, 512, True), (512, 256, True), (256, 10, False))
-BATCHES = (32, 128, 512, 1024, 2048, 4096, 8192)
-QUICK_BATCHES = (128, 1024)
+BATCHES = (32, 128, 256, 512, 1024, 2048, 4096, 8192)
+QUICK_BATCHES = (128, 256, 1024)
 GPU_SQUARES, QUICK_GPU_SQUARES = (1024, 2048, 4096, 8192), (4096,)
 CPU_SQUARES, QUICK_CPU_SQUARES = (1024, 2048, 4096), (1024,)
 SOFTMAX_SIZES = ((128, 10), (1024, 10), (8192, 10), (131_072, 10), (1_000_000, 10),
@@ -224,18 +224,63 @@ def _cupy_present(request) -> bool:
     return bool(request.getfixturevalue("availability")["cupy"].present)
 
 
+@pytest.mark.parametrize("g", GPU_GEMMS)
+@pytest.mark.parametrize("impl", ["mlp", "cublas", "cublas+epilogue"])
+@pytest.mark.parametrize("op", ["affine_dx", "affine_dw"])
+def test_backward_product_gpu(benchmark, request, settings, cuda_backend, op, impl, g):
+    """dx and dW (with db) timed apart: each is one product with its own tile plan."""
+    from mlp.kernels import gemm
+
+    if op == "affine_dx" and not g.need_dx:
+        pytest.skip("the first layer needs no dx")
+    be = cuda_backend
+    layer = Layer(be, g)
+    info = _info(op, "gpu", impl, **g.info("forward"))  # one product: the forward's flop count
+    if impl == "mlp":
+        if op == "affine_dx":
+            def run():
+                gemm.affine_backward_dx(layer.dy, layer.W, layer.y, layer.dx)
+            info["plan"] = "dx " + " split-K ".join(map(str, gemm.plan(g.m, g.k, g.n, variant="dx")))
+        else:
+            def run():
+                gemm.affine_backward_dw(layer.dy, layer.x, layer.y, layer.dW, layer.db)
+            info["plan"] = "dW " + " split-K ".join(map(str, gemm.plan(g.k, g.n, g.m, variant="dw")))
+    else:
+        cp = request.getfixturevalue("cupy")
+        alt = CupyLayer(cp, layer, g)
+        g_in = alt.dy
+        if impl == "cublas+epilogue" and g.relu:
+            g_in = alt.masked
+
+        def run():
+            if impl == "cublas+epilogue" and g.relu:
+                alt.relu_mask(alt.dy, alt.y, alt.masked)
+            if op == "affine_dx":
+                cp.matmul(g_in, alt.W.T, out=alt.dx)
+            else:
+                cp.matmul(alt.x.T, g_in, out=alt.dW)
+                if impl == "cublas+epilogue":
+                    cp.sum(g_in, axis=0, out=alt.db)
+    measure(benchmark, run, budget=settings.gpu_kernel, sync=be.synchronize, info=info)
+
+
 @pytest.mark.full
 @pytest.mark.parametrize("config", ["32x64", "64x64", "128x128", "naive"])
 def test_forward_tiles_gpu(benchmark, settings, cuda_backend, config):
-    """The fused forward at 4096^3 with each tile configuration forced (``auto`` picks one of them)."""
-    from mlp.backends.cuda_backend import CudaBackend
+    """The fused forward at 4096^3 with each tile configuration forced (``auto`` picks one of them),
+    and the naive baseline of ``bench/naive_gemm.py``."""
+    from bench import naive_gemm
+    from mlp.kernels import gemm
 
-    be = CudaBackend(gemm_config=config)
+    be = cuda_backend
     g = Gemm(4096, 4096, 4096, True, need_dx=False, group="square")
     layer = Layer(be, g)
-
-    def op():
-        be.affine_forward(layer.x, layer.W, layer.b, True, out=layer.out)
+    if config == "naive":
+        def op():
+            naive_gemm.affine_forward(layer.x, layer.W, layer.b, True, layer.out)
+    else:
+        def op():
+            gemm.affine_forward(layer.x, layer.W, layer.b, True, layer.out, config=config)
 
     measure(benchmark, op, budget=settings.gpu_kernel, sync=be.synchronize,
             info=_info("forward_tiles", "gpu", "mlp", config=config, **g.info("forward")))

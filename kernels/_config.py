@@ -40,6 +40,33 @@ SIMULATED_SM_COUNT = 2
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
+# The training statistics buffer ``stats``: float64, STATS_SIZE slots.  The
+# softmax cross-entropy kernels add to it, ``fill.reset_stats`` empties it.
+# The same names and values as the backend contract's (``mlp.backends.base``);
+# kernels never import the library, so they are repeated here.
+#: slot holding the sum of the per-row losses
+STATS_LOSS_SUM = 0
+#: slot holding the number of rows whose argmax equals the label (correct predictions)
+STATS_CORRECT = 1
+#: slot holding the first (smallest) step whose loss was not finite; +inf when none
+STATS_FIRST_NONFINITE_STEP = 2
+STATS_SIZE = 3
+#: the value of an empty ``stats`` buffer, slot by slot
+STATS_EMPTY = (0.0, 0.0, float("inf"))
+
+
+def device_function(fn):
+    """A device function inlined into its callers (NVVM ``alwaysinline``).
+
+    Used for code shared by several kernels.  Kernels refer to it as a module
+    global, never through a factory's closure, so the disk cache still keys
+    them by value; inlining lets the caller's compile-time constants unroll
+    its loops.  The simulator's ``cuda.jit`` has no ``forceinline``.
+    """
+    if ON_SIMULATOR:
+        return cuda.jit(device=True)(fn)
+    return cuda.jit(device=True, forceinline=True)(fn)
+
 
 def kernel(signature, *, launch_bounds=None):
     """``cuda.jit`` for a kernel compiled eagerly for one signature.
@@ -51,7 +78,19 @@ def kernel(signature, *, launch_bounds=None):
     options = {"cache": USE_DISK_CACHE}
     if not ON_SIMULATOR and launch_bounds is not None:
         options["launch_bounds"] = launch_bounds
-    return cuda.jit(signature, **options)
+    jit = cuda.jit(signature, **options)
+
+    def build(fn):
+        global kernels_built
+        kernels_built += 1
+        return jit(fn)
+
+    return build
+
+
+#: Kernels built (compiled, or loaded from the disk cache) in this process so
+#: far, counted by :func:`kernel`: a check that warm-up work is not repeated.
+kernels_built = 0
 
 
 @functools.lru_cache(maxsize=None)

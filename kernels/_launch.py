@@ -1,10 +1,17 @@
 """Host-side launch helpers: configured-launch cache, placeholder arrays, grid sizes.
 
-Building ``kernel[grid, block]`` allocates a launch-configuration object (and
-Numba warns about small grids while doing so); the launchers here build each
-one once per (kernel, grid, block) and reuse it.  Under the simulator
-``kernel[grid, block]`` mutates and returns the kernel itself, so nothing is
-cached there.
+Building ``kernel[grid, block, stream]`` allocates a launch-configuration
+object (and Numba warns about small grids while doing so); the launchers here
+build each one once per (kernel, grid, block, stream) and reuse it.  Under the
+simulator ``kernel[grid, block, stream]`` mutates and returns the kernel
+itself, so nothing is cached there.
+
+Nothing here is ever evicted.  A captured CUDA graph replays the kernels and
+the device buffers its launches named, so every cached launch, placeholder
+and scratch buffer must outlive any graph that may use it; the caches are
+keyed by shape, and a network has a handful of shapes, so they stay small.
+A program that creates a fresh stream for every launch would grow them
+without bound: make streams once and reuse them.
 """
 
 from __future__ import annotations
@@ -19,42 +26,70 @@ from ._config import ON_SIMULATOR, sm_count
 
 _configured: dict = {}
 _configured_lock = threading.Lock()
-_MAX_CONFIGURED = 4096
 
 
-def configured(kern, grid, block):
-    """``kern[grid, block]``, built once and reused (not on the simulator)."""
+def stream_key(stream) -> int:
+    """Identity of a launch stream for cache keys: 0 for the default stream, else the object's id.
+
+    The id is only unique while the object lives, so whoever keys by it keeps
+    the stream object alive next to the entry.
+    """
+    return 0 if not stream else id(stream)
+
+
+def configured(kern, grid, block, stream=0):
+    """``kern[grid, block, stream]``, built once and reused (not on the simulator).
+
+    ``stream`` is 0 (the default stream) or a Numba stream; the cache entry
+    holds the kernel and the stream so that the ids in its key stay theirs.
+    """
     if ON_SIMULATOR:
-        return kern[grid, block]
-    key = (id(kern), grid, block)
-    launch = _configured.get(key)
-    if launch is None:
+        return kern[grid, block, stream]
+    key = (id(kern), grid, block, stream_key(stream))
+    entry = _configured.get(key)
+    if entry is None:
         with warnings.catch_warnings():
             # Small grids are deliberate for small layers; Numba's
             # low-occupancy warning would fire on every new shape.
             warnings.filterwarnings("ignore", message=r"Grid size \d+ will likely result")
-            launch = kern[grid, block]
+            launch = kern[grid, block, stream]
         with _configured_lock:
-            if len(_configured) >= _MAX_CONFIGURED:
-                _configured.clear()
-            _configured[key] = (kern, launch)  # keep kern alive so id() stays unique
-        return launch
-    return launch[1]
+            entry = _configured.setdefault(key, (kern, stream, launch))
+    return entry[2]
+
+
+def prepared(kern, grid, block, stream=0):
+    """:func:`configured`, with the kernel's code also loaded into the current context.
+
+    The ``prepare`` functions of the kernel modules call this so that a later
+    launch, possibly during CUDA-graph capture, neither builds nor loads
+    anything.
+    """
+    for overload in kern.overloads.values():  # empty under the simulator
+        overload.bind()
+    return configured(kern, grid, block, stream)
 
 
 _placeholders: dict = {}
+_placeholders_lock = threading.Lock()
 
 
 def placeholder(dtype, ndim: int):
     """A tiny device array standing in for an argument a kernel variant ignores.
 
     Every kernel has one fixed signature, so an unused array argument still
-    needs an array of the declared dtype and rank; it is never read or written.
+    needs an array of the declared dtype and rank; it is never read or
+    written, so it is allocated without a copy (nothing is enqueued on any
+    stream).  Allocated on first use and kept: launch recipes and captured
+    graphs refer to it.
     """
     key = (np.dtype(dtype), ndim)
     arr = _placeholders.get(key)
     if arr is None:
-        arr = _placeholders[key] = cuda.to_device(np.zeros((1,) * ndim, dtype=key[0]))
+        with _placeholders_lock:
+            arr = _placeholders.get(key)
+            if arr is None:
+                arr = _placeholders[key] = cuda.device_array((1,) * ndim, dtype=key[0])
     return arr
 
 

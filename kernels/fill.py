@@ -1,16 +1,18 @@
 """Filling and converting copies: ``zeros``, ``fill_``, the ``stats`` reset, dtype conversion.
 
 twin: mlp.backends.numpy_backend.NumpyBackend._fill (``ndarray.fill``),
-      ``_fill_stats`` (``[0, 0, inf]``) and ``_copy`` (``np.copyto``, same-kind casting)
+      ``_fill_stats`` (``STATS_EMPTY``: ``[0, 0, inf]``) and ``_copy``
+      (``np.copyto``, same-kind casting)
 
 Each is a grid-stride loop over a flat (1-D, contiguous) view; the caller
-reshapes.  Kernels are compiled per dtype on first use.
+reshapes.  Kernels are compiled per dtype on first use.  Every launcher takes
+``stream`` (0, the default stream, or a Numba stream) and enqueues nothing
+else; ``prepare_*`` build a launch ahead of time (before CUDA-graph capture).
 """
 
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any
 
 import numpy as np
@@ -18,11 +20,12 @@ from numba import cuda
 from numba.cuda.np.numpy_support import from_dtype
 from numba.cuda.types import float64, void
 
-from ._config import kernel
-from ._launch import capped_blocks, ceil_div, configured
+from ._config import STATS_CORRECT, STATS_EMPTY, STATS_FIRST_NONFINITE_STEP, STATS_LOSS_SUM, kernel
+from ._launch import capped_blocks, ceil_div, configured, prepared
 
 THREADS = 256
 BLOCKS_PER_SM = 8
+_EMPTY_LOSS, _EMPTY_CORRECT, _EMPTY_STEP = STATS_EMPTY
 
 
 @functools.lru_cache(maxsize=None)
@@ -53,13 +56,13 @@ def convert_kernel(src_dtype: Any, dst_dtype: Any):
 
 @functools.lru_cache(maxsize=None)
 def reset_stats_kernel():
-    """``(stats,)``: ``stats = [0, 0, inf]``, written by one thread."""
+    """``(stats,)``: ``stats = STATS_EMPTY``, written by one thread."""
 
     def reset_stats(stats):
         if cuda.grid(1) == 0:
-            stats[0] = 0.0
-            stats[1] = 0.0
-            stats[2] = math.inf
+            stats[STATS_LOSS_SUM] = _EMPTY_LOSS
+            stats[STATS_CORRECT] = _EMPTY_CORRECT
+            stats[STATS_FIRST_NONFINITE_STEP] = _EMPTY_STEP
 
     return kernel(void(float64[::1]))(reset_stats)
 
@@ -68,25 +71,43 @@ def _grid(size: int):
     return (capped_blocks(ceil_div(size, THREADS), BLOCKS_PER_SM), 1, 1), (THREADS, 1, 1)
 
 
-def fill(flat, value) -> int:
+_STATS_GRID = ((1, 1, 1), (32, 1, 1))
+
+
+def fill(flat, value, *, stream=0) -> int:
     """Set every element of a flat contiguous device array to ``value``.  Returns launches."""
     if flat.size == 0:
         return 0
-    grid, block = _grid(flat.size)
-    configured(fill_kernel(flat.dtype), grid, block)(flat, np.dtype(flat.dtype).type(value))
+    configured(fill_kernel(flat.dtype), *_grid(flat.size), stream)(flat, np.dtype(flat.dtype).type(value))
     return 1
 
 
-def convert(src_flat, dst_flat) -> int:
+def convert(src_flat, dst_flat, *, stream=0) -> int:
     """``dst = src`` with dtype conversion, both flat, contiguous and of one size.  Returns launches."""
     if dst_flat.size == 0:
         return 0
-    grid, block = _grid(dst_flat.size)
-    configured(convert_kernel(src_flat.dtype, dst_flat.dtype), grid, block)(src_flat, dst_flat)
+    configured(convert_kernel(src_flat.dtype, dst_flat.dtype), *_grid(dst_flat.size), stream)(src_flat, dst_flat)
     return 1
 
 
-def reset_stats(stats) -> int:
-    """``stats[:] = [0, 0, inf]`` on the device.  Returns launches."""
-    configured(reset_stats_kernel(), (1, 1, 1), (32, 1, 1))(stats)
+def reset_stats(stats, *, stream=0) -> int:
+    """``stats[:] = STATS_EMPTY`` (``[0, 0, inf]``) on the device.  Returns launches."""
+    configured(reset_stats_kernel(), *_STATS_GRID, stream)(stats)
     return 1
+
+
+def prepare_fill(size: int, dtype: Any, *, stream=0) -> None:
+    """Build :func:`fill`'s launch for ``size`` elements of ``dtype`` without launching."""
+    if size:
+        prepared(fill_kernel(np.dtype(dtype)), *_grid(size), stream)
+
+
+def prepare_convert(size: int, src_dtype: Any, dst_dtype: Any, *, stream=0) -> None:
+    """Build :func:`convert`'s launch for ``size`` elements without launching."""
+    if size:
+        prepared(convert_kernel(np.dtype(src_dtype), np.dtype(dst_dtype)), *_grid(size), stream)
+
+
+def prepare_reset_stats(*, stream=0) -> None:
+    """Build :func:`reset_stats`'s launch without launching."""
+    prepared(reset_stats_kernel(), *_STATS_GRID, stream)

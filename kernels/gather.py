@@ -8,6 +8,9 @@ writes) and whose y threads stride over the output rows.  Negative indices
 count from the end as in NumPy.  An index still out of range cannot raise on
 the device without a synchronisation, so its output row is zero-filled
 instead of read (NumPy would raise ``IndexError``).
+
+``take_rows`` takes ``stream`` (0 or a Numba stream); ``prepare`` builds its
+launch ahead of time (before CUDA-graph capture).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from numba.cuda.np.numpy_support import from_dtype
 from numba.cuda.types import int64, void
 
 from ._config import kernel
-from ._launch import capped_blocks, ceil_div, configured
+from ._launch import capped_blocks, ceil_div, configured, prepared
 
 COLS = 128  # block x: threads along a row
 ROWS = 2  # block y: rows in flight per block
@@ -70,18 +73,27 @@ def take_rows_1d_kernel(dtype: Any):
     return kernel(void(nb[::1], int64[::1], nb[::1]), launch_bounds=VEC_THREADS)(take_rows_1d)
 
 
-def take_rows(X, idx, out) -> int:
+def _plan(X_ndim: int, width: int, dtype: Any, b: int):
+    """``(kernel, grid, block)`` gathering ``b`` rows of ``width`` elements (1-D X: width 1)."""
+    dt = np.dtype(dtype)
+    if X_ndim == 1:
+        blocks = capped_blocks(ceil_div(b, VEC_THREADS), BLOCKS_PER_SM)
+        return take_rows_1d_kernel(dt), (blocks, 1, 1), (VEC_THREADS, 1, 1)
+    gx = min(ceil_div(width, COLS), 8)
+    gy = min(capped_blocks(ceil_div(b, ROWS), max(1, BLOCKS_PER_SM // gx)), 65535)
+    return take_rows_2d_kernel(dt), (gx, gy, 1), (COLS, ROWS, 1)
+
+
+def take_rows(X, idx, out, *, stream=0) -> int:
     """``out[i] = X[idx[i]]`` for 1-D or 2-D X.  Returns the number of kernel launches."""
     b = idx.shape[0]
     if b == 0 or out.size == 0:
         return 0
-    if X.ndim == 1:
-        blocks = capped_blocks(ceil_div(b, VEC_THREADS), BLOCKS_PER_SM)
-        configured(take_rows_1d_kernel(X.dtype), (blocks, 1, 1), (VEC_THREADS, 1, 1))(X, idx, out)
-        return 1
-    width = X.shape[1]
-    gx = min(ceil_div(width, COLS), 8)
-    gy = capped_blocks(ceil_div(b, ROWS), max(1, BLOCKS_PER_SM // gx))
-    gy = min(gy, 65535)
-    configured(take_rows_2d_kernel(X.dtype), (gx, gy, 1), (COLS, ROWS, 1))(X, idx, out)
+    configured(*_plan(X.ndim, X.shape[X.ndim - 1], X.dtype, b), stream)(X, idx, out)
     return 1
+
+
+def prepare(rows: int, X_shape: tuple[int, ...], dtype: Any, *, stream=0) -> None:
+    """Build :func:`take_rows`'s launch for ``rows`` rows of an X of ``X_shape`` without launching."""
+    if rows and all(X_shape[1:]):
+        prepared(*_plan(len(X_shape), X_shape[-1], dtype, rows), stream)

@@ -47,10 +47,21 @@ masks like the twin); no masked copy of dy is ever stored.
 Launches: forward 1; backward 2 (dW with db, then dx) or 1 without dx;
 split-K does not add any.
 
+A and B tiles are staged by one loader (:func:`_fetch_slice` /
+:func:`_park_slice`, inlined): an operand is "k-contiguous or not", whichever
+of A and B it is.
+
 Tile configurations (``TILES``) are selectable by name so a benchmark can
-time each; ``"auto"`` picks by output size against the SM count
-(:func:`plan`).  ``naive`` (forward only) is the one-thread-per-output
-baseline, kept for reading and comparison, never chosen automatically.
+time each; ``"auto"`` takes the current device's measured tuning table entry
+for the shape (``kernels/tuning/``, written by ``bench/tune_gemm.py``), else
+picks by output size against the SM count (:func:`plan`).  The naive
+one-thread-per-output baseline lives in ``bench/naive_gemm.py``.
+
+Launchers take ``stream`` (0, the default stream, or a Numba stream) and
+launch on it only.  Their per-shape state (configured launch, split-K
+scratch) is kept in a :class:`GemmWorkspace` and never evicted, so captured
+CUDA graphs stay valid; :func:`prepare` / :func:`prepare_affine` make it
+ahead of time, since nothing may be allocated during graph capture.
 """
 
 from __future__ import annotations
@@ -65,8 +76,9 @@ from numba import cuda
 from numba.cuda.np.numpy_support import from_dtype
 from numba.cuda.types import float64, int32, int64, void
 
-from ._config import ON_SIMULATOR, check_float_dtype, kernel, sm_count
-from ._launch import ceil_div, configured, placeholder
+from ._config import ON_SIMULATOR, check_float_dtype, device_function, kernel, sm_count
+from . import _tuning
+from ._launch import ceil_div, placeholder, prepared, stream_key
 
 
 @dataclass(frozen=True)
@@ -132,7 +144,7 @@ for _cfg in TILES.values():
     _cfg.check()
 
 #: Names accepted by the launchers' ``config`` argument.
-CONFIG_NAMES = ("auto", "naive", *TILES)
+CONFIG_NAMES = ("auto", *TILES)
 
 MAX_SPLIT_K = 32
 STATIC_SHARED_LIMIT = 48 * 1024  # bytes of static shared memory a block may declare
@@ -193,6 +205,67 @@ def slice_depth(cfg: TileConfig, variant: Variant, dtype: Any) -> int:
     return bk
 
 
+# Indices known to be in range are cast to unsigned: Numba then skips its
+# negative-index wraparound, which costs instructions in the hot loop and
+# hides from the compiler that adjacent shared elements are adjacent
+# (blocking vector loads).
+_U = np.uint64
+
+
+@device_function
+def _slice_coords(e, extent, bk, k_contig):
+    """``(outer, k)`` of element ``e`` of one operand's K slice (``extent`` x ``bk``).
+
+    Consecutive elements run along whichever dimension is contiguous in the
+    operand's global layout (k when ``k_contig``), so a warp's loads coalesce.
+    """
+    if k_contig:
+        return e // bk, e % bk
+    return e % extent, e // extent
+
+
+@device_function
+def _fetch_slice(src, mk, stage, tid, outer0, outer_n, kt, k_end, use_mask, zero,
+                 count, nt, extent, bk, k_contig, masked):
+    """Thread ``tid``'s ``count`` elements of one K slice of an operand, into registers ``stage``.
+
+    The operand is (outer, K) when ``k_contig``, else (K, outer); elements
+    outside ``[0, outer_n) x [kt, k_end)`` are zero, and with ``masked`` (and
+    ``use_mask``) so is every element whose ``mk`` entry is not > 0.  The same
+    code loads A (outer = M) and B (outer = N).
+    """
+    for l in range(count):
+        oo, kk = _slice_coords(tid + l * nt, extent, bk, k_contig)
+        go = outer0 + oo
+        gk = kt + kk
+        v = zero
+        if go < outer_n and gk < k_end:
+            r, q = (go, gk) if k_contig else (gk, go)
+            v = src[_U(r), _U(q)]
+            if masked and use_mask != 0 and not (mk[_U(r), _U(q)] > zero):
+                v = zero
+        stage[l] = v
+
+
+@device_function
+def _park_slice(sh, stage, base, tid, count, nt, extent, bk, stride, k_contig):
+    """Store a slice fetched by :func:`_fetch_slice` k-major into shared memory at ``base``.
+
+    Row ``k`` of the slice starts at ``base + k * stride``; a k-contiguous
+    operand is transposed on the way.
+    """
+    for l in range(count):
+        oo, kk = _slice_coords(tid + l * nt, extent, bk, k_contig)
+        sh[_U(base + kk * stride + oo)] = stage[l]
+
+
+@device_function
+def _frag_index(first, i, run, step):
+    """Output row (or column) of fragment element ``i``: runs of ``run`` adjacent
+    indices, ``step`` apart, from ``first``."""
+    return first + (i // run) * step + i % run
+
+
 @functools.lru_cache(maxsize=None)
 def gemm_kernel(dtype: Any, config: str, variant: Variant):
     """The tiled product kernel for one dtype, tile configuration and variant.
@@ -232,11 +305,6 @@ def gemm_kernel(dtype: Any, config: str, variant: Variant):
     ROW_STEP = TY * GA
     COL_STEP = TX * GB
     ALIGN = _SMEM_ALIGN
-    # Indices known to be in range are cast to unsigned: Numba then skips its
-    # negative-index wraparound, which costs instructions in the hot loop and
-    # hides from the compiler that adjacent shared elements are adjacent
-    # (blocking vector loads).
-    U = np.uint64
 
     def gemm(a, b, mk, c, bias, cs_out, ws, ws_cs, tickets, m, n, k, k_chunk, relu, use_mask):
         a_sh = cuda.shared.array(A_SMEM, DT, alignment=ALIGN)
@@ -274,90 +342,40 @@ def gemm_kernel(dtype: Any, config: str, variant: Variant):
         for t in range(n_slices + 1):
             if t < n_slices:
                 kt = k_begin + t * BK
-                for l in range(LA):
-                    e = tid + l * NT
-                    if TRANS_A:
-                        kk = e // BM
-                        mm = e % BM
-                    else:
-                        mm = e // BK
-                        kk = e % BK
-                    gr = tile_m * BM + mm
-                    gk = kt + kk
-                    v = zero
-                    if gr < m and gk < k_end:
-                        if TRANS_A:
-                            v = a[U(gk), U(gr)]
-                            if MASK_A and use_mask != 0 and not (mk[U(gk), U(gr)] > zero):
-                                v = zero
-                        else:
-                            v = a[U(gr), U(gk)]
-                            if MASK_A and use_mask != 0 and not (mk[U(gr), U(gk)] > zero):
-                                v = zero
-                    stage_a[l] = v
-                for l in range(LB):
-                    e = tid + l * NT
-                    if TRANS_B:
-                        nn = e // BK
-                        kk = e % BK
-                    else:
-                        kk = e // BN
-                        nn = e % BN
-                    gc = tile_n * BN + nn
-                    gk = kt + kk
-                    v = zero
-                    if gc < n and gk < k_end:
-                        if TRANS_B:
-                            v = b[U(gc), U(gk)]
-                            if MASK_B and use_mask != 0 and not (mk[U(gc), U(gk)] > zero):
-                                v = zero
-                        else:
-                            v = b[U(gk), U(gc)]
-                            if MASK_B and use_mask != 0 and not (mk[U(gk), U(gc)] > zero):
-                                v = zero
-                    stage_b[l] = v
+                _fetch_slice(a, mk, stage_a, tid, tile_m * BM, m, kt, k_end, use_mask, zero,
+                             LA, NT, BM, BK, not TRANS_A, MASK_A)
+                _fetch_slice(b, mk, stage_b, tid, tile_n * BN, n, kt, k_end, use_mask, zero,
+                             LB, NT, BN, BK, TRANS_B, MASK_B)
 
             if t > 0:
                 a_base = ((t - 1) & 1) * A_SLICE + ty * GA
                 b_base = ((t - 1) & 1) * B_SLICE + tx * GB
                 for kk in range(BK):
                     for i in range(TM):
-                        frag_a[i] = a_sh[U(a_base + kk * SA + (i // GA) * ROW_STEP + i % GA)]
+                        frag_a[i] = a_sh[_U(_frag_index(a_base + kk * SA, i, GA, ROW_STEP))]
                     for j in range(TN):
-                        frag_b[j] = b_sh[U(b_base + kk * SB + (j // GB) * COL_STEP + j % GB)]
+                        frag_b[j] = b_sh[_U(_frag_index(b_base + kk * SB, j, GB, COL_STEP))]
                     for i in range(TM):
                         for j in range(TN):
                             acc[i, j] = cuda.fma(frag_a[i], frag_b[j], acc[i, j])
                 if do_colsum:
                     cs_base = ((t - 1) & 1) * B_SLICE + tid
                     for kk in range(BK):
-                        colsum += b_sh[U(cs_base + kk * SB)]
+                        colsum += b_sh[_U(cs_base + kk * SB)]
 
             if t < n_slices:
-                a_base = (t & 1) * A_SLICE
-                b_base = (t & 1) * B_SLICE
-                for l in range(LA):
-                    e = tid + l * NT
-                    if TRANS_A:
-                        a_sh[U(a_base + (e // BM) * SA + e % BM)] = stage_a[l]
-                    else:
-                        a_sh[U(a_base + (e % BK) * SA + e // BK)] = stage_a[l]
-                for l in range(LB):
-                    e = tid + l * NT
-                    if TRANS_B:
-                        b_sh[U(b_base + (e % BK) * SB + e // BK)] = stage_b[l]
-                    else:
-                        b_sh[U(b_base + (e // BN) * SB + e % BN)] = stage_b[l]
+                _park_slice(a_sh, stage_a, (t & 1) * A_SLICE, tid, LA, NT, BM, BK, SA, not TRANS_A)
+                _park_slice(b_sh, stage_b, (t & 1) * B_SLICE, tid, LB, NT, BN, BK, SB, TRANS_B)
             cuda.syncthreads()
 
         if n_split > 1:
             # Publish this split's partial tile, then take a ticket; the
             # block drawing the last ticket reduces all partials.
             for i in range(TM):
-                r = row0 + (i // GA) * ROW_STEP + i % GA
+                r = _frag_index(row0, i, GA, ROW_STEP)
                 if r < m:
                     for j in range(TN):
-                        col = col0 + (j // GB) * COL_STEP + j % GB
+                        col = _frag_index(col0, j, GB, COL_STEP)
                         if col < n:
                             ws[split, r, col] = acc[i, j]
             if do_colsum and cs_col < n:
@@ -373,9 +391,9 @@ def gemm_kernel(dtype: Any, config: str, variant: Variant):
                 return
             cuda.threadfence()
             for i in range(TM):
-                r = row0 + (i // GA) * ROW_STEP + i % GA
+                r = _frag_index(row0, i, GA, ROW_STEP)
                 for j in range(TN):
-                    col = col0 + (j // GB) * COL_STEP + j % GB
+                    col = _frag_index(col0, j, GB, COL_STEP)
                     if r < m and col < n:
                         total = zero
                         for s in range(n_split):
@@ -397,13 +415,13 @@ def gemm_kernel(dtype: Any, config: str, variant: Variant):
 
         if HAS_BIAS:
             for j in range(TN):
-                col = col0 + (j // GB) * COL_STEP + j % GB
+                col = _frag_index(col0, j, GB, COL_STEP)
                 frag_b[j] = bias[col] if col < n else zero
         for i in range(TM):
-            r = row0 + (i // GA) * ROW_STEP + i % GA
+            r = _frag_index(row0, i, GA, ROW_STEP)
             if r < m:
                 for j in range(TN):
-                    col = col0 + (j // GB) * COL_STEP + j % GB
+                    col = _frag_index(col0, j, GB, COL_STEP)
                     if col < n:
                         v = acc[i, j]
                         if HAS_BIAS:
@@ -422,54 +440,54 @@ def gemm_kernel(dtype: Any, config: str, variant: Variant):
     return kernel(sig, launch_bounds=bounds)(gemm)
 
 
-@functools.lru_cache(maxsize=None)
-def naive_kernel(dtype: Any):
-    """One thread per output of ``relu?(x @ W + b)``: the readable baseline, not a default."""
-    dt = check_float_dtype(dtype)
-    DT = dt.type
-
-    def affine_naive(x, w, bias, out, m, n, k, relu):
-        col = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
-        row = cuda.blockIdx.y * cuda.blockDim.y + cuda.threadIdx.y
-        if row < m and col < n:
-            s = DT(0)
-            for kk in range(k):
-                s = cuda.fma(x[row, kk], w[kk, col], s)
-            v = s + bias[col]
-            if relu != 0:
-                v = v if v > DT(0) else DT(0)
-            out[row, col] = v
-
-    nb = from_dtype(dt)
-    sig = void(nb[:, ::1], nb[:, ::1], nb[::1], nb[:, ::1], int64, int64, int64, int64)
-    return kernel(sig)(affine_naive)
-
-
 # ------------------------------------------------------------------ planning
+#: Tiles the heuristic of :func:`plan` picks from, by dtype: float64 never
+#: takes 128x128 (64 float64 accumulators per thread exhaust the registers).
+AUTO_TILES: dict[str, tuple[str, ...]] = {
+    "float32": ("32x64", "64x64", "128x128"),
+    "float64": ("32x64", "64x64"),
+}
+_LARGE, _FEW_ROWS, _MEDIUM = "128x128", "32x64", "64x64"
+_FEW_ROWS_MAX = 32
+
+
+@functools.lru_cache(maxsize=None)
+def tuning_table() -> dict:
+    """The measured table for the current device (``kernels/tuning/``), empty if none or on the simulator."""
+    name = _tuning.current_device_name()
+    if name is None:
+        return {}
+    return _tuning.load_table(_tuning.table_path(name), TILES)
+
+
 def plan(m: int, n: int, k: int, config: str = "auto", split_k: int | None = None,
-         dtype: Any = np.float32) -> tuple[str, int]:
+         dtype: Any = np.float32, variant: str | None = None) -> tuple[str, int]:
     """``(tile configuration, K splits)`` for an (m x k) @ (k x n) product.
 
-    ``auto``: the 128x128 tile when it alone yields a full wave of blocks
-    (float32 only: 64 float64 accumulators exhaust the registers), 32x64 for
-    at most 32 rows, else 64x64.  ``split_k=None`` splits K only
-    when the tiles cannot fill the device: up to two blocks per SM, at least
-    four K slices per split, at most ``MAX_SPLIT_K``.
+    ``auto`` with ``split_k=None``: the current device's tuning table entry
+    for ``(variant, dtype, m, n, k)`` when there is one, else the heuristic:
+    the 128x128 tile when it alone yields a full wave of blocks (float32
+    only, see ``AUTO_TILES``), 32x64 for at most 32 rows, else 64x64; K is
+    split only when the tiles cannot fill the device: up to two blocks per
+    SM, at least four K slices per split, at most ``MAX_SPLIT_K``.
     """
     if config not in TILES and config != "auto":
         raise ValueError(f"config: expected one of {CONFIG_NAMES}, got {config!r}")
+    dt = check_float_dtype(dtype)
+    if config == "auto" and split_k is None and variant is not None:
+        config, split_k = tuning_table().get(_tuning.key(variant, dt, m, n, k), ("auto", None))
     sms = sm_count()
 
     def tiles(cfg: TileConfig) -> int:
         return max(1, ceil_div(m, cfg.bm)) * ceil_div(n, cfg.bn)
 
     if config == "auto":
-        if np.dtype(dtype) == np.float32 and tiles(TILES["128x128"]) >= sms:
-            config = "128x128"
-        elif m <= 32:
-            config = "32x64"
+        if _LARGE in AUTO_TILES[dt.name] and tiles(TILES[_LARGE]) >= sms:
+            config = _LARGE
+        elif m <= _FEW_ROWS_MAX:
+            config = _FEW_ROWS
         else:
-            config = "64x64"
+            config = _MEDIUM
     cfg = TILES[config]
     k_slices = ceil_div(k, cfg.bk)
     if split_k is None:
@@ -483,57 +501,105 @@ def plan(m: int, n: int, k: int, config: str = "auto", split_k: int | None = Non
     return config, min(split_k, MAX_SPLIT_K, max(1, k_slices))
 
 
-class GemmWorkspace:
-    """Split-K scratch, reused across launches on one stream.
+def selectable_kernels(dtype: Any, config: str = "auto") -> set[tuple[str, str]]:
+    """Every ``(tile configuration, variant)`` the launchers can pick for ``dtype`` and ``config``.
 
-    Partial tiles are kept per (dtype, splits, m, n) (a few shapes per
-    network); tickets are one int32 per output tile, zero between launches
-    because the reducing block resets its own.
+    ``auto``: the heuristic's ``AUTO_TILES`` and the current device's tuning
+    table entries for the dtype; a named configuration: that one alone.
     """
+    dt = check_float_dtype(dtype)
+    if config != "auto":
+        plan(1, 1, 1, config, 1, dt)  # validates the name
+        return {(config, v) for v in VARIANTS}
+    picks = {(c, v) for c in AUTO_TILES[dt.name] for v in VARIANTS}
+    picks |= {(c, key[0]) for key, (c, _) in tuning_table().items() if key[1] == dt.name}
+    return picks
 
-    _MAX_PARTIALS = 32
+
+@dataclass(frozen=True)
+class _Recipe:
+    """Everything about a launch that depends only on the shapes, options and stream."""
+
+    launch: Any  # the configured kernel
+    k_chunk: int
+    partial: Any  # split-K partial tiles, or a placeholder
+    partial_colsum: Any
+    tickets: Any
+    spare_2d: Any  # placeholders for an absent mask
+    spare_1d: Any  # ... and an absent bias or column-sum output
+
+
+class GemmWorkspace:
+    """Split-K scratch and launch recipes for the products of one owner (a backend, say).
+
+    Partial tiles are kept per (dtype, splits, m, n), tickets as one int32
+    per output tile (zero between launches: the reducing block resets its
+    own), recipes per (variant, dtype, shapes, options, stream).  Nothing is
+    ever evicted: captured CUDA graphs point at these buffers, so they live
+    as long as the workspace.  A network needs a few entries per layer and
+    batch size (three products each), so the workspace stays small.
+
+    The scratch is shared by every product launched through the workspace:
+    launch them on one stream (or serialise the streams), never concurrently.
+    ``reserve`` and ``prepare`` allocate everything up front, so that
+    launches afterwards (during graph capture, for one) allocate nothing.
+    """
 
     def __init__(self) -> None:
         self._partials: dict = {}
         self._tickets = None
+        self._recipes: dict = {}
         self._lock = threading.Lock()
 
     def partials(self, dtype, splits: int, m: int, n: int):
+        """``(partial tiles (splits, m, n), partial column sums (splits, n) float64)``, allocated once."""
         key = (np.dtype(dtype), splits, m, n)
         bufs = self._partials.get(key)
         if bufs is None:
             with self._lock:
-                if len(self._partials) >= self._MAX_PARTIALS:
-                    self._partials.clear()
-                bufs = self._partials[key] = (
-                    cuda.device_array((splits, max(m, 1), n), dtype=key[0]),
-                    cuda.device_array((splits, n), dtype=np.float64),
-                )
+                bufs = self._partials.get(key)
+                if bufs is None:
+                    bufs = self._partials[key] = (
+                        cuda.device_array((splits, max(m, 1), n), dtype=key[0]),
+                        cuda.device_array((splits, n), dtype=np.float64),
+                    )
         return bufs
 
-    def tickets(self, count: int):
+    def tickets(self, count: int, stream=0):
+        """At least ``count`` zeroed int32 tickets (grown, never shrunk; zeroed on ``stream``).
+
+        A grown array replaces the old one for new recipes; recipes made
+        earlier keep (and keep alive) the array they were made with.
+        """
         t = self._tickets
         if t is None or t.shape[0] < count:
             with self._lock:
                 t = self._tickets
                 if t is None or t.shape[0] < count:
-                    t = self._tickets = cuda.to_device(np.zeros(max(count, 1024), dtype=np.int32))
+                    t = self._tickets = cuda.to_device(np.zeros(max(count, 1024), dtype=np.int32), stream=stream)
         return t
 
+    def reserve(self, dtype, splits: int, m: int, n: int, tiles: int, stream=0) -> None:
+        """Allocate the scratch of a split-K product of ``m x n`` outputs in ``tiles`` tiles now."""
+        if splits > 1:
+            self.partials(dtype, splits, m, n)
+            self.tickets(tiles, stream)
 
-_default_workspace = GemmWorkspace()
+    def recipe(self, variant_name: str, dt: np.dtype, m: int, n: int, k: int, config: str,
+               split_k: int | None, stream=0) -> _Recipe:
+        key = (variant_name, dt, m, n, k, config, split_k, stream_key(stream))
+        r = self._recipes.get(key)
+        if r is None:
+            r = _make_recipe(self, variant_name, dt, m, n, k, config, split_k, stream)
+            with self._lock:
+                # the stream object is kept with the recipe so that its id in the key stays its own
+                r = self._recipes.setdefault(key, (r, stream))[0]
+            return r
+        return r[0]
 
 
-# Everything about a launch that depends only on the shapes and options
-# (configured kernel, K chunk, scratch), built once per shape: the per-call
-# host work is then one dictionary lookup and the launch itself.
-_recipes: dict = {}
-_MAX_RECIPES = 512
-
-
-def _recipe(variant_name, dt, m, n, k, config, split_k, workspace):
-    variant = VARIANTS[variant_name]
-    config, splits = plan(m, n, k, config, split_k, dt)
+def _make_recipe(ws: GemmWorkspace, variant_name, dt, m, n, k, config, split_k, stream) -> _Recipe:
+    config, splits = plan(m, n, k, config, split_k, dt, variant_name)
     cfg = TILES[config]
     grid_m = max(1, ceil_div(m, cfg.bm))
     grid_n = ceil_div(n, cfg.bn)
@@ -543,72 +609,102 @@ def _recipe(variant_name, dt, m, n, k, config, split_k, workspace):
     else:
         k_chunk = k
     if splits > 1:
-        ws = workspace or _default_workspace
+        ws.reserve(dt, splits, m, n, grid_m * grid_n, stream)
         partial, partial_cs = ws.partials(dt, splits, m, n)
-        tickets = ws.tickets(grid_m * grid_n)
+        tickets = ws.tickets(grid_m * grid_n, stream)
     else:
         partial, partial_cs = placeholder(dt, 3), placeholder(np.float64, 2)
         tickets = placeholder(np.int32, 1)
-    launch = configured(gemm_kernel(dt, config, variant), (grid_m, grid_n, splits), (cfg.threads, 1, 1))
-    return launch, k_chunk, partial, partial_cs, tickets, placeholder(dt, 2), placeholder(dt, 1)
+    launch = prepared(gemm_kernel(dt, config, VARIANTS[variant_name]), (grid_m, grid_n, splits),
+                      (cfg.threads, 1, 1), stream)
+    return _Recipe(launch, k_chunk, partial, partial_cs, tickets, placeholder(dt, 2), placeholder(dt, 1))
 
 
-def _launch(variant_name, a, b, mask, c, bias, colsum_out, m, n, k, relu, config, split_k, workspace) -> int:
-    if n == 0 or (m == 0 and not VARIANTS[variant_name].colsum):
+_default_workspace = GemmWorkspace()
+
+
+def _skip(variant_name: str, m: int, n: int) -> bool:
+    """An empty output: nothing to launch (dW with an empty batch still writes zeros)."""
+    return n == 0 or (m == 0 and not VARIANTS[variant_name].colsum)
+
+
+def _launch(variant_name, a, b, mask, c, bias, colsum_out, m, n, k, relu, config, split_k, workspace,
+            stream) -> int:
+    if _skip(variant_name, m, n):
         return 0
-    dt = c.dtype
-    key = (variant_name, dt, m, n, k, config, split_k, id(workspace))
-    recipe = _recipes.get(key)
-    if recipe is None:
-        recipe = _recipe(variant_name, np.dtype(dt), m, n, k, config, split_k, workspace)
-        if len(_recipes) >= _MAX_RECIPES:
-            _recipes.clear()
-        _recipes[key] = recipe
-    launch, k_chunk, partial, partial_cs, tickets, spare_2d, spare_1d = recipe
-    launch(
-        a, b, spare_2d if mask is None else mask, c, spare_1d if bias is None else bias,
-        spare_1d if colsum_out is None else colsum_out, partial, partial_cs, tickets,
-        m, n, k, k_chunk, 1 if relu else 0, 0 if mask is None else 1,
+    r = (workspace or _default_workspace).recipe(variant_name, np.dtype(c.dtype), m, n, k, config, split_k,
+                                                 stream)
+    r.launch(
+        a, b, r.spare_2d if mask is None else mask, c, r.spare_1d if bias is None else bias,
+        r.spare_1d if colsum_out is None else colsum_out, r.partial, r.partial_colsum, r.tickets,
+        m, n, k, r.k_chunk, 1 if relu else 0, 0 if mask is None else 1,
     )
     return 1
 
 
+def prepare(variant: str, m: int, n: int, k: int, dtype: Any, *, config: str = "auto",
+            split_k: int | None = None, workspace: GemmWorkspace | None = None, stream=0) -> None:
+    """Make the recipe of one product (``m x k`` by ``k x n``) without launching it.
+
+    Compiles and loads its kernel, configures the launch for ``stream`` and
+    allocates its split-K scratch and placeholders, so that the first launch
+    of that shape through ``workspace`` on ``stream`` allocates nothing (as
+    CUDA-graph capture requires).  ``variant``: ``"forward"``, ``"dx"`` or
+    ``"dw"``; the dimensions are the product's, see :func:`prepare_affine`.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant: expected one of {tuple(VARIANTS)}, got {variant!r}")
+    if not _skip(variant, m, n):
+        (workspace or _default_workspace).recipe(variant, check_float_dtype(dtype), m, n, k, config, split_k,
+                                                 stream)
+
+
+def prepare_affine(batch: int, in_features: int, out_features: int, dtype: Any, *, need_dx: bool = True,
+                   config: str = "auto", split_k: int | None = None, workspace: GemmWorkspace | None = None,
+                   stream=0) -> None:
+    """:func:`prepare` the products of one affine layer: forward, dW (with db) and, if ``need_dx``, dx.
+
+    The shapes are those :func:`affine_forward`, :func:`affine_backward_dw`
+    and :func:`affine_backward_dx` launch for x: (batch, in_features),
+    W: (in_features, out_features).
+    """
+    opts = dict(config=config, split_k=split_k, workspace=workspace, stream=stream)
+    prepare("forward", batch, out_features, in_features, dtype, **opts)
+    prepare("dw", in_features, out_features, batch, dtype, **opts)
+    if need_dx:
+        prepare("dx", batch, in_features, out_features, dtype, **opts)
+
+
 # ------------------------------------------------------------------ launchers
 def affine_forward(x, W, b, relu: bool, out, *, config: str = "auto", split_k: int | None = None,
-                   workspace: GemmWorkspace | None = None) -> int:
+                   workspace: GemmWorkspace | None = None, stream=0) -> int:
     """``out = relu?(x @ W + b)``.  x: (N, K), W: (K, M), b: (M,), out: (N, M), one dtype.
 
-    Returns the number of kernel launches (1, or 0 for an empty output).
+    ``stream``: 0 (the default stream) or a Numba stream.  Returns the number
+    of kernel launches (1, or 0 for an empty output).
     """
     m, k = x.shape
     n = W.shape[1]
-    if config == "naive":
-        if m == 0 or n == 0:
-            return 0
-        block = (32, 8, 1)
-        grid = (ceil_div(n, 32), ceil_div(m, 8), 1)
-        configured(naive_kernel(np.dtype(x.dtype)), grid, block)(x, W, b, out, m, n, k, int(bool(relu)))
-        return 1
-    return _launch("forward", x, W, None, out, b, None, m, n, k, relu, config, split_k, workspace)
+    return _launch("forward", x, W, None, out, b, None, m, n, k, relu, config, split_k, workspace, stream)
 
 
 def affine_backward_dx(dy, W, y, dx, *, config: str = "auto", split_k: int | None = None,
-                       workspace: GemmWorkspace | None = None) -> int:
+                       workspace: GemmWorkspace | None = None, stream=0) -> int:
     """``dx = (dy * [y > 0]) @ W.T`` (no mask when ``y`` is None).
 
     dy, y: (N, M), W: (K, M), dx: (N, K).  Returns the number of launches.
     """
     m, k = dy.shape
     n = W.shape[0]
-    return _launch("dx", dy, W, y, dx, None, None, m, n, k, False, config, split_k, workspace)
+    return _launch("dx", dy, W, y, dx, None, None, m, n, k, False, config, split_k, workspace, stream)
 
 
 def affine_backward_dw(dy, x, y, dW, db, *, config: str = "auto", split_k: int | None = None,
-                       workspace: GemmWorkspace | None = None) -> int:
+                       workspace: GemmWorkspace | None = None, stream=0) -> int:
     """``dW = x.T @ (dy * [y > 0])`` and ``db`` = its column sums, in one launch.
 
     dy, y: (N, M), x: (N, K), dW: (K, M), db: (M,).  Returns the number of launches.
     """
     k, m = x.shape  # the batch is this product's K
     n = dy.shape[1]
-    return _launch("dw", x, dy, y, dW, None, db, m, n, k, False, config, split_k, workspace)
+    return _launch("dw", x, dy, y, dW, None, db, m, n, k, False, config, split_k, workspace, stream)

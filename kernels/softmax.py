@@ -36,9 +36,15 @@ Two thread mappings, by the number of classes C:
   a group of one warp merges with warp shuffles instead (no barrier per row;
   the simulator, which has no shuffles, runs the shared-memory form).
 
-Rows whose logits contain NaN give a NaN loss (and so mark ``stats[2]``);
-their argmax is unspecified.  A label outside ``[0, C)`` is never read
-through: its loss is NaN and its row gets no one-hot term.
+``stats`` (float64) holds the slots named in ``_config``:
+``STATS_LOSS_SUM``, ``STATS_CORRECT`` and ``STATS_FIRST_NONFINITE_STEP``.
+Rows whose logits contain NaN give a NaN loss (and so mark
+``STATS_FIRST_NONFINITE_STEP``); their argmax is unspecified.  A label outside ``[0, C)`` is never read through: its row's
+loss is NaN (so the step is marked too) and its gradient row is NaN.
+
+Every launcher takes ``stream`` (0, the default stream, or a Numba stream)
+and enqueues nothing else; :func:`prepare` builds a launch ahead of time,
+before CUDA-graph capture.
 """
 
 from __future__ import annotations
@@ -52,8 +58,9 @@ from numba import cuda
 from numba.cuda.np.numpy_support import from_dtype
 from numba.cuda.types import float64, int64, void
 
-from ._config import ON_SIMULATOR, check_float_dtype, kernel
-from ._launch import capped_blocks, ceil_div, configured, placeholder
+from ._config import (ON_SIMULATOR, STATS_CORRECT, STATS_FIRST_NONFINITE_STEP, STATS_LOSS_SUM,
+                      check_float_dtype, device_function, kernel)
+from ._launch import capped_blocks, ceil_div, configured, placeholder, prepared
 
 SMALL_MAX_CLASSES = 32
 SMALL_ROWS = 128  # threads (= rows) per block of rows_small
@@ -99,6 +106,63 @@ def _merge(m1, s1, a1, m2, s2, a2):
     return m1, math.nan, a1  # a NaN max: the row's loss is NaN
 
 
+@device_function
+def _output(e, inv_s, j, lab, label_ok, inv_n, xent):
+    """Element ``j`` of a row's output from its exponential ``e = exp(x_j - max)``.
+
+    The probability ``e / s``; for cross-entropy the gradient
+    ``(p - [j == label]) / N``, or NaN for the whole row when its label is out
+    of range (nothing is read at the label then).
+    """
+    p = e * inv_s
+    if xent:
+        if j == lab:
+            p -= 1.0
+        p = p * inv_n if label_ok else math.nan
+    return p
+
+
+@device_function
+def _add_row(loss_sum, hits, bad, mx, s, x_lab, arg, lab):
+    """A row's loss ``max + log(s) - x[label]`` (NaN when ``x_lab`` is), hit and
+    non-finite flag added to a thread's running sums."""
+    loss = np.float64(mx) + math.log(s) - x_lab
+    if arg == lab:
+        hits += 1
+    if not math.isfinite(loss):
+        bad = 1
+    return loss_sum + loss, hits, bad
+
+
+@device_function
+def _flush_stats(stats, step, loss_sum, hits, bad, slot, nt, red_loss, red_count):
+    """Reduce every thread's (loss sum, hits, non-finite flag) over the block and add
+    them to ``stats`` with one atomic per slot.
+
+    ``nt`` threads (a power of two) take part, thread ``slot`` of them;
+    ``red_loss`` (float64) and ``red_count`` (int64) are shared arrays of at
+    least ``nt`` elements, free for reuse.  The hit count and the flag share
+    one integer: ``hits * 2 + flag``.
+    """
+    red_loss[slot] = loss_sum
+    red_count[slot] = hits * 2 + bad
+    cuda.syncthreads()
+    half = nt // 2
+    while half > 0:
+        if slot < half:
+            red_loss[slot] += red_loss[slot + half]
+            mine = red_count[slot]
+            other = red_count[slot + half]
+            red_count[slot] = ((mine >> 1) + (other >> 1)) * 2 + ((mine | other) & 1)
+        cuda.syncthreads()
+        half //= 2
+    if slot == 0:
+        cuda.atomic.add(stats, STATS_LOSS_SUM, red_loss[0])
+        cuda.atomic.add(stats, STATS_CORRECT, np.float64(red_count[0] >> 1))
+        if (red_count[0] & 1) != 0:
+            cuda.atomic.min(stats, STATS_FIRST_NONFINITE_STEP, step)
+
+
 @functools.lru_cache(maxsize=None)
 def rows_small_kernel(dtype: Any, xent: bool):
     """One thread per row (C <= 32); ``xent`` selects cross-entropy over probabilities.
@@ -117,8 +181,7 @@ def rows_small_kernel(dtype: Any, xent: bool):
         vals = cuda.local.array(BATCH, DT)
         offs = cuda.local.array(BATCH, np.int64)
         red_loss = cuda.shared.array(ROWS, np.float64)
-        red_hits = cuda.shared.array(ROWS, np.int32)
-        red_bad = cuda.shared.array(ROWS, np.int32)
+        red_count = cuda.shared.array(ROWS, np.int64)
         tid = cuda.threadIdx.x
         # Walking a tile's elements ROWS at a time without dividing by c
         # per element: (row, col) of element tid, and the step in both.
@@ -162,10 +225,12 @@ def rows_small_kernel(dtype: Any, xent: bool):
                         mx = v
                         arg = j
                 lab = 0
+                label_ok = True
                 x_lab = np.float64(math.nan)
                 if XENT:
                     lab = labels[base + tid]
-                    if lab >= 0 and lab < c:
+                    label_ok = lab >= 0 and lab < c
+                    if label_ok:
                         x_lab = np.float64(tile[rb + lab])
                 s = np.float64(0.0)
                 for j in range(c):
@@ -173,21 +238,11 @@ def rows_small_kernel(dtype: Any, xent: bool):
                     tile[rb + j] = e
                     s += e
                 if XENT:
-                    loss = np.float64(mx) + math.log(s) - x_lab
-                    loss_sum += loss
-                    if arg == lab:
-                        hits += 1
-                    if not math.isfinite(loss):
-                        bad = 1
+                    loss_sum, hits, bad = _add_row(loss_sum, hits, bad, mx, s, x_lab, arg, lab)
                 if write_out != 0:
                     inv_s = 1.0 / s
                     for j in range(c):
-                        p = tile[rb + j] * inv_s
-                        if XENT:
-                            if j == lab:
-                                p -= 1.0
-                            p = p * inv_n
-                        tile[rb + j] = p
+                        tile[rb + j] = _output(tile[rb + j], inv_s, j, lab, label_ok, inv_n, XENT)
             cuda.syncthreads()
 
             if write_out != 0:
@@ -203,23 +258,7 @@ def rows_small_kernel(dtype: Any, xent: bool):
             cuda.syncthreads()
 
         if XENT:
-            red_loss[tid] = loss_sum
-            red_hits[tid] = hits
-            red_bad[tid] = bad
-            cuda.syncthreads()
-            half = ROWS // 2
-            while half > 0:
-                if tid < half:
-                    red_loss[tid] += red_loss[tid + half]
-                    red_hits[tid] += red_hits[tid + half]
-                    red_bad[tid] |= red_bad[tid + half]
-                cuda.syncthreads()
-                half //= 2
-            if tid == 0:
-                cuda.atomic.add(stats, 0, red_loss[0])
-                cuda.atomic.add(stats, 1, np.float64(red_hits[0]))
-                if red_bad[0] != 0:
-                    cuda.atomic.min(stats, 2, step)
+            _flush_stats(stats, step, loss_sum, hits, bad, tid, ROWS, red_loss, red_count)
 
     return kernel(_signature(dt), launch_bounds=ROWS)(rows_small)
 
@@ -313,58 +352,28 @@ def rows_wide_kernel(dtype: Any, xent: bool, items: int, warp: bool = False):
 
             if active:
                 lab = 0
+                label_ok = True
                 if XENT:
                     lab = labels[row]
+                    label_ok = lab >= 0 and lab < c
                 if write_out != 0:
                     inv_s = 1.0 / s
                     for k in range(ITEMS):
                         j = tx + k * group
                         if j < c:
-                            p = math.exp(xs[k] - mx) * inv_s
-                            if XENT:
-                                if j == lab:
-                                    p -= 1.0
-                                p = p * inv_n
-                            out[row, j] = p
+                            out[row, j] = _output(math.exp(xs[k] - mx), inv_s, j, lab, label_ok, inv_n, XENT)
                     for j in range(tx + ITEMS * group, c, group):
-                        p = math.exp(logits[row, j] - mx) * inv_s
-                        if XENT:
-                            if j == lab:
-                                p -= 1.0
-                            p = p * inv_n
-                        out[row, j] = p
+                        out[row, j] = _output(math.exp(logits[row, j] - mx), inv_s, j, lab, label_ok, inv_n, XENT)
                 if XENT and tx == 0:
                     x_lab = np.float64(math.nan)
-                    if lab >= 0 and lab < c:
+                    if label_ok:
                         x_lab = np.float64(logits[row, lab])
-                    loss = np.float64(mx) + math.log(s) - x_lab
-                    loss_sum += loss
-                    if arg == lab:
-                        hits += 1
-                    if not math.isfinite(loss):
-                        bad = 1
+                    loss_sum, hits, bad = _add_row(loss_sum, hits, bad, mx, s, x_lab, arg, lab)
             if not WARP:
                 cuda.syncthreads()  # the reduction slots are reused by the next rows
 
         if XENT:
-            nt = group * cuda.blockDim.y
-            red_s[slot] = loss_sum
-            red_a[slot] = hits * 2 + bad  # hit count and flag share one slot
-            cuda.syncthreads()
-            half = nt // 2
-            while half > 0:
-                if slot < half:
-                    red_s[slot] += red_s[slot + half]
-                    other = red_a[slot + half]
-                    mine = red_a[slot]
-                    red_a[slot] = ((mine >> 1) + (other >> 1)) * 2 + ((mine | other) & 1)
-                cuda.syncthreads()
-                half //= 2
-            if slot == 0:
-                cuda.atomic.add(stats, 0, red_s[0])
-                cuda.atomic.add(stats, 1, np.float64(red_a[0] >> 1))
-                if (red_a[0] & 1) != 0:
-                    cuda.atomic.min(stats, 2, step)
+            _flush_stats(stats, step, loss_sum, hits, bad, slot, group * cuda.blockDim.y, red_s, red_a)
 
     # 32 values per thread in registers: ask for room for two blocks per SM
     # (at most 128 registers) so that 16 rows' loads are in flight per SM.
@@ -398,7 +407,43 @@ def wide_kernel_for(c: int, dtype: Any, xent: bool):
     return rows_wide_kernel(np.dtype(dtype), xent, items, group == 32 and not ON_SIMULATOR)
 
 
-def _launch(xent: bool, logits, labels, out, stats, step: int) -> int:
+def selectable_kernels(dtype: Any) -> dict:
+    """Every kernel :func:`softmax` and :func:`softmax_cross_entropy` can pick for ``dtype``, by name.
+
+    Found by asking the launchers' own choice (:func:`_plan`) for every class
+    count up to the widest distinct one (past ``WIDE_MAX_GROUP`` times the
+    most items per thread nothing changes).
+    """
+    dt = check_float_dtype(dtype)
+    picks = {}
+    for xent in (True, False):
+        for c in range(1, WIDE_MAX_GROUP * max(WIDE_ITEMS) + 2):
+            kern = _plan(xent, 1, c, dt)[0]
+            if c <= SMALL_MAX_CLASSES:
+                name = f"rows_small xent={xent}"
+            else:
+                items, group, _ = wide_block(c, dt)
+                name = f"rows_wide xent={xent} items={items} warp={group == 32 and not ON_SIMULATOR}"
+            picks[name] = kern
+    return picks
+
+
+def _plan(xent: bool, n: int, c: int, dt: np.dtype):
+    """``(kernel, grid, block)`` for N rows of C classes."""
+    if c <= SMALL_MAX_CLASSES:
+        blocks = capped_blocks(ceil_div(n, SMALL_ROWS), BLOCK_THREADS_PER_SM // SMALL_ROWS)
+        return rows_small_kernel(dt, xent), (blocks, 1, 1), (SMALL_ROWS, 1, 1)
+    items, group, rows = wide_block(c, dt)
+    blocks = capped_blocks(ceil_div(n, rows), BLOCK_THREADS_PER_SM // (group * rows))
+    return wide_kernel_for(c, dt, xent), (blocks, 1, 1), (group, rows, 1)
+
+
+def _placeholders(dt: np.dtype):
+    """Stand-ins for an absent output, labels and stats."""
+    return placeholder(dt, 2), placeholder(np.int64, 1), placeholder(np.float64, 1)
+
+
+def _launch(xent: bool, logits, labels, out, stats, step: int, stream) -> int:
     n, c = logits.shape
     if n == 0 or (c == 0 and not xent):
         return 0
@@ -406,33 +451,39 @@ def _launch(xent: bool, logits, labels, out, stats, step: int) -> int:
         raise ValueError("logits: expected at least one class, got 0 columns")
     dt = np.dtype(logits.dtype)
     write_out = out is not None
-    if out is None:
-        out = placeholder(dt, 2)
-    if labels is None:
-        labels = placeholder(np.int64, 1)
-    if stats is None:
-        stats = placeholder(np.float64, 1)
-    args = (logits, labels, out, stats, n, c, float(step), int(write_out), 1.0 / n)
-    if c <= SMALL_MAX_CLASSES:
-        blocks = capped_blocks(ceil_div(n, SMALL_ROWS), BLOCK_THREADS_PER_SM // SMALL_ROWS)
-        configured(rows_small_kernel(dt, xent), (blocks, 1, 1), (SMALL_ROWS, 1, 1))(*args)
-    else:
-        items, group, rows = wide_block(c, dt)
-        blocks = capped_blocks(ceil_div(n, rows), BLOCK_THREADS_PER_SM // (group * rows))
-        configured(wide_kernel_for(c, dt, xent), (blocks, 1, 1), (group, rows, 1))(*args)
+    spare_out, spare_labels, spare_stats = _placeholders(dt)
+    args = (logits, spare_labels if labels is None else labels, spare_out if out is None else out,
+            spare_stats if stats is None else stats, n, c, float(step), int(write_out), 1.0 / n)
+    configured(*_plan(xent, n, c, dt), stream)(*args)
     return 1
 
 
-def softmax_cross_entropy(logits, labels, dlogits, stats, step: int = 0) -> int:
+def softmax_cross_entropy(logits, labels, dlogits, stats, step: int = 0, *, stream=0) -> int:
     """Loss statistics into ``stats`` and, unless ``dlogits`` is None, the gradient.
 
     logits: (N, C) float32/float64, labels: (N,) int64, dlogits: (N, C) or
-    None, stats: float64 (3,) accumulated as ``[loss sum, hits, min bad step]``.
-    Returns the number of kernel launches (1).
+    None, stats: float64 (``STATS_SIZE``,) accumulated slot by slot: loss sum
+    (``STATS_LOSS_SUM``), hits (``STATS_CORRECT``), smallest step with a
+    non-finite loss (``STATS_FIRST_NONFINITE_STEP``).  A label outside
+    ``[0, C)`` gives that row a NaN loss and a NaN gradient row.  ``stream``: 0 or a
+    Numba stream.  Returns the number of kernel launches (1).
     """
-    return _launch(True, logits, labels, dlogits, stats, step)
+    return _launch(True, logits, labels, dlogits, stats, step, stream)
 
 
-def softmax(logits, out) -> int:
+def softmax(logits, out, *, stream=0) -> int:
     """Row-wise softmax probabilities of ``logits`` (N, C) into ``out``.  Returns launches."""
-    return _launch(False, logits, None, out, None, 0)
+    return _launch(False, logits, None, out, None, 0, stream)
+
+
+def prepare(n: int, c: int, dtype: Any, *, xent: bool = True, stream=0) -> None:
+    """Build the launch for N rows of C classes (and the placeholders) without launching.
+
+    After this, the first :func:`softmax_cross_entropy` (``xent=True``) or
+    :func:`softmax` of that shape on ``stream`` allocates and builds nothing.
+    """
+    if n == 0 or c == 0:
+        return
+    dt = check_float_dtype(dtype)
+    _placeholders(dt)
+    prepared(*_plan(xent, n, c, dt), stream)
