@@ -236,11 +236,29 @@ def test_naive_configuration_matches_the_tiled_one():
 # ------------------------------------------------------------------ extras
 @pytest.mark.parametrize("dtype", [F32, F64])
 def test_warmup_builds_every_kernel_once(be, dtype):
+    """Warm-up builds exactly what the launchers can pick, and a second warm-up builds nothing."""
+    from mlp.kernels import _config, gemm, softmax
+
+    dt = np.dtype(dtype)
     first = be.warmup(dtype)
-    assert first["kernels"] >= 20
+    # The launchers' own choices over shapes that reach every branch of plan()
+    # (few rows, medium, a full wave of 128x128 tiles), every variant.
+    picked = {gemm.plan(m, n, k, "auto", None, dt)[0] for m in (1, 32, 100, 5000) for n in (1, 64, 5000)
+              for k in (8, 1000)}
+    expected_gemm = {f"gemm {c} {v}" for c in picked for v in gemm.VARIANTS}
+    assert {name for name in first["names"] if name.startswith("gemm ")} == expected_gemm
+    if dt == np.float64:
+        assert not any("128x128" in name for name in first["names"])  # plan never picks it for float64
+    # softmax: every kernel _plan picks for 1 to 9999 classes, with and without the loss
+    expected_softmax = {id(softmax._plan(xent, 4, c, dt)[0]) for xent in (True, False) for c in range(1, 10_000)}
+    assert {id(k) for k in softmax.selectable_kernels(dt).values()} == expected_softmax
+    assert sum(name.startswith("softmax ") for name in first["names"]) == len(expected_softmax)
+    assert first["kernels"] == len(first["names"])
+
+    built = _config.kernels_built
     again = be.warmup(dtype)
-    assert again["kernels"] == first["kernels"]
-    assert again["seconds"] <= max(first["seconds"], 0.5)  # everything was already built
+    assert again["names"] == first["names"]
+    assert _config.kernels_built == built  # nothing compiled (or loaded) twice
     with pytest.raises(TypeError):
         be.warmup(np.int32)
 

@@ -119,7 +119,7 @@ class CudaBackend(Backend):
     supports_graphs = not ON_SIMULATOR
 
     def __init__(self, gemm_config: str = "auto", split_k: int | None = None) -> None:
-        if gemm_config not in gemm.CONFIG_NAMES:
+        if gemm_config not in gemm.CONFIG_NAMES:  # "auto" or a tile name; the naive baseline is bench/'s
             raise ValueError(f"gemm_config: expected one of {gemm.CONFIG_NAMES}, got {gemm_config!r}")
         if split_k is not None and int(split_k) < 1:
             raise ValueError(f"split_k: expected None or an integer >= 1, got {split_k!r}")
@@ -290,31 +290,26 @@ class CudaBackend(Backend):
 
     # ---------------------------------------------------------------- extras
     def warmup(self, dtype: Any = np.float32) -> dict[str, Any]:
-        """Compile (or load from Numba's cache) every kernel a training step uses for ``dtype``.
+        """Compile (or load from Numba's cache) every kernel a training step can pick for ``dtype``.
 
-        Returns ``{"kernels": count, "seconds": wall time}``.  Idempotent:
-        a second call for the same dtype finds everything built.
+        The matrix products and softmax kernels are exactly those the
+        launchers can choose (``gemm.selectable_kernels`` for this backend's
+        ``gemm_config``, ``softmax.selectable_kernels``), no more.  Returns
+        ``{"kernels": count, "names": sorted kernel names, "seconds": wall
+        time}``.  Idempotent: a second call for the same dtype builds nothing.
         """
         dt = np.dtype(dtype)
         if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
             raise TypeError(f"dtype: expected float32 or float64, got {dt}")
         start = time.perf_counter()
-        built = []
-        for config in gemm.TILES:
-            for variant in gemm.VARIANTS.values():
-                built.append(gemm.gemm_kernel(dt, config, variant))
-        if self.gemm_config == "naive":
-            built.append(gemm.naive_kernel(dt))
-        for xent in (True, False):
-            built.append(softmax.rows_small_kernel(dt, xent))
-            for c in (64, 1024, 4096):  # every (items, group) kind of rows_wide
-                kern = softmax.wide_kernel_for(c, dt, xent)
-                if kern not in built:
-                    built.append(kern)
-        built += [optim.sgd_kernel(dt), optim.rmsprop_kernel(dt), optim.adam_kernel(dt)]
-        built += [gather.take_rows_2d_kernel(dt), gather.take_rows_1d_kernel(np.int64)]
-        built += [fill_kernels.fill_kernel(dt), fill_kernels.reset_stats_kernel()]
-        return {"kernels": len(built), "seconds": time.perf_counter() - start}
+        built = {f"gemm {c} {v}": gemm.gemm_kernel(dt, c, gemm.VARIANTS[v])
+                 for c, v in gemm.selectable_kernels(dt, self.gemm_config)}
+        built.update({f"softmax {name}": k for name, k in softmax.selectable_kernels(dt).items()})
+        built.update({"sgd": optim.sgd_kernel(dt), "rmsprop": optim.rmsprop_kernel(dt), "adam": optim.adam_kernel(dt),
+                      "take_rows_2d": gather.take_rows_2d_kernel(dt),
+                      "take_rows_1d": gather.take_rows_1d_kernel(np.dtype(np.int64)),
+                      "fill": fill_kernels.fill_kernel(dt), "reset_stats": fill_kernels.reset_stats_kernel()})
+        return {"kernels": len(built), "names": sorted(built), "seconds": time.perf_counter() - start}
 
     def device_info(self) -> dict[str, Any]:
         """Device name, compute capability, SM count, driver/runtime and Numba versions."""
