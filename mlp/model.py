@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import io
-import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence, Union
 
 import numpy as np
 
-from ._version import __version__
 from ._validation import check_features, check_float_dtype, check_int, check_labels, check_layer_sizes, describe
 from .backends import Backend, get_backend
+from .checkpoint import TrainingState, read_archive, write_archive
+from .checkpoint import CHECKPOINT_FORMAT, atomic_write_bytes  # noqa: F401  (importable from here, as before)
 
 PathLike = Union[str, "os.PathLike[str]"]
-
-#: checkpoint format written by :meth:`MLP.save`; bumped on incompatible changes
-CHECKPOINT_FORMAT = 1
 
 #: rows per chunk when predicting, so inference on a whole dataset needs bounded memory
 PREDICT_CHUNK = 8192
@@ -252,35 +247,24 @@ class MLP:
         host = np.array(self.backend.to_numpy(self._params), copy=True)
         return _unpickle_mlp, (self.layer_sizes, self.seed, self.dtype.name, host, dict(self.metadata))
 
-    def save(self, path: PathLike, metadata: dict | None = None) -> Path:
-        """Write weights and architecture to one ``.npz`` file, atomically.
+    def save(self, path: PathLike, metadata: dict | None = None, training: TrainingState | None = None) -> Path:
+        """Write weights and architecture to one ``.npz`` file, atomically (see :mod:`mlp.checkpoint`).
 
         The file is written to a temporary name in the same folder, flushed to
         disk, then renamed over ``path``: a crash mid-save leaves any previous
         file intact.  ``metadata`` (JSON-serialisable; default: the model's
-        :attr:`metadata`) is stored alongside.  Returns the path written.
+        :attr:`metadata`) is stored alongside, and ``training`` (written by
+        :class:`mlp.Trainer`) is what a run needs to resume.  Returns the path written.
         """
         if metadata is None:
             metadata = self.metadata
-        path = Path(path)
-        header = {
-            "format": CHECKPOINT_FORMAT,
-            "library": "mlp",
-            "version": __version__,
-            "layer_sizes": list(self.layer_sizes),
-            "dtype": self.dtype.name,
-            "seed": self.seed,
-            "metadata": metadata or {},
-        }
-        try:
-            header_bytes = json.dumps(header).encode()
-        except TypeError as exc:
-            raise TypeError(f"metadata: expected JSON-serialisable values ({exc})") from None
-        buf = io.BytesIO()
-        np.savez(buf, header=np.frombuffer(header_bytes, dtype=np.uint8),
-                 params=np.asarray(self.backend.to_numpy(self._params)))
-        atomic_write_bytes(path, buf.getvalue())
-        return path
+        header = {"layer_sizes": list(self.layer_sizes), "dtype": self.dtype.name, "seed": self.seed,
+                  "metadata": metadata or {}}
+        arrays = {"params": np.asarray(self.backend.to_numpy(self._params))}
+        if training is not None:
+            header["training"], extra = training.to_archive()
+            arrays.update(extra)
+        return write_archive(path, header, arrays)
 
 
 def _unpickle_mlp(layer_sizes, seed, dtype, params, metadata) -> MLP:
@@ -290,56 +274,25 @@ def _unpickle_mlp(layer_sizes, seed, dtype, params, metadata) -> MLP:
     return model
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and ``os.replace`` (durable and atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable where the platform allows it
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
-
-
 def load(path: PathLike, backend: Union[str, Backend, None] = None) -> MLP:
     """Read a checkpoint written by :meth:`MLP.save`; the model is placed on ``backend`` (default: host).
 
     Returns the model; its ``metadata`` attribute holds the stored metadata.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"path: no checkpoint file at {str(path)!r}")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            header = json.loads(bytes(data["header"]).decode())
-            params = np.array(data["params"])
-    except Exception as exc:
-        raise ValueError(f"path: {str(path)!r} is not a readable mlp checkpoint ({exc.__class__.__name__}: {exc})") \
-            from None
-    if header.get("library") != "mlp" or header.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"path: {str(path)!r} is not an mlp checkpoint of format {CHECKPOINT_FORMAT} "
-                         f"(found library={header.get('library')!r}, format={header.get('format')!r})")
+    header, arrays = read_archive(path)
+    model = model_from_archive(header, arrays, path)
+    if backend is not None:
+        model.to(backend)
+    return model
+
+
+def model_from_archive(header: dict, arrays: dict[str, np.ndarray], path: PathLike) -> MLP:
+    """The model stored in a checkpoint read by :func:`mlp.checkpoint.read_archive` (on the host)."""
     model = MLP(header["layer_sizes"], seed=header.get("seed", 0), dtype=header["dtype"])
+    params = arrays["params"]
     if params.shape != (model.n_params,):
         raise ValueError(f"path: {str(path)!r} holds {params.shape} parameters, expected ({model.n_params},) "
                          f"for layers {model.layer_sizes}")
     model.backend.copy_(model.params, params.astype(model.dtype, copy=False))
     model.metadata = header.get("metadata", {})
-    if backend is not None:
-        model.to(backend)
     return model
