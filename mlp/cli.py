@@ -8,11 +8,26 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 DEFAULT_HIDDEN = (512, 256)
+DEFAULT_DATASET = "fashion-mnist"
+
+#: the options of ``mlp train`` that define a run, with their defaults.  They are
+#: recorded in its checkpoints (metadata "run"), and ``--resume`` takes them from there.
+RUN_DEFAULTS = {
+    "dataset": DEFAULT_DATASET, "data": None, "hidden": list(DEFAULT_HIDDEN), "optimizer": "adam", "lr": None,
+    "momentum": None, "nesterov": False, "weight_decay": 0.0, "epochs": 15, "batch_size": 128,
+    "validation_split": 0.0, "early_stopping": None, "dtype": "float32", "seed": 0,
+}
+_FLAGS = {"hidden": "--layers"}  # option strings that are not --<name with dashes>
+
+
+def _flag(name: str) -> str:
+    return _FLAGS.get(name, "--" + name.replace("_", "-"))
 
 
 def _positive_int_list(text: str) -> list[int]:
@@ -27,6 +42,7 @@ def _positive_int_list(text: str) -> list[int]:
 
 def build_parser() -> argparse.ArgumentParser:
     from ._version import __version__
+    from .backends import backend_names
     from .datasets import NAMES
     from .optim import OPTIMIZERS
 
@@ -35,41 +51,55 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mlp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def data_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--dataset", default="fashion-mnist", choices=NAMES, help="dataset (default: %(default)s)")
+    def data_args(p: argparse.ArgumentParser, data_help: str) -> None:
+        source = p.add_mutually_exclusive_group()
+        source.add_argument("--dataset", default=None, choices=NAMES,
+                            help=f"a named dataset (default: {DEFAULT_DATASET})")
+        source.add_argument("--data", default=None, metavar="FILE.npz", help=data_help)
         p.add_argument("--data-dir", default=None, help="folder holding the IDX files (searched first)")
         p.add_argument("--no-download", action="store_true", help="never download; fail if no local copy")
-        p.add_argument("--backend", default="auto", choices=("auto", "numpy", "cuda"),
+        p.add_argument("--backend", default="auto", choices=backend_names(),
                        help="where to compute (default: %(default)s: the GPU when usable, else NumPy)")
 
+    # The options that define a run default to None here, so that --resume can
+    # tell which ones were given; RUN_DEFAULTS fills in the others.
+    d = RUN_DEFAULTS
     t = sub.add_parser("train", help="train a network and report its test accuracy",
                        description="Train an MLP (default: 784-512-256-10 on Fashion-MNIST with Adam).")
-    data_args(t)
-    t.add_argument("--layers", "--hidden", dest="hidden", type=_positive_int_list, default=list(DEFAULT_HIDDEN),
+    data_args(t, "your own arrays: an .npz file with X_train (n, features) and y_train (n,) integer labels, "
+                 "and optionally X_test and y_test; the input and output sizes come from the data")
+    t.add_argument("--layers", "--hidden", dest="hidden", type=_positive_int_list, default=None,
                    help="hidden layer sizes, e.g. 512,256 (default: 512,256); the input and output sizes "
                         "come from the dataset")
-    t.add_argument("--optimizer", default="adam", choices=tuple(OPTIMIZERS), help="(default: %(default)s)")
+    t.add_argument("--optimizer", default=None, choices=tuple(OPTIMIZERS), help=f"(default: {d['optimizer']})")
     t.add_argument("--lr", type=float, default=None,
                    help="learning rate (default: 1e-3 for adam/adamw/rmsprop, 0.05 for sgd)")
     t.add_argument("--momentum", type=float, default=None,
                    help="momentum for sgd/rmsprop (default: 0.9 for sgd, 0 for rmsprop)")
-    t.add_argument("--nesterov", action="store_true", help="Nesterov momentum (sgd)")
-    t.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay (default: 0)")
-    t.add_argument("--epochs", type=int, default=15, help="(default: %(default)s)")
-    t.add_argument("--batch-size", type=int, default=128, help="(default: %(default)s)")
-    t.add_argument("--validation-split", type=float, default=0.0,
+    t.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum (sgd)")
+    t.add_argument("--weight-decay", type=float, default=None, help="L2 weight decay (default: 0)")
+    t.add_argument("--epochs", type=int, default=None,
+                   help=f"total number of epochs, also when resuming (default: {d['epochs']})")
+    t.add_argument("--batch-size", type=int, default=None, help=f"(default: {d['batch_size']})")
+    t.add_argument("--validation-split", type=float, default=None,
                    help="fraction of the training set held out and evaluated each epoch (default: 0)")
     t.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE",
                    help="stop after PATIENCE epochs without improvement of the validation loss")
-    t.add_argument("--dtype", default="float32", choices=("float32", "float64"))
-    t.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
-    t.add_argument("-o", "--output", default=None, help="checkpoint file to write (atomically) after each epoch")
+    t.add_argument("--dtype", default=None, choices=("float32", "float64"), help=f"(default: {d['dtype']})")
+    t.add_argument("--seed", type=int, default=None, help=f"(default: {d['seed']})")
+    t.add_argument("-o", "--output", default=None,
+                   help="checkpoint file to write (atomically) after each epoch; --resume continues from it")
+    t.add_argument("--resume", default=None, metavar="CKPT",
+                   help="continue the run saved in CKPT (by -o) exactly where it stopped, up to --epochs in all; "
+                        "the other options come from CKPT (and -o defaults to CKPT)")
+    t.add_argument("--plot", default=None, metavar="FILE.png",
+                   help="draw the loss and accuracy curves to FILE after each epoch (needs matplotlib)")
     t.add_argument("-q", "--quiet", action="store_true", help="print only the final result")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="evaluate a checkpoint on a dataset's test set")
     e.add_argument("checkpoint", help="file written by 'mlp train --output' or MLP.save")
-    data_args(e)
+    data_args(e, "an .npz file with X_test and y_test to evaluate on")
     e.set_defaults(func=cmd_evaluate)
 
     i = sub.add_parser("info", help="show versions and the backends usable on this machine")
@@ -78,61 +108,152 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _optimizer(args: argparse.Namespace):
+def _optimizer(run: dict):
+    """The optimizer of a run's settings; fills in the run's learning rate and momentum where they default."""
     from . import optim
 
-    name = args.optimizer
-    lr = args.lr if args.lr is not None else (0.05 if name == "sgd" else 1e-3)
+    name = run["optimizer"]
+    lr = run["lr"] if run["lr"] is not None else (0.05 if name == "sgd" else 1e-3)
     if name == "sgd":
-        momentum = 0.9 if args.momentum is None else args.momentum
-        return optim.SGD(lr=lr, momentum=momentum, nesterov=args.nesterov, weight_decay=args.weight_decay)
-    if args.nesterov:
+        momentum = 0.9 if run["momentum"] is None else run["momentum"]
+        opt = optim.SGD(lr=lr, momentum=momentum, nesterov=bool(run["nesterov"]), weight_decay=run["weight_decay"])
+    elif run["nesterov"]:
         raise ValueError(f"--nesterov: applies to the sgd optimizer only, got --optimizer {name}")
-    if name == "rmsprop":
-        return optim.RMSprop(lr=lr, momentum=args.momentum or 0.0, weight_decay=args.weight_decay)
-    if args.momentum is not None:
+    elif name == "rmsprop":
+        opt = optim.RMSprop(lr=lr, momentum=run["momentum"] or 0.0, weight_decay=run["weight_decay"])
+    elif run["momentum"] is not None:
         raise ValueError(f"--momentum: applies to sgd and rmsprop only, got --optimizer {name}")
-    return optim.make_optimizer(name, lr=lr, weight_decay=args.weight_decay)
+    else:
+        opt = optim.make_optimizer(name, lr=lr, weight_decay=run["weight_decay"])
+    run["lr"] = opt.lr
+    run["momentum"] = getattr(opt, "momentum", None)
+    return opt
+
+
+def _load_data(args: argparse.Namespace, dataset: str | None, data: str | None):
+    """``((X, y), (X_test, y_test))`` from a named dataset or an .npz file (test pair None when absent)."""
+    from . import datasets
+
+    if data is not None:
+        return datasets.load_npz(data)
+    return datasets.load(dataset or DEFAULT_DATASET, data_dir=args.data_dir, download=not args.no_download)
+
+
+def _given_run_options(args: argparse.Namespace) -> dict:
+    given = {k: getattr(args, k) for k in RUN_DEFAULTS if getattr(args, k, None) is not None}
+    if "data" in given:
+        given["data"] = str(Path(given["data"]).resolve())
+    return given
+
+
+def _resumed_run(trainer, path: str, given: dict) -> dict:
+    """The settings of the run saved in ``path``; an option given that differs from them is an error."""
+    run = trainer.model.metadata.get("run")
+    if not isinstance(run, dict) or set(RUN_DEFAULTS) - set(run):
+        raise ValueError(f"--resume: {path!r} was not written by 'mlp train' (it does not record the dataset and "
+                         "options of its run); continue it from Python with mlp.Trainer.from_checkpoint")
+    for name, value in given.items():
+        if name != "epochs" and value != run[name]:
+            used = "not set" if run[name] is None else repr(run[name])
+            raise ValueError(f"{_flag(name)}: the run in {path!r} used {used}, got {value!r}; leave "
+                             f"{_flag(name)} out when resuming (every option but --epochs comes from the checkpoint)")
+    done = len(trainer.history)
+    epochs = given.get("epochs", run["epochs"])
+    if epochs <= done:
+        how = f"--epochs {epochs} asks for" if "epochs" in given else f"its run was set to {epochs}, and"
+        raise ValueError(f"--epochs: {path!r} has {done} epochs done; {how} no more. Pass --epochs N with "
+                         f"N > {done} (the total number of epochs) to train further")
+    return {**run, "epochs": epochs}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     import mlp
+    from .plotting import figure_class
 
-    (X, y), (X_test, y_test) = mlp.datasets.load(args.dataset, data_dir=args.data_dir,
-                                                 download=not args.no_download)
-    n_classes = int(max(y.max(), y_test.max())) + 1
-    layers = [X.shape[1], *args.hidden, n_classes]
-    model = mlp.MLP(layers, seed=args.seed, dtype=args.dtype)
-    trainer = mlp.Trainer(model, _optimizer(args), backend=args.backend, batch_size=args.batch_size,
-                          seed=args.seed)
+    given = _given_run_options(args)
+    if args.resume:
+        trainer = mlp.Trainer.from_checkpoint(args.resume, backend=args.backend)
+        run = _resumed_run(trainer, args.resume, given)
+        (X, y), (X_test, y_test) = _load_data(args, run["dataset"], run["data"])
+        model = trainer.model
+        output = args.output or args.resume
+        plot = args.plot or run.get("plot")
+    else:
+        run = {**RUN_DEFAULTS, **given}
+        if run["data"] is not None:
+            run["dataset"] = None
+        (X, y), (X_test, y_test) = _load_data(args, run["dataset"], run["data"])
+        n_classes = int(max(y.max(), y_test.max() if y_test is not None else 0)) + 1
+        model = mlp.MLP([X.shape[1], *run["hidden"], n_classes], seed=run["seed"], dtype=run["dtype"])
+        trainer = mlp.Trainer(model, _optimizer(run), backend=args.backend, batch_size=run["batch_size"],
+                              seed=run["seed"])
+        output, plot = args.output, args.plot
+    if plot is not None:
+        figure_class()  # fail now, not after the first epoch, when matplotlib is missing
+        run["plot"] = str(Path(plot).resolve())
+    model.metadata = {"run": run}
+    source = run["data"] or run["dataset"]
+    start_epoch = len(trainer.history) if args.resume else 0
     model.to(trainer.backend)  # so that the line below names the backend it trains on
     verbose = 0 if args.quiet else (1 if sys.stderr.isatty() else 2)
     if not args.quiet:
-        print(f"training {model!r} on {args.dataset} ({X.shape[0]} samples) with {trainer.optimizer!r}, "
-              f"batch {args.batch_size}, backend {trainer.backend.name}", file=sys.stderr)
-    early = mlp.EarlyStopping(patience=args.early_stopping) if args.early_stopping else None
-    history = trainer.fit(X, y, epochs=args.epochs, validation_split=args.validation_split,
-                          early_stopping=early, verbose=verbose, checkpoint=args.output)
-    result = trainer.evaluate(X_test, y_test)
+        start = f"resuming from {args.resume} after epoch {start_epoch}: " if args.resume else ""
+        print(f"{start}training {model!r} on {source} ({X.shape[0]} samples) with {trainer.optimizer!r}, "
+              f"batch {trainer.batch_size}, backend {trainer.backend.name}", file=sys.stderr)
+    early = mlp.EarlyStopping(patience=run["early_stopping"]) if run["early_stopping"] else None
+    draw = (lambda history: history.plot(plot)) if plot is not None else None
+    try:
+        history = trainer.fit(X, y, epochs=run["epochs"], validation_split=run["validation_split"],
+                              early_stopping=early, verbose=verbose, checkpoint=output, on_epoch_end=draw)
+    except KeyboardInterrupt:
+        _print_how_to_resume(trainer, output, args.resume, start_epoch)
+        return 130
     seconds = sum(history["seconds"])
-    print(f"test accuracy {result['accuracy']:.4f}  test loss {result['loss']:.4f}  "
-          f"({len(history)} epochs, {seconds:.1f} s, backend {trainer.backend.name})")
-    if args.output:
-        meta = {"dataset": args.dataset, "test_accuracy": result["accuracy"], "test_loss": result["loss"],
-                "epochs": len(history), "optimizer": repr(trainer.optimizer)}
-        model.save(args.output, metadata=meta)
-        print(f"checkpoint written to {args.output}")
+    if X_test is not None:
+        result = trainer.evaluate(X_test, y_test)
+        model.metadata.update(test_accuracy=result["accuracy"], test_loss=result["loss"])
+        print(f"test accuracy {result['accuracy']:.4f}  test loss {result['loss']:.4f}  "
+              f"({len(history)} epochs, {seconds:.1f} s, backend {trainer.backend.name})")
+    else:
+        print(f"training accuracy {history['accuracy'][-1]:.4f}  training loss {history['loss'][-1]:.4f}  "
+              f"({len(history)} epochs, {seconds:.1f} s, backend {trainer.backend.name}; "
+              f"no X_test/y_test in {source} to test on)")
+    if output:
+        trainer.save_checkpoint(output)
+        print(f"checkpoint written to {output}")
+    if plot is not None:
+        history.plot(plot)
+        print(f"curves drawn to {plot}")
     return 0
+
+
+def _print_how_to_resume(trainer, output: str | None, resumed_from: str | None, start: int) -> None:
+    """Say where the run can continue from: the checkpoint this run wrote last, or the one it resumed."""
+    done = len(trainer.history) if trainer.history is not None else 0
+    if output and done > start:
+        hint = f"{output} holds epoch {done}; continue with: mlp train --resume {output}"
+    elif resumed_from:
+        hint = f"continue with: mlp train --resume {resumed_from}"
+    elif output:
+        hint = f"no epoch was complete, so nothing was written to {output}"
+    else:
+        hint = "no checkpoint was written; pass -o FILE next time to be able to resume"
+    print(f"interrupted: {hint}", file=sys.stderr)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import mlp
 
     model = mlp.load(args.checkpoint)
-    _, (X_test, y_test) = mlp.datasets.load(args.dataset, data_dir=args.data_dir, download=not args.no_download)
+    run = model.metadata.get("run", {}) if args.dataset is None and args.data is None else {}
+    data = args.data or run.get("data")
+    dataset = args.dataset or run.get("dataset")
+    _, (X_test, y_test) = _load_data(args, dataset, data)
+    if X_test is None:
+        raise ValueError(f"--data: {data!r} holds no X_test and y_test to evaluate on")
     trainer = mlp.Trainer(model, mlp.optim.SGD(lr=1.0), backend=args.backend)
     result = trainer.evaluate(X_test, y_test)
-    print(f"{args.checkpoint}: {args.dataset} test accuracy {result['accuracy']:.4f}  "
+    print(f"{args.checkpoint}: {data or dataset or DEFAULT_DATASET} test accuracy {result['accuracy']:.4f}  "
           f"test loss {result['loss']:.4f}  ({X_test.shape[0]} samples, backend {trainer.backend.name})")
     return 0
 
@@ -164,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--{name.replace('_', '-')}: expected a positive integer, got {value}")
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError, FloatingPointError) as exc:
+    except (ValueError, TypeError, OSError, RuntimeError, FloatingPointError, ImportError) as exc:
         print(f"mlp {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mlp import datasets
@@ -106,3 +107,66 @@ def test_train_on_the_cuda_backend_then_evaluate_on_numpy(tmp_path: Path, monkey
     acc = float(out.out.split("test accuracy ")[1].split()[0])
     assert main(["evaluate", str(ck), "--dataset", "quadrants", "--backend", "numpy"]) == 0
     assert f"test accuracy {acc:.4f}" in capsys.readouterr().out
+
+
+def _own_arrays(n_train: int = 240, n_test: int = 60) -> dict[str, np.ndarray]:
+    """Three classes in five features: the class is the largest of the first three."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((n_train + n_test, 5)).astype(np.float32)
+    y = np.argmax(X[:, :3], axis=1)
+    return {"X_train": X[:n_train], "y_train": y[:n_train], "X_test": X[n_train:], "y_test": y[n_train:]}
+
+
+def test_train_resume_and_evaluate_on_own_npz(tmp_path: Path, capsys):
+    data, ck = tmp_path / "mine.npz", tmp_path / "ck.npz"
+    np.savez(data, **_own_arrays())
+    rc = main(["train", "--data", str(data), "--layers", "16", "--epochs", "2", "--batch-size", "32",
+               "--lr", "0.01", "--backend", "numpy", "-o", str(ck)])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert "training MLP(5-16-3, " in out.err and f"on {data} (240 samples)" in out.err
+    assert main(["train", "--resume", str(ck), "--epochs", "3"]) == 0  # the data file comes from the checkpoint
+    out = capsys.readouterr()
+    assert "epoch 3/3" in out.err
+    acc = float(out.out.split("test accuracy ")[1].split()[0])
+    for args in (["--data", str(data)], []):  # by default, the test arrays of the run's data
+        assert main(["evaluate", str(ck), "--backend", "numpy", *args]) == 0
+        assert f"{data} test accuracy {acc:.4f}" in capsys.readouterr().out
+
+
+def test_own_npz_without_test_arrays(tmp_path: Path, capsys):
+    arrays = _own_arrays()
+    data, ck = tmp_path / "train_only.npz", tmp_path / "ck.npz"
+    np.savez(data, X_train=arrays["X_train"], y_train=arrays["y_train"])
+    assert main(["train", "--data", str(data), "--layers", "4", "--epochs", "1", "--backend", "numpy",
+                 "-o", str(ck)]) == 0
+    assert f"no X_test/y_test in {data} to test on" in capsys.readouterr().out
+    assert main(["evaluate", str(ck), "--data", str(data)]) == 2
+    assert f"mlp evaluate: error: --data: '{data}' holds no X_test and y_test to evaluate on" in \
+        capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arrays, says", [
+    ({"X_train": np.zeros((4, 2))}, "missing y_train"),
+    ({"X_train": np.zeros((4, 2)), "y_train": np.array([0, 1, -1, 0])}, "y_train"),
+    ({"X_train": np.zeros(4), "y_train": np.zeros(4, int)}, "X_train"),
+    (None, "expected an .npz file"),
+], ids=["no-y_train", "negative-label", "1-D-X", "not-npz"])
+def test_bad_npz_is_a_clear_error(tmp_path: Path, capsys, arrays, says):
+    data = tmp_path / "bad.npz"
+    if arrays is None:
+        data.write_bytes(b"not a zip archive")
+    else:
+        np.savez(data, **arrays)
+    assert main(["train", "--data", str(data), "--epochs", "1", "--backend", "numpy"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mlp train: error: ") and says in err and "Traceback" not in err
+
+
+def test_data_and_dataset_are_exclusive(tmp_path: Path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--data", str(tmp_path / "x.npz"), "--dataset", "quadrants"])
+    assert info.value.code == 2
+    assert "argument --dataset: not allowed with argument --data" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path / "none.npz")]) == 2
+    assert "mlp train: error: " in capsys.readouterr().err

@@ -1,0 +1,178 @@
+"""Exact resume: a run stopped after k epochs and resumed to N ends with the weights of an N-epoch run.
+
+On the NumPy backend the arithmetic is deterministic, so "exactly" means bit
+for bit (``np.array_equal``), through the Python API and the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mlp
+from mlp import datasets, optim
+from mlp.cli import main
+
+OPTIMIZERS = {
+    "adam": lambda: optim.Adam(lr=0.01),
+    "sgd-momentum": lambda: optim.SGD(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4),
+}
+
+
+@pytest.fixture(scope="module")
+def data():
+    (X, y), _ = datasets.load("quadrants", n_train=600, n_test=10, seed=1)
+    return X, y
+
+
+def _flat(model: mlp.MLP) -> np.ndarray:
+    return np.concatenate([a.ravel() for pair in model.get_weights() for a in pair])
+
+
+def _records(history: mlp.History) -> list[dict]:
+    """The records without their timings, NaN (no validation) as None so that they compare equal."""
+    return [{k: None if math.isnan(v) else v for k, v in r.items() if k != "seconds"} for r in history]
+
+
+def _trainer(make_optimizer, seed: int = 5) -> mlp.Trainer:
+    return mlp.Trainer(mlp.MLP([2, 16, 8, 4], seed=3), make_optimizer(), backend="numpy", batch_size=64, seed=seed)
+
+
+@pytest.mark.parametrize("validation_split", [0.0, 0.25], ids=["no-validation", "validation-split"])
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_resumed_run_equals_uninterrupted_run(data, tmp_path: Path, name: str, validation_split: float):
+    X, y = data
+    whole = _trainer(OPTIMIZERS[name])
+    whole.fit(X, y, epochs=5, validation_split=validation_split, verbose=0)
+
+    ck = tmp_path / "run.npz"
+    _trainer(OPTIMIZERS[name]).fit(X, y, epochs=2, validation_split=validation_split, verbose=0, checkpoint=ck)
+    resumed = mlp.Trainer.from_checkpoint(ck, backend="numpy")
+    assert type(resumed.optimizer) is type(whole.optimizer)
+    assert resumed.optimizer.get_config() == whole.optimizer.get_config()
+    history = resumed.fit(X, y, epochs=5, verbose=0)
+
+    assert np.array_equal(_flat(resumed.model), _flat(whole.model))
+    assert resumed.optimizer.steps == whole.optimizer.steps
+    assert len(history) == 5 and _records(history) == _records(whole.history)
+    assert all(math.isnan(v) for v in history["val_loss"]) == (validation_split == 0)
+
+
+def test_resume_continues_early_stopping_and_restores_the_best_weights(data, tmp_path: Path):
+    X, y = data
+
+    def stopper():
+        return mlp.EarlyStopping(patience=2, monitor="val_loss", restore_best=True, min_delta=0.05)
+
+    whole = _trainer(OPTIMIZERS["sgd-momentum"])
+    whole.fit(X, y, epochs=30, validation_split=0.2, early_stopping=stopper(), verbose=0)
+    assert whole.history.stopped_early and whole.history.best_epoch < len(whole.history) - 1
+
+    ck = tmp_path / "run.npz"
+    _trainer(OPTIMIZERS["sgd-momentum"]).fit(X, y, epochs=whole.history.best_epoch + 1, validation_split=0.2,
+                                              early_stopping=stopper(), verbose=0, checkpoint=ck)
+    resumed = mlp.Trainer.from_checkpoint(ck, backend="numpy")
+    history = resumed.fit(X, y, epochs=30, verbose=0)
+    assert history.stopped_early and history.best_epoch == whole.history.best_epoch
+    assert _records(history) == _records(whole.history)
+    assert np.array_equal(_flat(resumed.model), _flat(whole.model))  # the best epoch's weights, restored
+
+
+def test_checkpoint_is_plain_arrays_and_json(data, tmp_path: Path):
+    X, y = data
+    ck = tmp_path / "run.npz"
+    _trainer(OPTIMIZERS["adam"]).fit(X, y, epochs=1, validation_split=0.25, verbose=0, checkpoint=ck)
+    with np.load(ck, allow_pickle=False) as archive:
+        header = json.loads(bytes(archive["header"]).decode())
+        files = set(archive.files)
+    assert header["format"] == 2 and header["training"]["epoch"] == 1
+    assert header["training"]["optimizer"]["name"] == "adam" and header["training"]["optimizer"]["steps"] == 8
+    assert files == {"header", "params", "validation_order", "optimizer.exp_avg", "optimizer.exp_avg_sq"}
+
+
+def test_resume_refuses_settings_that_differ_from_the_checkpoint(data, tmp_path: Path):
+    X, y = data
+    ck = tmp_path / "run.npz"
+    _trainer(OPTIMIZERS["adam"]).fit(X, y, epochs=2, validation_split=0.25, verbose=0, checkpoint=ck)
+    resumed = mlp.Trainer.from_checkpoint(ck, backend="numpy")
+    with pytest.raises(ValueError, match=r"epochs: the checkpoint has 2 epochs done; expected more than 2, got 2"):
+        resumed.fit(X, y, epochs=2, verbose=0)
+    with pytest.raises(ValueError, match=r"validation_split: the checkpoint's run used 0.25, got 0.1"):
+        resumed.fit(X, y, epochs=3, validation_split=0.1, verbose=0)
+    with pytest.raises(ValueError, match=r"X: the checkpoint's run trained on 600 samples, got 599"):
+        resumed.fit(X[1:], y[1:], epochs=3, verbose=0)
+    with pytest.raises(ValueError, match=r"early_stopping: the checkpoint's run used None"):
+        resumed.fit(X, y, epochs=3, early_stopping=3, verbose=0)
+    resumed.fit(X, y, epochs=3, validation_split=0.25, verbose=0)  # the same settings are fine
+
+
+def _write_format_1(model: mlp.MLP, path: Path) -> None:
+    """A checkpoint as mlp 0.2 wrote it: the weights and architecture, nothing else."""
+    header = {"format": 1, "library": "mlp", "version": "0.2.0", "layer_sizes": list(model.layer_sizes),
+              "dtype": model.dtype.name, "seed": model.seed, "metadata": {"epoch": 3}}
+    params = np.asarray(model.params)
+    np.savez(path, header=np.frombuffer(json.dumps(header).encode(), np.uint8), params=params)
+
+
+def test_old_checkpoint_loads_for_prediction_but_cannot_resume(data, tmp_path: Path, capsys):
+    X, y = data
+    trainer = _trainer(OPTIMIZERS["adam"])
+    trainer.fit(X, y, epochs=1, verbose=0)
+    old = tmp_path / "old.npz"
+    _write_format_1(trainer.model, old)
+    loaded = mlp.load(old)
+    assert loaded.metadata == {"epoch": 3}
+    np.testing.assert_array_equal(loaded.predict_proba(X), trainer.model.predict_proba(X))
+    missing = r"holds weights only \(checkpoint format 1\), without the optimizer state, the epoch reached and " \
+              r"the random state"
+    with pytest.raises(ValueError, match=missing):
+        mlp.Trainer.from_checkpoint(old)
+    assert main(["train", "--resume", str(old), "--backend", "numpy"]) == 2
+    assert "mlp train: error: cannot resume from" in capsys.readouterr().err
+    # a model saved on its own (format 2, no training state) is refused the same way
+    with pytest.raises(ValueError, match=r"holds weights only \(checkpoint format 2\)"):
+        mlp.Trainer.from_checkpoint(trainer.model.save(tmp_path / "model.npz"))
+
+
+# ----------------------------------------------------------------- command line
+CLI_RUN = ["--dataset", "quadrants", "--layers", "16,8", "--batch-size", "200", "--backend", "numpy", "-q"]
+
+
+@pytest.mark.parametrize("opt", [["--optimizer", "adam", "--lr", "0.01"],
+                                 ["--optimizer", "sgd", "--momentum", "0.8", "--lr", "0.05"]], ids=["adam", "sgd"])
+@pytest.mark.parametrize("split", [[], ["--validation-split", "0.2"]], ids=["no-validation", "validation-split"])
+def test_cli_resumed_run_equals_uninterrupted_run(tmp_path: Path, capsys, opt: list, split: list):
+    whole, part = tmp_path / "whole.npz", tmp_path / "part.npz"
+    assert main(["train", *CLI_RUN, *opt, *split, "--epochs", "4", "-o", str(whole)]) == 0
+    assert main(["train", *CLI_RUN, *opt, *split, "--epochs", "1", "-o", str(part)]) == 0
+    assert main(["train", "--resume", str(part), "--epochs", "4", "-q"]) == 0
+    results = [line.split("(")[0] for line in capsys.readouterr().out.splitlines() if line.startswith("test accuracy")]
+    assert results[0] == results[-1]  # the same test accuracy and loss
+    assert np.array_equal(_flat(mlp.load(part)), _flat(mlp.load(whole)))
+    assert mlp.load(part).metadata["run"]["epochs"] == 4
+
+
+def test_cli_resume_errors_name_the_flag(tmp_path: Path, capsys):
+    ck = tmp_path / "ck.npz"
+    assert main(["train", *CLI_RUN, "--epochs", "2", "-o", str(ck)]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(ck), "--optimizer", "sgd"]) == 2
+    assert "mlp train: error: --optimizer: the run in" in capsys.readouterr().err
+    assert main(["train", "--resume", str(ck), "--layers", "16,16", "--epochs", "5"]) == 2
+    assert "error: --layers: the run in" in capsys.readouterr().err
+    assert main(["train", "--resume", str(ck), "--epochs", "2"]) == 2
+    assert f"error: --epochs: {str(ck)!r} has 2 epochs done; --epochs 2 asks for no more" in capsys.readouterr().err
+    assert main(["train", "--resume", str(ck)]) == 2
+    assert "has 2 epochs done; its run was set to 2, and no more" in capsys.readouterr().err
+    # the options the run used may be repeated
+    assert main(["train", "--resume", str(ck), "--epochs", "3", "--dataset", "quadrants", "--layers", "16,8"]) == 0
+    # a training checkpoint written from Python records no dataset to resume on
+    (X, y), _ = datasets.load("quadrants", n_train=100, n_test=1)
+    api = tmp_path / "api.npz"
+    _trainer(OPTIMIZERS["adam"]).fit(X, y, epochs=1, verbose=0, checkpoint=api)
+    assert main(["train", "--resume", str(api)]) == 2
+    assert "was not written by 'mlp train'" in capsys.readouterr().err
