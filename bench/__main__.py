@@ -7,7 +7,9 @@ Examples::
     python -m bench --suites kernels training --skip-cpu --out /tmp/h100   # on a GPU machine
 
 The results folder gets ``report.md``, ``benchmark.json`` (pytest-benchmark's
-raw output), ``environment.json`` and the plots (``*.png``).
+raw output, with the machine description and what was absent and why) and the
+plots (``*.png``).  Without the ``bench`` extra (pytest-benchmark, pandas,
+tabulate, matplotlib) it prints one line saying what to install and exits 2.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import argparse
 import sys
 from pathlib import Path
 from typing import Sequence
+
+from bench import _env
 
 BENCH_DIR = Path(__file__).resolve().parent
 SUITES = {
@@ -46,8 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def default_out_dir(quick: bool) -> Path:
-    from bench import _env
-
     tag = _env.machine_tag(_env.probe())
     return BENCH_DIR / "results" / (tag + ("-quick" if quick else ""))
 
@@ -64,7 +66,6 @@ def pytest_args(args: argparse.Namespace, out: Path) -> list[str]:
         "--benchmark-disable-gc",
         "--benchmark-json", str(out / "benchmark.json"),
         "--benchmark-columns", "median,iqr,rounds,iterations",
-        "--mlp-env-json", str(out / "environment.json"),
     ]
     if args.quick:
         argv.append("--mlp-quick")
@@ -76,15 +77,24 @@ def pytest_args(args: argparse.Namespace, out: Path) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the suites and write the report; returns 0, or 1 when a benchmark failed (the report says which)."""
-    import pytest
+    """Run the suites and write the report.
 
-    from bench import report
-
+    Returns 0; 1 when a benchmark failed (the report says which); 2 when the
+    ``bench`` extra is not installed (one line on stderr says what is missing).
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["--"]:  # ``mlp bench -- --quick`` hands the separator on
         argv = argv[1:]
     args = build_parser().parse_args(argv)
+    missing = _env.missing_bench_extra()
+    if missing:
+        print(_env.bench_extra_message(missing), file=sys.stderr)
+        return 2
+
+    import pytest
+
+    from bench import report
+
     out = (args.out or default_out_dir(args.quick)).resolve()
     out.mkdir(parents=True, exist_ok=True)
     report.clean(out)  # never mix two runs in one folder

@@ -1,8 +1,13 @@
-"""What this machine is, and which backends and peers it can time.
+"""What pytest-benchmark does not record about this machine, and which backends and peers it can time.
 
-Both go into every run's ``environment.json`` and into the report: the header
-names the hardware and library versions, and every backend or peer that could
-not be timed is listed with the reason, never silently dropped.
+pytest-benchmark's JSON already describes the CPU, Python, the platform, the
+date and the commit (``machine_info``, ``commit_info``, ``datetime``).  This
+module adds the rest the report shows: which backends and peers are present
+and, where not, why (no GPU, CuPy not installed, a CPU-only PyTorch build),
+the versions of NumPy, Numba, numba-cuda, CuPy and PyTorch, the GPU and its
+driver, NumPy's BLAS and its threads, the usable cores and the memory.
+:func:`machine_extras` gathers them; ``bench/conftest.py`` stores them in
+``machine_info["mlp"]`` so that one JSON file holds everything.
 
 Nothing here imports PyTorch or CuPy at module level: :func:`probe` imports
 them once, lazily, to find out whether they work.
@@ -10,13 +15,11 @@ them once, lazily, to find out whether they work.
 
 from __future__ import annotations
 
-import datetime as _dt
 import functools
 import importlib.metadata
+import importlib.util
 import os
-import platform
 import re
-import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,9 +46,13 @@ _DISTRIBUTIONS = {
     "torch": ("torch",),
     "scikit-learn": ("scikit-learn",),
     "matplotlib": ("matplotlib",),
-    "pytest-benchmark": ("pytest-benchmark",),
+    "pandas": ("pandas",),
     "threadpoolctl": ("threadpoolctl",),
 }
+
+#: Modules of the ``bench`` extra that ``python -m bench`` cannot run without, by distribution name.
+BENCH_EXTRA = {"pytest": "pytest", "pytest_benchmark": "pytest-benchmark", "pandas": "pandas",
+               "tabulate": "tabulate", "matplotlib": "matplotlib"}
 
 
 @dataclass(frozen=True)
@@ -66,18 +73,12 @@ def simulator_enabled() -> bool:
 
 
 # ------------------------------------------------------------------ machine
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
+# The CPU model, Python, platform, date and commit are pytest-benchmark's own
+# records (``machine_info`` and ``commit_info`` of its JSON); what it does not
+# record, and the report needs, is gathered here and added to ``machine_info``
+# under ``"mlp"`` (see ``pytest_benchmark_update_machine_info`` in conftest.py).
 def cpu_cores() -> int:
-    """CPUs this process may run on (the affinity mask, not the host's total)."""
+    """CPUs this process may run on (the affinity mask, not the host's total that pytest-benchmark records)."""
     try:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -99,23 +100,9 @@ def ram_bytes(available: bool = False) -> int | None:
         return None
 
 
-def git_commit() -> str | None:
-    """``HEAD`` of the checkout, with ``-dirty`` when tracked files differ from it."""
-    try:
-        head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True,
-                              text=True, timeout=10)
-        if head.returncode != 0:
-            return None
-        status = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True, timeout=10)
-        return head.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def versions() -> dict[str, str | None]:
     """Installed version of each library the suites use (None: not installed)."""
-    found: dict[str, str | None] = {"python": platform.python_version()}
+    found: dict[str, str | None] = {}
     for name, dists in _DISTRIBUTIONS.items():
         found[name] = None
         for dist in dists:
@@ -273,21 +260,25 @@ def gpu_info(status: Status) -> dict[str, Any] | None:
 
 
 def machine_tag(status: dict[str, Status]) -> str:
-    """A folder name for this machine's results: ``gpu-<name>`` on a GPU, else ``cpu-<model>-<cores>c``."""
+    """A folder name for this machine's results: ``gpu-<name>`` on a GPU, else ``cpu-<model>-<cores>c``.
+
+    The CPU model is the one pytest-benchmark records (``machine_info["cpu"]["brand_raw"]``).
+    """
     if status["cuda"].present:
         info = gpu_info(status["cuda"]) or {}
         return "gpu-" + slug(str(info.get("name", "unknown")))
-    return f"cpu-{slug(cpu_model())}-{cpu_cores()}c"
+    from pytest_benchmark.plugin import pytest_benchmark_generate_machine_info
+
+    machine = pytest_benchmark_generate_machine_info()
+    model = machine.get("cpu", {}).get("brand_raw") or machine.get("processor") or machine.get("machine")
+    return f"cpu-{slug(str(model or 'unknown'))}-{cpu_cores()}c"
 
 
-def collect(status: dict[str, Status], options: dict[str, Any]) -> dict[str, Any]:
-    """Everything the report's header needs, as plain JSON values."""
-    total = ram_bytes()
+def machine_extras(status: dict[str, Status]) -> dict[str, Any]:
+    """What the report shows and pytest-benchmark's ``machine_info`` lacks, as plain JSON values."""
     return {
-        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "git_commit": git_commit(),
-        "platform": platform.platform(),
-        "cpu": {"model": cpu_model(), "cores": cpu_cores(), "ram_bytes": total},
+        "cores": cpu_cores(),
+        "ram_bytes": ram_bytes(),
         "gpu": gpu_info(status["cuda"]),
         "versions": versions(),
         "blas": blas_info(),
@@ -296,5 +287,23 @@ def collect(status: dict[str, Status], options: dict[str, Any]) -> dict[str, Any
                                             "NUMBA_NUM_THREADS", "NUMBA_ENABLE_CUDASIM", "CUPY_TF32")
                 if k in os.environ},
         "availability": {name: asdict(s) for name, s in status.items()},
-        "options": dict(options),
     }
+
+
+def missing_bench_extra() -> list[str]:
+    """Distributions of the ``bench`` extra that are not installed (empty when all are)."""
+    missing = []
+    for module, dist in BENCH_EXTRA.items():
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(dist)
+    return missing
+
+
+def bench_extra_message(missing: list[str], what: str = "python -m bench") -> str:
+    """The one line printed instead of a traceback when the ``bench`` extra is incomplete."""
+    return (f"{what} needs the bench extra; not installed: {', '.join(missing)}. "
+            "Install it with: pip install -e '.[bench]'")

@@ -7,17 +7,16 @@ Options (``python -m bench`` passes them; ``pytest bench/bench_*.py`` accepts th
 ``--mlp-skip-cpu``
     On a GPU machine, leave out the CPU-only work (tests marked ``cpu_heavy``)
     and the CPU peers, which are then listed as absent.
-``--mlp-env-json PATH``
-    Write the machine description, what was available, and what was skipped
-    or failed (with reasons) to ``PATH`` at the end of the session.
 
-Tests that cannot run here are skipped with the reason; the reasons are
-recorded so the report can list them.
+What the report needs beyond pytest-benchmark's own records goes into the same
+JSON (``--benchmark-json``): ``machine_info["mlp"]`` holds which backends and
+peers are present (and why not), library versions, the GPU and NumPy's BLAS
+(:func:`bench._env.machine_extras`); ``"mlp"`` at the top holds the run's
+options and what was skipped or failed, with the reasons.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,8 +67,6 @@ def pytest_addoption(parser):
     group.addoption("--mlp-quick", action="store_true", default=False, help="short run: fewer sizes and rounds")
     group.addoption("--mlp-skip-cpu", action="store_true", default=False,
                     help="leave out CPU-only benchmarks and CPU peers (for GPU machines)")
-    group.addoption("--mlp-env-json", default=None, metavar="PATH",
-                    help="write the environment, availability and skip reasons here")
 
 
 def _settings(config) -> Settings:
@@ -114,22 +111,15 @@ def pytest_runtest_logreport(report):
                                     "message": text.splitlines()[0] if text else ""})
 
 
-def _record(config) -> dict:
-    s = _settings(config)
-    record = _env.collect(_env.probe(s.skip_cpu), s.options())
-    record["outcomes"] = {k: (list(v) if isinstance(v, list) else v) for k, v in _outcomes.items()}
-    return record
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """Add what pytest-benchmark does not record and the report shows (see :func:`bench._env.machine_extras`)."""
+    machine_info["mlp"] = _env.machine_extras(_env.probe(_settings(config).skip_cpu))
 
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):
-    output_json["mlp"] = _record(config)
-
-
-def pytest_sessionfinish(session, exitstatus):
-    path = session.config.getoption("--mlp-env-json")
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(_record(session.config), indent=2, default=str) + "\n")
+    """The run's options, and what was skipped (with the reason) or failed."""
+    output_json["mlp"] = {"options": _settings(config).options(),
+                          "outcomes": {k: (list(v) if isinstance(v, list) else v) for k, v in _outcomes.items()}}
 
 
 # --------------------------------------------------------------- fixtures

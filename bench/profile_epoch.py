@@ -19,6 +19,7 @@ import collections
 import functools
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -27,30 +28,44 @@ from bench._measure import N_SAMPLES, REFERENCE_LAYERS
 from mlp.backends import _cpu_loops as loops
 from mlp.backends.numpy_backend import NumpyBackend
 
+#: The NumPy backend's operations the model, trainer and optimizers call, timed by name.
 BACKEND_OPS = ("_take_rows", "_affine_forward", "_affine_backward", "_softmax_xent", "_adam_step", "_sgd_step")
+#: The Numba loops inside the affine operations, timed to split them into products and epilogues.
 LOOPS = ("bias_act_inplace", "relu_mask_colsum", "colsum")
+REST = "the rest (trainer's Python per step)"
 
 
-def _timed(fn: Callable, key: str, totals: collections.Counter) -> Callable:
+@dataclass
+class EpochProfile:
+    """One epoch: the trainer's own time, its steps, seconds per category, and calls of each timed function."""
+
+    seconds: float
+    steps: int
+    parts: dict[str, float]
+    calls: dict[str, int]
+
+
+def _timed(fn: Callable, key: str, seconds: collections.Counter, calls: collections.Counter) -> Callable:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         start = time.perf_counter()
         try:
             return fn(*args, **kwargs)
         finally:
-            totals[key] += time.perf_counter() - start
+            seconds[key] += time.perf_counter() - start
+            calls[key] += 1
     return wrapper
 
 
-def instrument(totals: collections.Counter) -> Callable[[], None]:
-    """Install the timers; returns a function that removes them."""
-    saved = []
-    for name in BACKEND_OPS:
-        saved.append((NumpyBackend, name, getattr(NumpyBackend, name)))
-        setattr(NumpyBackend, name, _timed(getattr(NumpyBackend, name), name, totals))
-    for name in LOOPS:
-        saved.append((loops, name, getattr(loops, name)))
-        setattr(loops, name, _timed(getattr(loops, name), name, totals))
+def instrument(seconds: collections.Counter, calls: collections.Counter) -> Callable[[], None]:
+    """Install the timers (looked up by name, when called); returns a function that removes them."""
+    targets = [(NumpyBackend, name) for name in BACKEND_OPS] + [(loops, name) for name in LOOPS]
+    missing = [f"{getattr(owner, '__name__', owner)}.{name}" for owner, name in targets if not hasattr(owner, name)]
+    if missing:
+        raise AttributeError(f"cannot time {', '.join(missing)}: not defined any more")
+    saved = [(owner, name, getattr(owner, name)) for owner, name in targets]
+    for owner, name, fn in saved:
+        setattr(owner, name, _timed(fn, name, seconds, calls))
 
     def restore() -> None:
         for owner, name, fn in saved:
@@ -59,7 +74,7 @@ def instrument(totals: collections.Counter) -> Callable[[], None]:
 
 
 def breakdown(epoch_seconds: float, totals: collections.Counter) -> dict[str, float]:
-    """Seconds per category of one epoch; the categories add up to ``epoch_seconds``."""
+    """Seconds per category of one epoch; the last, the rest, is what no timer saw."""
     epilogues = totals["bias_act_inplace"]
     masks = totals["relu_mask_colsum"] + totals["colsum"]
     parts = {
@@ -70,11 +85,11 @@ def breakdown(epoch_seconds: float, totals: collections.Counter) -> dict[str, fl
         "ReLU mask + bias gradients": masks,
         "softmax with cross-entropy": totals["_softmax_xent"],
     }
-    parts["the rest (trainer's Python per step)"] = epoch_seconds - sum(parts.values())
+    parts[REST] = epoch_seconds - sum(parts.values())
     return parts
 
 
-def main(argv: list[str] | None = None) -> list[dict[str, float]]:
+def main(argv: list[str] | None = None) -> list[EpochProfile]:
     p = argparse.ArgumentParser(prog="python -m bench.profile_epoch", description=__doc__.split("\n\n")[0])
     p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam",
                    help="adam (lr 1e-3) or sgd (lr 0.01, momentum 0.9, weight decay 1e-4)")
@@ -91,21 +106,24 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     trainer = mlp.Trainer(mlp.MLP(list(REFERENCE_LAYERS), seed=0), opt, backend="numpy", batch_size=args.batch)
     trainer.fit(X[:2000], y[:2000], epochs=1, verbose=0)  # compile the loops, allocate workspaces
 
-    totals: collections.Counter = collections.Counter()
-    restore = instrument(totals)
-    rows = []
+    seconds: collections.Counter = collections.Counter()
+    calls: collections.Counter = collections.Counter()
+    restore = instrument(seconds, calls)
+    profiles = []
     try:
         for epoch in range(args.epochs):
-            totals.clear()
-            seconds = trainer.fit(X, y, epochs=1, verbose=0)["seconds"][0]
-            parts = breakdown(seconds, totals)
-            rows.append({"epoch": seconds, **parts})
-            print(f"epoch {epoch + 1}: {seconds:.3f} s")
-            for name, value in parts.items():
-                print(f"  {name:<38} {value:7.3f} s  {100 * value / seconds:5.1f}%")
+            seconds.clear()
+            calls.clear()
+            epoch_seconds = trainer.fit(X, y, epochs=1, verbose=0)["seconds"][0]
+            profile = EpochProfile(epoch_seconds, -(-args.samples // args.batch), breakdown(epoch_seconds, seconds),
+                                   dict(calls))
+            profiles.append(profile)
+            print(f"epoch {epoch + 1}: {epoch_seconds:.3f} s, {profile.steps} steps")
+            for name, value in profile.parts.items():
+                print(f"  {name:<38} {value:7.3f} s  {100 * value / epoch_seconds:5.1f}%")
     finally:
         restore()
-    return rows
+    return profiles
 
 
 if __name__ == "__main__":

@@ -11,13 +11,21 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from bench import report
+from bench import frame, report, targets
 from bench.__main__ import build_parser, main, pytest_args
 from bench._measure import Budget
+from bench.fmt import markdown
+
+REPO = Path(__file__).resolve().parent.parent
+COMMITTED = REPO / "bench" / "results" / "cpu-amd-epyc-2c"
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -92,12 +100,11 @@ def _synthetic_results() -> dict:
         # something without our extra_info is ignored
         {"name": "test_foreign", "stats": {"median": 1.0}, "extra_info": {}},
     ]
-    env = {
-        "date": "2025-01-01 00:00 UTC", "git_commit": "abc123",
-        "cpu": {"model": "Test CPU", "cores": 2, "ram_bytes": 8 * 2**30},
+    extras = {  # what the suites add to pytest-benchmark's machine_info
+        "cores": 2, "ram_bytes": 8 * 2**30,
         "gpu": {"name": "Test GPU", "compute_capability": [9, 0], "sm_count": 132, "driver_version": "12.4",
                 "runtime_version": "12.4"},
-        "versions": {"python": "3.11", "numpy": "2.0", "torch": None},
+        "versions": {"numpy": "2.0", "torch": None},
         "blas": [{"internal_api": "openblas", "version": "0.3", "num_threads": 2, "architecture": "Haswell",
                   "library": "libopenblas.so"}],
         "blas_threads": 2,
@@ -109,31 +116,32 @@ def _synthetic_results() -> dict:
             "torch-cuda": {"present": False, "detail": "PyTorch 2 is a CPU-only build"},
             "sklearn": {"present": True, "detail": "scikit-learn 1.5"},
         },
-        "options": {"quick": False, "skip_cpu": False},
-        "outcomes": {"suites": ["kernels", "scaling", "training"], "deselected": 0,
-                     "skipped": [{"test": "t1", "reason": "torch-cuda absent: PyTorch 2 is a CPU-only build"},
-                                 {"test": "t2", "reason": "torch-cuda absent: PyTorch 2 is a CPU-only build"}],
-                     "failed": [{"test": "test_broken", "when": "call", "message": "AssertionError: boom"}]},
     }
-    return {"benchmarks": benches, "mlp": env, "version": "5.0"}
+    machine_info = {"node": "box", "machine": "x86_64", "system": "Linux", "release": "6.1",
+                    "python_version": "3.11.7", "python_implementation": "CPython", "python_compiler": "GCC 12",
+                    "cpu": {"brand_raw": "Test CPU", "count": 4}, "mlp": extras}
+    run = {"options": {"quick": False, "skip_cpu": False},
+           "outcomes": {"suites": ["kernels", "scaling", "training"], "deselected": 0,
+                        "skipped": [{"test": "t1", "reason": "torch-cuda absent: PyTorch 2 is a CPU-only build"},
+                                    {"test": "t2", "reason": "torch-cuda absent: PyTorch 2 is a CPU-only build"}],
+                        "failed": [{"test": "test_broken", "when": "call", "message": "AssertionError: boom"}]}}
+    return {"machine_info": machine_info, "commit_info": {"id": "abc123", "dirty": True, "branch": "main"},
+            "benchmarks": benches, "datetime": "2025-01-01T00:00:00+00:00", "version": "5.0", "mlp": run}
 
 
 @pytest.fixture
 def synthetic_folder(tmp_path) -> Path:
-    doc = _synthetic_results()
-    (tmp_path / report.BENCHMARK_JSON).write_text(json.dumps(doc))
-    (tmp_path / report.ENVIRONMENT_JSON).write_text(json.dumps(doc["mlp"]))
+    (tmp_path / frame.BENCHMARK_JSON).write_text(json.dumps(_synthetic_results()))
     return tmp_path
 
 
-def _targets(folder: Path) -> dict[str, report.Target]:
-    results, env = report.load(folder)
-    return {t.name: t for t in report.compute_targets(results, env)}
+def _outcomes(doc: dict) -> list[targets.Outcome]:
+    return report.target_outcomes(frame.frame(doc), frame.run_record(doc))
 
 
-def _find(targets: dict[str, report.Target], *words: str) -> report.Target:
-    found = [t for name, t in targets.items() if all(w in name for w in words)]
-    assert len(found) == 1, f"expected one target matching {words}, got {[t.name for t in found]}"
+def _find(outcomes: list[targets.Outcome], *words: str) -> targets.Outcome:
+    found = [o for o in outcomes if all(w in f"{o.target.what} {targets.bound_text(o.target)}" for w in words)]
+    assert len(found) == 1, f"expected one target matching {words}, got {[o.target.what for o in found]}"
     return found[0]
 
 
@@ -157,97 +165,137 @@ def _cells(line: str) -> list[str]:
     return re.split(r"(?<!\\)\|", line.strip()[1:-1])
 
 
+# ------------------------------------------------------------- the frame
+def test_frame_has_per_operation_medians_and_extra_info_columns(synthetic_folder):
+    df, env = frame.load(synthetic_folder)
+    assert "test_foreign" not in set(df["name"])  # no extra_info of ours: left out
+    assert {"suite", "op", "impl", "device", "batch", "optimizer", "median", "rounds"} <= set(df.columns)
+    fwd = frame.first(df, op="forward", device="gpu", impl="mlp", m=128, k=784, n=512)
+    assert fwd["seconds"] == pytest.approx(10e-6)  # round median / inner
+    assert fwd["gflops"] == pytest.approx(2 * 128 * 784 * 512 / 10e-6 / 1e9)
+    epoch = frame.first(df, op="epoch", impl="mlp-numpy", optimizer="adam")
+    assert epoch["seconds"] == pytest.approx(1.1)  # the trainer's own epoch time, not the whole fit
+    assert epoch["call_seconds"] == pytest.approx(1.15)
+    assert epoch["products_ratio"] == pytest.approx(1.11, abs=0.005)  # median of 1.2, 1.11, 1.1
+    assert frame.first(df, impl="sklearn")["epoch_60k"] == pytest.approx(6.0)  # 10,000 samples, scaled
+    copy = frame.first(df, op="limit_copy", device="gpu")
+    assert copy["seconds"] == pytest.approx(0.9e-3)  # a limit is a ceiling: its fastest round, not the median
+    # the machine comes from pytest-benchmark's records, the rest from what the suites add to them
+    assert env["machine_info"]["cpu"]["brand_raw"] == "Test CPU" and "mlp" not in env["machine_info"]
+    assert env["availability"]["torch-cuda"]["present"] is False and env["options"]["quick"] is False
+
+
 # ------------------------------------------------------------- targets
-def test_results_are_per_operation_medians(synthetic_folder):
-    results, _ = report.load(synthetic_folder)
-    names = {r.name for r in results}
-    assert "test_foreign" not in names  # no extra_info of ours: ignored
-    fwd = report.one(results, op="forward", device="gpu", impl="mlp", m=128, k=784, n=512)
-    assert fwd.seconds == pytest.approx(10e-6)  # round median / inner
-    assert fwd.gflops == pytest.approx(2 * 128 * 784 * 512 / 10e-6 / 1e9)
-    epoch = report.one(results, op="epoch", impl="mlp-numpy", optimizer="adam")
-    assert epoch.seconds == pytest.approx(1.1)  # the trainer's own epoch time, not the whole fit
-    assert epoch.call_seconds == pytest.approx(1.15)
-    sk = report.one(results, impl="sklearn")
-    assert sk.epoch_60k == pytest.approx(6.0)  # 10,000 samples timed, scaled to 60,000
-    copy = report.one(results, op="limit_copy", device="gpu")
-    assert copy.seconds == pytest.approx(0.9e-3)  # a limit is a ceiling: its fastest round, not the median
+def test_target_table_queries_name_existing_columns():
+    empty = frame.frame({"benchmarks": []})
+    outcomes = targets.evaluate_all(empty, lambda t: "nothing measured")
+    assert len(outcomes) == len(targets.TARGETS) >= 10
+    assert all(o.status == "not measured" and o.note == "nothing measured" for o in outcomes)
+    assert all(t.source and t.compare in ("<", "<=", ">=") for t in targets.TARGETS)
 
 
-def test_cpu_epoch_ratio_targets(synthetic_folder):
-    targets = _targets(synthetic_folder)
+def test_cpu_epoch_ratio_targets():
+    outcomes = _outcomes(_synthetic_results())
     # Adam: per-round ratios 1.2, 1.11, 1.1 -> median 1.11: over 1.10, under 1.25
-    adam_110 = _find(targets, "Adam, batch 128", "1.10×")
-    adam_125 = _find(targets, "Adam, batch 128", "1.25×")
+    adam_110 = _find(outcomes, "Adam, batch 128", "matrix products", "1.10×")
+    adam_125 = _find(outcomes, "Adam, batch 128", "matrix products", "1.25×")
     assert adam_110.status == "not met" and adam_125.status == "met"
-    assert adam_110.measured.startswith("1.11×")
+    assert adam_110.measured.startswith("1.11×") and "3 paired rounds" in adam_110.note
     # SGD with momentum: ratios 1.0, 1.053, 1.087 -> 1.05, under both limits
-    assert _find(targets, "SGD with momentum", "1.10×").status == "met"
-    assert _find(targets, "SGD with momentum", "1.25×").status == "met"
+    assert _find(outcomes, "SGD with momentum", "1.10×").status == "met"
+    assert _find(outcomes, "SGD with momentum", "1.25×").status == "met"
 
 
-def test_peer_and_gpu_targets(synthetic_folder):
-    targets = _targets(synthetic_folder)
-    assert _find(targets, "PyTorch CPU").status == "met"  # 1.1 s against 2.0 s
-    sk = _find(targets, "scikit-learn")
+def test_peer_and_gpu_targets():
+    outcomes = _outcomes(_synthetic_results())
+    assert _find(outcomes, "PyTorch CPU").status == "met"  # 1.1 s against 2.0 s
+    sk = _find(outcomes, "scikit-learn")
     assert sk.status == "met" and "10,000 samples" in sk.note
-    fused = _find(targets, "60% of cuBLAS")
+    fused = _find(outcomes, "cuBLAS SGEMM")
     assert fused.status == "met" and fused.measured.startswith("70%")
-    shapes = _find(targets, "separate bias/ReLU")
-    assert shapes.status == "not met" and "faster at 1 of 2 shapes" in shapes.measured
+    shapes = _find(outcomes, "separate bias/ReLU")
+    assert shapes.status == "not met" and shapes.measured.startswith("1 of 2 within")
     assert "256→10" in shapes.measured  # the shape where it lost
-    soft = _find(targets, "softmax-with-loss")
+    soft = _find(outcomes, "softmax-with-loss")
     # 1616 GB/s against the copy limit's fastest round (0.9 of its 1 ms median: 2222 GB/s) = 73%
-    assert soft.status == "met" and soft.measured.startswith("lowest 73%")
-    torch_gpu = _find(targets, "PyTorch eager")
+    assert soft.status == "met" and soft.measured.startswith("73%")
+    torch_gpu = _find(outcomes, "PyTorch eager")
     assert torch_gpu.status == "not measured" and "CPU-only build" in torch_gpu.note
 
 
-def test_gpu_targets_name_the_simulator_when_cuda_is_absent(synthetic_folder):
+def test_gpu_targets_name_the_simulator_when_cuda_is_absent():
     doc = _synthetic_results()
     doc["benchmarks"] = [b for b in doc["benchmarks"] if (b.get("extra_info") or {}).get("device") != "gpu"]
-    env = doc["mlp"]
-    env["availability"]["cuda"] = {"present": False, "detail": "simulator: timings meaningless"}
-    results = report.results_from_json(doc)
-    gpu = [t for t in report.compute_targets(results, env) if t.name.startswith("GPU")]
+    doc["machine_info"]["mlp"]["availability"]["cuda"] = {"present": False,
+                                                         "detail": "simulator: timings meaningless"}
+    gpu = [o for o in _outcomes(doc) if o.target.what.startswith("GPU")]
     assert len(gpu) == 4
-    assert all(t.status == "not measured" and "simulator: timings meaningless" in t.note for t in gpu)
+    assert all(o.status == "not measured" and "simulator: timings meaningless" in o.note for o in gpu)
 
 
 # -------------------------------------------------------------- render
-def test_report_tables_are_well_formed_and_absent_things_listed(synthetic_folder):
-    path = report.write_report(synthetic_folder, plots=False)
-    text = path.read_text()
+def _assert_well_formed(text: str, at_least: int) -> None:
     tables = _tables(text)
-    assert len(tables) >= 8
+    assert len(tables) >= at_least
     for block in tables:
         width = len(_cells(block[0]))
         assert width >= 2
         assert all(re.fullmatch(r":?-{3,}:?", c.strip()) for c in _cells(block[1])), block[1]
         for line in block:
             assert len(_cells(line)) == width, f"ragged table row: {line}"
+
+
+def test_report_tables_are_well_formed_and_absent_things_listed(synthetic_folder):
+    text = report.write_report(synthetic_folder, plots=False).read_text()
+    _assert_well_formed(text, 8)
     assert "# mlp benchmarks:" in text and "Test GPU" in text and "Test CPU" in text
+    assert "2025-01-01 00:00 UTC" in text and "`abc123-dirty`" in text and "python 3.11.7" in text
     assert "**torch-cuda**" in text and "**absent**: PyTorch 2 is a CPU-only build" in text
     assert "2 × torch-cuda absent" in text  # skipped benchmarks grouped by reason
     assert "`test_broken`" in text and "AssertionError: boom" in text
     assert "## Targets" in text and "**not met**" in text and "**met**" in text
     assert "synthetic" in text.lower()  # the methodology says the data is synthetic
+    assert "Not recorded" not in text
+
+
+def test_committed_results_of_the_older_format_still_render(tmp_path):
+    for name in ("benchmark.json", "environment.json"):
+        shutil.copy(COMMITTED / name, tmp_path / name)
+    text = report.write_report(tmp_path, plots=False).read_text()
+    _assert_well_formed(text, 10)
+    assert "AMD EPYC, 2 cores" in text and "torch 2.13.0+cpu" in text
+    assert "**sklearn** (scikit-learn MLPClassifier): present" in text
+    assert "Not recorded" not in text  # environment.json held all the older format lacks
+
+
+def test_report_says_what_a_plain_pytest_benchmark_json_lacks(tmp_path):
+    doc = _synthetic_results()
+    del doc["machine_info"]["mlp"], doc["mlp"]
+    (tmp_path / frame.BENCHMARK_JSON).write_text(json.dumps(doc))
+    text = report.write_report(tmp_path, plots=False).read_text()
+    lacking = next(line for line in text.splitlines() if line.startswith("- **Not recorded"))
+    assert "which backends and peers were present" in lacking and "library versions" in lacking
+    assert "Test CPU" in text  # pytest-benchmark's own records still describe the machine
 
 
 def test_report_writes_plots_and_few_files(synthetic_folder):
     report.write_report(synthetic_folder, plots=True)
     files = sorted(p.name for p in synthetic_folder.iterdir())
-    assert len(files) <= 8
+    assert len(files) <= 6
     for name in report.PLOTS:
         assert name in files
         assert (synthetic_folder / name).read_bytes()[:8] == PNG_SIGNATURE
         assert f"]({name})" in (synthetic_folder / report.REPORT).read_text()
 
 
-def test_table_rejects_ragged_rows():
-    assert report.table(["a", "b"], [["1", "x|y"]]).splitlines()[2] == "| 1 | x\\|y |"
-    with pytest.raises(ValueError, match="expected 2 cells"):
-        report.table(["a", "b"], [["1"]])
+def test_markdown_escapes_pipes_and_drops_unmeasured_columns():
+    table = pd.DataFrame({"a": ["1", "2"], "b": ["x|y", "z"], "c": ["—", None]})
+    lines = markdown(table, "lrr").splitlines()
+    assert [c.strip() for c in _cells(lines[0])] == ["a", "b"]  # "c" has nothing measured
+    assert [c.strip() for c in _cells(lines[2])] == ["1", "x\\|y"]
+    assert re.fullmatch(r"\|:-+\|-+:\|", lines[1])
+    with pytest.raises(ValueError, match="expected 3 letters"):
+        markdown(table, "lr")
 
 
 def test_budget_plans_loops_for_short_operations():
@@ -267,36 +315,64 @@ def test_cli_builds_a_pytest_run_that_enables_benchmarks(tmp_path):
     assert "--mlp-quick" in argv and "--mlp-skip-cpu" in argv
 
 
+@pytest.mark.parametrize("hidden", [("pandas",), ("pytest_benchmark", "tabulate")])
+def test_a_missing_bench_extra_gives_one_line_not_a_traceback(tmp_path, hidden):
+    """``python -m bench`` with modules of the extra hidden (``sys.modules[name] = None`` makes them unimportable)."""
+    code = ("import runpy, sys\n"
+            f"for name in {hidden!r}: sys.modules[name] = None\n"
+            f"sys.argv = ['bench', '--quick', '--out', {str(tmp_path / 'out')!r}]\n"
+            "runpy.run_module('bench', run_name='__main__', alter_sys=True)\n")
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, run.stderr
+    names = {"pandas": "pandas", "pytest_benchmark": "pytest-benchmark", "tabulate": "tabulate"}
+    assert all(names[h] in lines[0] for h in hidden) and "pip install -e '.[bench]'" in lines[0]
+    assert not (tmp_path / "out").exists()  # nothing was run
+
+
 def test_smoke_run_writes_a_report(tmp_path):
     out = tmp_path / "results"
     code = main(["--quick", "--suites", "kernels", "--out", str(out),
                  "-k", "limit_copy_cpu or (softmax_xent_cpu and 1024x10)"])
     assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["benchmark.json", "report.md", "softmax.png"]
     doc = json.loads((out / "benchmark.json").read_text())
     timed = {b["extra_info"]["op"] for b in doc["benchmarks"]}
     assert timed == {"limit_copy", "softmax_xent"}
     assert all(b["stats"]["median"] > 0 for b in doc["benchmarks"])
-    env = json.loads((out / "environment.json").read_text())
-    assert env["availability"]["numpy"]["present"] is True
-    assert env["options"]["quick"] is True and env["outcomes"]["suites"] == ["kernels"]
+    extras = doc["machine_info"]["mlp"]  # added to pytest-benchmark's machine_info by bench/conftest.py
+    assert extras["availability"]["numpy"]["present"] is True and extras["versions"]["numba"]
+    assert doc["mlp"]["options"]["quick"] is True and doc["mlp"]["outcomes"]["suites"] == ["kernels"]
     text = (out / "report.md").read_text()
     assert "1,024 × 10" in text and "% of copy bandwidth" in text
     assert (out / "softmax.png").read_bytes()[:8] == PNG_SIGNATURE
     if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
-        assert env["availability"]["cuda"]["present"] is False
+        assert extras["availability"]["cuda"]["present"] is False
         assert "simulator: timings meaningless" in text
 
 
-def test_epoch_profile_accounts_for_the_whole_epoch(capsys):
-    from bench import profile_epoch
+def test_epoch_profile_times_every_operation_of_every_step(capsys):
+    """Every timed operation runs in every step, no time is counted twice, and the timers see most of the epoch.
 
-    rows = profile_epoch.main(["--optimizer", "sgd", "--samples", "600", "--batch", "128", "--epochs", "1"])
-    (row,) = rows
-    parts = {k: v for k, v in row.items() if k != "epoch"}
-    assert sum(parts.values()) == pytest.approx(row["epoch"], rel=1e-9)
-    assert parts["matrix products (BLAS)"] > 0 and parts["optimizer update"] > 0
-    assert parts["batch gather (take_rows)"] > 0
-    assert "matrix products (BLAS)" in capsys.readouterr().out
-    # the timers are removed afterwards
+    ``the rest`` is the epoch (the trainer's own clock) minus the timed
+    operations: it goes negative when one is counted twice (say, a public
+    wrapper timed as well as the operation it calls), and swallows the epoch
+    when an operation stops being timed or the model calls one the profiler
+    does not wrap.  The trainer's own Python work is a few percent of an
+    epoch; half is far above that and far below an operation's share.
+    """
+    from bench import profile_epoch
     from mlp.backends.numpy_backend import NumpyBackend
-    assert not hasattr(NumpyBackend._affine_forward, "__wrapped__")
+
+    (profile,) = profile_epoch.main(["--optimizer", "sgd", "--samples", "1024", "--batch", "128", "--epochs", "1"])
+    assert profile.steps == 8
+    every_step = ("_take_rows", "_affine_forward", "_affine_backward", "_softmax_xent", "_sgd_step",
+                  "bias_act_inplace", "relu_mask_colsum", "colsum")
+    for name in every_step:
+        assert profile.calls.get(name, 0) >= profile.steps, f"{name} timed in fewer than every step"
+    assert profile.calls.get("_adam_step", 0) == 0  # SGD run
+    assert all(seconds >= 0 for seconds in profile.parts.values()), profile.parts
+    assert profile.parts[profile_epoch.REST] <= 0.5 * profile.seconds, profile.parts
+    assert "matrix products (BLAS)" in capsys.readouterr().out
+    assert not hasattr(NumpyBackend._affine_forward, "__wrapped__")  # the timers are removed afterwards

@@ -1,0 +1,152 @@
+"""The performance targets the report reads each figure against: one table, one row per target.
+
+A row names what is compared and the ratio it must reach.  ``subject`` and
+``reference`` are pandas queries on the benchmark frame (see
+:mod:`bench.frame` for its columns); the figure judged is
+``subject[quantity] / reference[quantity]`` for every pair of rows that agree
+on the ``on`` columns (with no ``on``, every subject row against every
+reference row), or ``subject[quantity]`` itself when there is no reference
+(the quantity is then a ratio already).  A target is met when every pair
+satisfies ``ratio <compare> bound``; the report shows the worst pair.
+``source`` says which benchmarks give the figures; ``needs`` the backends and
+peers without which they cannot be measured (the report then says why).
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import pandas as pd
+
+from bench._measure import N_SAMPLES
+from bench.fmt import fmt_num, fmt_time
+
+_NUMPY_EPOCH_B128 = "suite == 'training' and op == 'epoch' and impl == 'mlp-numpy' and batch == 128"
+
+
+@dataclass(frozen=True)
+class Target:
+    what: str
+    subject: str
+    quantity: str
+    compare: str  # "<", "<=" or ">="
+    bound: float
+    source: str
+    needs: tuple[str, ...]
+    suite: str
+    reference: str | None = None
+    on: tuple[str, ...] = ()
+    percent: bool = False  # show the ratio as a percentage rather than as "1.23×"
+    cpu_only: bool = False  # left out by --skip-cpu
+    note: str = ""  # formatted with the worst pair's columns (the reference's end in "_ref")
+
+
+TARGETS: tuple[Target, ...] = (
+    *(Target(f"CPU: epoch ({label}, batch 128) / its matrix products alone{origin}",
+             subject=f"{_NUMPY_EPOCH_B128} and optimizer == '{optimizer}'", quantity="products_ratio",
+             compare="<=", bound=bound,
+             source="bench_training.py::test_epoch_mlp: the trainer's epoch time vs the same epoch's BLAS "
+                    "products, timed before each round (`products_seconds`)",
+             needs=("numpy",), suite="training", cpu_only=True,
+             note="median of {products_rounds} paired rounds ({seconds:.2f} s vs {products_median:.2f} s); "
+                  "fastest rounds {products_fastest_ratio:.2f}×")
+      for optimizer, label in (("adam", "Adam"), ("sgd-momentum", "SGD with momentum"))
+      for bound, origin in ((1.10, ""), (1.25, " (core target)"))),
+    *(Target(f"CPU: epoch (Adam, batch 128), NumPy backend / {peer}",
+             subject=f"{_NUMPY_EPOCH_B128} and optimizer == 'adam'", quantity="epoch_60k", compare="<", bound=1.0,
+             reference=f"suite == 'training' and op == 'epoch' and impl == '{impl}' and batch == 128",
+             source=f"bench_training.py::test_epoch_mlp vs {test}",
+             needs=("numpy", impl), suite="training", cpu_only=True)
+      for impl, peer, test in (("torch-cpu", "PyTorch CPU", "test_epoch_torch"),
+                               ("sklearn", "scikit-learn MLPClassifier", "test_epoch_sklearn"))),
+    Target("GPU: fused affine+ReLU / cuBLAS SGEMM throughput at 4096³",
+           subject="op == 'forward' and device == 'gpu' and impl == 'mlp' and group == 'square' and m == 4096",
+           reference="op == 'forward' and device == 'gpu' and impl == 'cublas' and group == 'square'",
+           on=("m", "k", "n"), quantity="gflops", compare=">=", bound=0.60, percent=True,
+           source="bench_kernels.py::test_forward_gpu: mlp vs cublas (CuPy matmul, TF32 off)",
+           needs=("cuda", "cupy"), suite="kernels"),
+    Target("GPU: fused affine+ReLU time / cuBLAS + separate bias/ReLU, at the reference network's shapes",
+           subject="op == 'forward' and device == 'gpu' and impl == 'mlp' and group == 'reference'",
+           reference="op == 'forward' and device == 'gpu' and impl == 'cublas+epilogue' and group == 'reference'",
+           on=("m", "k", "n"), quantity="seconds", compare="<", bound=1.0,
+           source="bench_kernels.py::test_forward_gpu: mlp vs cublas+epilogue",
+           needs=("cuda", "cupy"), suite="kernels"),
+    Target("GPU: softmax-with-loss bandwidth / device copy bandwidth, logits ≥ 256 MiB",
+           subject="op == 'softmax_xent' and device == 'gpu' and impl == 'mlp' and logits_bytes >= 2**28",
+           reference="op == 'limit_copy' and device == 'gpu'", quantity="gbps", compare=">=", bound=0.70,
+           percent=True, source="bench_kernels.py::test_softmax_xent_gpu vs test_limit_copy_gpu (fastest round)",
+           needs=("cuda",), suite="kernels"),
+    Target("GPU: epoch (Adam, batch 128), CUDA backend / PyTorch eager on the same GPU",
+           subject="suite == 'training' and op == 'epoch' and impl == 'mlp-cuda' and optimizer == 'adam' "
+                   "and batch == 128",
+           reference="suite == 'training' and op == 'epoch' and impl == 'torch-cuda' and batch == 128",
+           quantity="epoch_60k", compare="<=", bound=1.0,
+           source="bench_training.py::test_epoch_mlp vs test_epoch_torch",
+           needs=("cuda", "torch-cuda"), suite="training"),
+)
+
+_COMPARE: dict[str, Callable[[Any, Any], Any]] = {"<": operator.lt, "<=": operator.le, ">=": operator.ge}
+
+
+@dataclass
+class Outcome:
+    """One target read against a run: ``status`` is "met", "not met" or "not measured"."""
+
+    target: Target
+    status: str
+    measured: str = "—"
+    note: str = ""
+
+
+def pairs(target: Target, df: pd.DataFrame) -> pd.DataFrame:
+    """The subject rows joined with their reference rows, with the judged figure in ``ratio``."""
+    subject = df.query(target.subject)
+    if target.reference is None:
+        return subject.assign(ratio=subject[target.quantity]).dropna(subset=["ratio"])
+    reference = df.query(target.reference).add_suffix("_ref")
+    if target.on:
+        joined = subject.merge(reference, left_on=list(target.on), right_on=[f"{c}_ref" for c in target.on])
+    else:
+        joined = subject.merge(reference, how="cross")
+    joined["ratio"] = joined[target.quantity] / joined[f"{target.quantity}_ref"]
+    return joined.dropna(subset=["ratio"])
+
+
+def _figure(quantity: str, value: float) -> str:
+    if quantity == "gflops":
+        return f"{fmt_num(value)} GFLOP/s"
+    if quantity == "gbps":
+        return f"{fmt_num(value)} GB/s"
+    return fmt_time(value)
+
+
+def evaluate(target: Target, df: pd.DataFrame, why_absent: Callable[[Target], str]) -> Outcome:
+    """Read ``target`` against the benchmarks ``df``; ``why_absent`` explains a target with no figures."""
+    found = pairs(target, df)
+    if found.empty:
+        return Outcome(target, "not measured", note=why_absent(target))
+    ok = _COMPARE[target.compare](found["ratio"], target.bound)
+    worst = found.loc[found["ratio"].idxmin() if target.compare == ">=" else found["ratio"].idxmax()]
+    ratio = f"{100 * worst['ratio']:.0f}%" if target.percent else f"{worst['ratio']:.2f}×"
+    measured = ratio
+    if target.reference is not None:
+        measured += (f" ({_figure(target.quantity, worst[target.quantity])} vs "
+                     f"{_figure(target.quantity, worst[f'{target.quantity}_ref'])})")
+    if len(found) > 1:
+        measured = f"{int(ok.sum())} of {len(found)} within; worst {measured} at {worst['shape']}"
+    notes = [target.note.format(**worst.to_dict())] if target.note else []
+    scaled = [int(worst[c]) for c in ("samples", "samples_ref") if target.quantity == "epoch_60k" and c in worst
+              and pd.notna(worst[c]) and worst[c] != N_SAMPLES]
+    notes += [f"timed on {n:,} samples, scaled to {N_SAMPLES:,}" for n in scaled]
+    return Outcome(target, "met" if ok.all() else "not met", measured, "; ".join(notes))
+
+
+def bound_text(target: Target) -> str:
+    bound = f"{100 * target.bound:.0f}%" if target.percent else f"{target.bound:.2f}×"
+    return f"{target.compare.replace('<=', '≤').replace('>=', '≥')} {bound}"
+
+
+def evaluate_all(df: pd.DataFrame, why_absent: Callable[[Target], str]) -> list[Outcome]:
+    return [evaluate(t, df, why_absent) for t in TARGETS]
