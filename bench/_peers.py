@@ -46,12 +46,12 @@ class TorchTrainer:
     """
 
     def __init__(self, torch, X: np.ndarray, y: np.ndarray, layers: Sequence[int], batch: int, device: str,
-                 lr: float = 1e-3) -> None:
+                 optimizer: str = "adam") -> None:
         self.torch = torch
         self.device = device
         self.batch = batch
         self.model = torch_mlp(torch, layers, device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
+        self.optimizer = self._optimizer(optimizer)
         self.X = torch.from_numpy(X).to(device)
         self.y = torch.from_numpy(y).to(device)
         self.n = X.shape[0]
@@ -59,6 +59,15 @@ class TorchTrainer:
         self._next = 0
         self.loss_sum = torch.zeros((), device=device)
         self.hits = torch.zeros((), dtype=torch.int64, device=device)
+
+    def _optimizer(self, name: str, **extra):
+        """The optimizers the mlp rows use: Adam lr 1e-3, or SGD lr 0.01 with momentum 0.9."""
+        params = self.model.parameters()
+        if name == "adam":
+            return self.torch.optim.Adam(params, lr=1e-3, **extra)
+        if name == "sgd-momentum":
+            return self.torch.optim.SGD(params, lr=0.01, momentum=0.9)
+        raise ValueError(f"optimizer: expected 'adam' or 'sgd-momentum', got {name!r}")
 
     def _step(self, idx) -> None:
         torch = self.torch
@@ -94,6 +103,48 @@ class TorchTrainer:
     def synchronize(self) -> None:
         if self.device.startswith("cuda"):
             self.torch.cuda.synchronize()
+
+
+class TorchGraphTrainer(TorchTrainer):
+    """The same loop with each training step captured once as a ``torch.cuda.CUDAGraph`` and replayed.
+
+    PyTorch's recipe for whole-step capture: warm-up steps on a side stream,
+    then one capture per batch size (the last batch may be smaller) into
+    static index buffers, with ``Adam(capturable=True)`` so that its step
+    count lives on the device.  An epoch then copies each batch's indices
+    into the static buffer and replays the step's graph: two calls per step.
+    """
+
+    def __init__(self, torch, X, y, layers, batch, device, optimizer: str = "adam") -> None:
+        super().__init__(torch, X, y, layers, batch, device, optimizer="sgd-momentum")
+        self.optimizer = self._optimizer(optimizer, **({"capturable": True} if optimizer == "adam" else {}))
+        sizes = {batch, self.n - (self.n - 1) // batch * batch}
+        self.graphs = {}
+        for b in sorted(sizes):
+            idx = torch.arange(b, device=device)
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(3):
+                    self._step(idx)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            self.optimizer.zero_grad(set_to_none=True)
+            with torch.cuda.graph(graph):
+                self._step(idx)
+            self.graphs[b] = (idx, graph)
+
+    def epoch(self) -> tuple[float, float]:
+        torch = self.torch
+        perm = torch.randperm(self.n, device=self.device)
+        self.loss_sum.zero_()
+        self.hits.zero_()
+        for start in range(0, self.n, self.batch):
+            chunk = perm[start:start + self.batch]
+            idx, graph = self.graphs[chunk.shape[0]]
+            idx.copy_(chunk)
+            graph.replay()
+        return float(self.loss_sum) / self.n, int(self.hits) / self.n
 
 
 def sklearn_epoch(X: np.ndarray, y: np.ndarray, hidden: Sequence[int], batch: int, seed: int = 0):

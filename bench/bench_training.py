@@ -10,6 +10,14 @@ On the CPU the epoch's matrix products alone (the eight products of every
 step, into preallocated outputs) are timed between the rounds of the NumPy
 backend's epoch, so the report can say how close that epoch comes to its
 BLAS work.
+
+Every mlp row runs the trainer's own step (``mlp.TrainingLoop``), never a
+copy of it.  ``test_epoch_loop`` times the loop's epoch alone (the data
+already on the device): on a GPU with CUDA graphs (one replay per epoch) and
+without (``mlp-cuda-eager``), next to PyTorch eager and PyTorch with the step
+captured as a CUDA graph; on the CPU the same epoch through the backend's
+public, validating operations (``mlp-numpy-validated``, the step as it ran
+before the fast path) against the fast path itself.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from bench._measure import (
     random_array,
     sizes,
 )
-from bench._peers import TorchTrainer, sklearn_epoch
+from bench._peers import TorchGraphTrainer, TorchTrainer, sklearn_epoch
 from mlp.backends import get_backend
 
 BATCHES = sizes((128, 1024), (128,), ids=["b128", "b1024"])
@@ -59,39 +67,116 @@ def _info(op: str, impl: str, device: str, **extra) -> dict:
             **extra}
 
 
-class StepLoop:
-    """Training steps one at a time, as the body of ``Trainer.fit``'s loop runs them.
+def _loop(be, X: np.ndarray, y: np.ndarray, batch: int, optimizer: str, cuda_graphs: bool = False):
+    """The trainer's step loop over the reference network with ``X, y`` on the backend."""
+    trainer = mlp.Trainer(mlp.MLP(REFERENCE_LAYERS, seed=0), OPTIMIZERS[optimizer](), backend=be,
+                          batch_size=batch, seed=0, cuda_graphs=cuda_graphs)
+    return trainer.training_loop(X, y)
 
-    The data is on the backend, the epoch's batches are views of one
-    permutation, and every call trains on the next batch (cycling), so no
-    batch is ever repeated back to back.
-    """
 
-    def __init__(self, be, X: np.ndarray, y: np.ndarray, batch: int, optimizer) -> None:
-        self.be, self.optimizer = be, optimizer
-        self.model = mlp.MLP(REFERENCE_LAYERS, seed=0).to(be)
-        be.warmup(self.model.dtype)
-        self.X, self.y = be.asarray(X, dtype=np.float32), be.asarray(y, dtype=np.int64)
-        n = X.shape[0]
-        perm = be.asarray(np.random.default_rng(0).permutation(n).astype(np.int64), dtype=np.int64)
-        self.batches = [perm[s * batch:(s + 1) * batch] for s in range(n // batch)]
-        self.xb = be.empty((batch, X.shape[1]), np.float32)
-        self.yb = be.empty((batch,), np.int64)
-        self.ws = self.model._workspace(batch)
-        self.stats = be.new_stats()
-        self.model.grads  # noqa: B018  (allocates the gradient buffer)
+class StepCycle:
+    """Training steps one at a time through the trainer's loop, cycling over one epoch's batches."""
+
+    def __init__(self, loop) -> None:
+        self.loop = loop
+        loop.set_order(np.random.default_rng(0).permutation(loop.n_samples).astype(np.int64))
+        loop.begin_epoch()
         self.count = 0
 
     def __call__(self) -> None:
-        be, model = self.be, self.model
-        idx = self.batches[self.count % len(self.batches)]
-        be.take_rows(self.X, idx, out=self.xb)
-        be.take_rows(self.y, idx, out=self.yb)
-        logits = model.forward(self.xb, self.ws)
-        be.softmax_cross_entropy_into(logits, self.yb, self.ws.dlogits, self.stats, step=self.count)
-        model.backward(self.xb, self.ws)
-        self.optimizer.step(be, model.params, model.grads, model.n_weights)
+        # The last batch may be partial; cycle over the full ones.
+        self.loop.step(self.count % (self.loop.n_samples // self.loop.batch_size))
         self.count += 1
+
+
+class ValidatedEpoch:
+    """One epoch of the same step through the backend's public operations, each validating its inputs.
+
+    This is the step as the library ran it before the trainer took the
+    unchecked fast path; timing both in one run measures what validating on
+    every internal call cost.
+    """
+
+    def __init__(self, loop) -> None:
+        self.loop = loop
+        self.rng = np.random.default_rng(1)
+
+    def __call__(self) -> None:
+        loop = self.loop
+        be, model, opt = loop.backend, loop.model, loop.optimizer
+        loop.set_order(self.rng.permutation(loop.n_samples).astype(np.int64))
+        be.reset_stats(loop.stats)
+        last = model.n_layers - 1
+        Ws, bs = model.parameter_views()
+        gW, gb = model.gradient_views()
+        for i, idx in enumerate(loop.batch_idx):
+            b = idx.shape[0]
+            xb = be.take_rows(loop.X, idx, out=loop.batch_x[b])
+            yb = be.take_rows(loop.y, idx, out=loop.batch_y[b])
+            ws = loop.workspaces[b]
+            a = xb
+            for j in range(model.n_layers):
+                a = be.affine_forward(a, Ws[j], bs[j], relu=j < last, out=ws.acts[j])
+            be.softmax_cross_entropy_into(a, yb, ws.dlogits, loop.stats, step=i)
+            dy = ws.dlogits
+            for j in range(last, -1, -1):
+                dy, _, _ = be.affine_backward(dy, ws.acts[j - 1] if j else xb, Ws[j],
+                                              y=ws.acts[j] if j < last else None, need_dx=j > 0,
+                                              dx_out=ws.grads_in[j - 1] if j else None, dW_out=gW[j], db_out=gb[j])
+            opt.step(be, model.params, model.grads, model.n_weights)
+        loop.totals()
+
+
+class LoopEpoch:
+    """One epoch of the trainer's loop (a fresh shuffle, all steps, the statistics read back)."""
+
+    def __init__(self, loop) -> None:
+        self.loop = loop
+        self.rng = np.random.default_rng(1)
+
+    def __call__(self) -> None:
+        self.loop.set_order(self.rng.permutation(self.loop.n_samples).astype(np.int64))
+        self.loop.epoch()
+        self.loop.totals()
+
+
+def _device_seconds(be, op) -> float:
+    """Device time of ``op`` from CUDA events on the backend's stream (a real GPU only)."""
+    from numba import cuda
+
+    start, end = cuda.event(), cuda.event()
+    start.record(be.stream)
+    op()
+    end.record(be.stream)
+    end.synchronize()
+    return cuda.event_elapsed_time(start, end) / 1e3
+
+
+def _kernel_seconds_per_epoch(loop) -> float:
+    """The sum of the device times of one eager epoch's kernels, each timed alone with CUDA events:
+    the floor a replayed epoch could reach with no gaps between kernels."""
+    be = loop.backend
+    total = 0.0
+    ops = ("_take_rows", "_affine_forward", "_affine_backward", "_softmax_xent", "_sgd_step", "_rmsprop_step",
+           "_adam_step")
+    saved = {name: getattr(be, name) for name in ops}
+
+    def timed(fn):
+        def run(*args):
+            nonlocal total
+            total += _device_seconds(be, lambda: fn(*args))
+        return run
+
+    try:
+        for name, fn in saved.items():
+            setattr(be, name, timed(fn))
+        loop.begin_epoch()
+        for i in range(loop.steps):
+            loop.step(i)
+    finally:
+        for name in saved:
+            delattr(be, name)  # back to the class's methods
+    return total
 
 
 class EpochProducts:
@@ -155,12 +240,54 @@ def test_epoch_mlp(benchmark, request, settings, data, backend, optimizer, batch
         benchmark.extra_info["products_per_step"] = 3 * len(products.W) - 1
 
 
+LOOP_RUNS = [
+    pytest.param("numpy", "validated", id="numpy-validated"),
+    pytest.param("numpy", "fast", id="numpy-fast"),
+    pytest.param("cuda", "eager", id="cuda-eager"),
+    pytest.param("cuda", "graphs", id="cuda-graphs"),
+]
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("optimizer", ["adam", "sgd-momentum"])
+@pytest.mark.parametrize("backend,path", LOOP_RUNS)
+def test_epoch_loop(benchmark, request, settings, data, backend, path, optimizer, batch):
+    """One epoch of the trainer's step loop, data already on the backend: the eager and CUDA-graph paths
+    on a GPU, the validated and fast paths on the CPU (same run, so their ratio is meaningful)."""
+    be = _backend(request, backend)
+    if backend == "cuda" and path == "graphs" and not getattr(be, "supports_graphs", False):
+        pytest.skip("CUDA graphs need a real GPU")
+    X, y = data
+    loop = _loop(be, X, y, batch, optimizer, cuda_graphs=path == "graphs")
+    epoch = ValidatedEpoch(loop) if path == "validated" else LoopEpoch(loop)
+    device = "gpu" if backend == "cuda" else "cpu"
+    impl = f"mlp-{backend}-{path}" if backend == "numpy" else f"mlp-cuda-{path}"
+    epoch()  # the warm-up; on the graph path also the eager first epoch, then one capture
+    epoch()
+    info = _info("epoch", impl, device, optimizer=optimizer, batch=batch, samples=X.shape[0], steps=loop.steps,
+                 backend=be.name)
+    if device == "gpu":
+        start = be.launch_count
+        epoch()
+        info["launches_per_epoch"] = be.launch_count - start  # kernels launched by the host
+        info["host_calls_per_epoch"] = "1 graph replay + 3 copies/fills" if path == "graphs" else \
+            f"{be.launch_count - start} kernel launches + 3 copies/fills"
+        if path == "graphs":
+            info["kernels_per_epoch"] = loop.graph_launches
+            info["replayed_epoch_device_seconds"] = _device_seconds(be, epoch)
+            info["kernel_seconds_sum"] = _kernel_seconds_per_epoch(loop)
+    else:
+        info["threads"] = _env.blas_threads()
+    measure(benchmark, epoch, budget=settings.epoch, sync=be.synchronize, info=info)
+    loop.close()
+
+
 @pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("backend", ["numpy", "cuda"])
 def test_step_mlp(benchmark, request, settings, data, backend, batch):
     be = _backend(request, backend)
     X, y = data
-    step = StepLoop(be, X, y, batch, OPTIMIZERS["adam"]())
+    step = StepCycle(_loop(be, X, y, batch, "adam"))
     for _ in range(3):  # compile and settle before counting launches
         step()
     before = be.launch_count
@@ -180,14 +307,26 @@ def _torch(request, device: str):
     return request.getfixturevalue("torch_cpu" if device == "cpu" else "torch_cuda")
 
 
+TORCH_RUNS = [
+    pytest.param("cpu", "eager", id="cpu"),
+    pytest.param("cuda", "eager", id="cuda"),
+    pytest.param("cuda", "graphs", id="cuda-graphs"),
+]
+
+
 @pytest.mark.parametrize("batch", BATCHES)
-@pytest.mark.parametrize("device", ["cpu", "cuda"])
-def test_epoch_torch(benchmark, request, settings, data, device, batch):
+@pytest.mark.parametrize("optimizer", ["adam", "sgd-momentum"])
+@pytest.mark.parametrize("device,mode", TORCH_RUNS)
+def test_epoch_torch(benchmark, request, settings, data, device, mode, optimizer, batch):
+    if device == "cpu" and optimizer != "adam":
+        pytest.skip("the CPU peer is compared for Adam only")
     torch = _torch(request, device)
     X, y = data
-    peer = TorchTrainer(torch, X, y, REFERENCE_LAYERS, batch, device)
+    make = TorchGraphTrainer if mode == "graphs" else TorchTrainer
+    peer = make(torch, X, y, REFERENCE_LAYERS, batch, device, optimizer=optimizer)
+    impl = f"torch-{device}" + ("-graphs" if mode == "graphs" else "")
     measure(benchmark, peer.epoch, budget=settings.epoch, sync=peer.synchronize,
-            info=_info("epoch", f"torch-{device}", "gpu" if device == "cuda" else "cpu", optimizer="adam",
+            info=_info("epoch", impl, "gpu" if device == "cuda" else "cpu", optimizer=optimizer,
                        batch=batch, samples=X.shape[0], steps=len(epoch_batches(X.shape[0], batch)),
                        threads=torch.get_num_threads() if device == "cpu" else None))
 

@@ -103,6 +103,15 @@ class MLP:
             off += m
         return Ws, bs
 
+    def parameter_views(self) -> tuple[list, list]:
+        """``(Ws, bs)``: every layer's weight (in, out) and bias as views of :attr:`params` on the backend."""
+        return self._W, self._b
+
+    def gradient_views(self) -> tuple[list, list]:
+        """``(dWs, dbs)``: views of :attr:`grads` laid out like :meth:`parameter_views`."""
+        self.grads  # noqa: B018  (allocates the buffer and its views on first use)
+        return self._grad_W, self._grad_b
+
     def _bind_views(self) -> None:
         self._W, self._b = self._views(self._params)
 
@@ -117,8 +126,8 @@ class MLP:
         if be is self.backend:
             return self
         host = self.backend.to_numpy(self._params)
-        self.backend = be
-        self._params = be.asarray(np.array(host, dtype=self.dtype), dtype=self.dtype)
+        params = be.asarray(np.array(host, dtype=self.dtype), dtype=self.dtype)  # may raise MemoryError: then
+        self.backend, self._params = be, params                                   # the model stays where it was
         self._bind_views()
         self._grads = None
         self._workspaces.clear()
@@ -189,26 +198,35 @@ class MLP:
         return np.argmax(self.decision_function(X), axis=1).astype(np.int64)
 
     # ----------------------------------------------------- forward/backward
+    def new_workspace(self, batch: int) -> _Workspace:
+        """Buffers for one batch size on the model's backend, owned by the caller (the training loop
+        keeps its own for as long as it runs, so nothing it uses is ever evicted)."""
+        be, dt = self.backend, self.dtype
+        ws = _Workspace()
+        ws.acts = [be.empty((batch, m), dt) for m in self.layer_sizes[1:]]
+        ws.grads_in = [be.empty((batch, m), dt) for m in self.layer_sizes[1:-1]]
+        ws.dlogits = be.empty((batch, self.n_classes), dt)
+        return ws
+
     def _workspace(self, batch: int) -> _Workspace:
+        """A cached workspace for inference: a few batch sizes (full chunks, the last one) at most."""
         ws = self._workspaces.get(batch)
         if ws is None:
-            be, dt = self.backend, self.dtype
-            ws = _Workspace()
-            ws.acts = [be.empty((batch, m), dt) for m in self.layer_sizes[1:]]
-            ws.grads_in = [be.empty((batch, m), dt) for m in self.layer_sizes[1:-1]]
-            ws.dlogits = be.empty((batch, self.n_classes), dt)
-            if len(self._workspaces) >= 4:  # a few batch sizes (full, last partial, eval chunks) at most
+            ws = self.new_workspace(batch)
+            if len(self._workspaces) >= 4:
                 self._workspaces.pop(next(iter(self._workspaces)))
             self._workspaces[batch] = ws
         return ws
 
     def forward(self, x: Any, ws: _Workspace) -> Any:
-        """Logits of a batch ``x`` (a backend array); every layer's output is kept in ``ws`` for backward."""
+        """Logits of a batch ``x`` (a validated backend array of the model's dtype); every layer's output
+        is kept in ``ws`` for backward.  Calls the backend's unchecked fast path."""
         be = self.backend
         last = self.n_layers - 1
         a = x
         for i in range(self.n_layers):
-            a = be.affine_forward(a, self._W[i], self._b[i], relu=i < last, out=ws.acts[i])
+            be._affine_forward(a, self._W[i], self._b[i], i < last, ws.acts[i])
+            a = ws.acts[i]
         return a
 
     def backward(self, x: Any, ws: _Workspace) -> Any:
@@ -220,9 +238,9 @@ class MLP:
         for i in range(last, -1, -1):
             x_in = ws.acts[i - 1] if i > 0 else x
             y = ws.acts[i] if i < last else None
-            dx_out = ws.grads_in[i - 1] if i > 0 else None
-            dy, _, _ = be.affine_backward(dy, x_in, self._W[i], y=y, need_dx=i > 0, dx_out=dx_out,
-                                          dW_out=self._grad_W[i], db_out=self._grad_b[i])
+            dx = ws.grads_in[i - 1] if i > 0 else None
+            be._affine_backward(dy, x_in, self._W[i], y, dx, self._grad_W[i], self._grad_b[i])
+            dy = dx
         return self._grads
 
     def loss_and_gradients(self, X: Any, y: Any) -> tuple[float, list[tuple[np.ndarray, np.ndarray]]]:

@@ -221,16 +221,38 @@ def test_loss_api_matches_numpy_backend():
     np.testing.assert_allclose(cb.to_numpy(grad_c), grad_n, rtol=1e-12)
 
 
-def test_naive_configuration_matches_the_tiled_one():
-    rng = np.random.default_rng(3)
-    x = rng.standard_normal((5, 9)).astype(F32)
-    W = rng.standard_normal((9, 6)).astype(F32)
-    b = rng.standard_normal(6).astype(F32)
-    outs = []
-    for config in ("naive", "auto"):
-        be = CudaBackend(gemm_config=config)
-        outs.append(be.to_numpy(be.affine_forward(be.asarray(x), be.asarray(W), be.asarray(b), True)))
-    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-6)
+def test_an_allocation_that_does_not_fit_is_a_clear_memory_error(be):
+    """Out of device memory: a MemoryError that says what was asked and what to try (under the
+    simulator, where allocations are NumPy's, the failing allocation is a real one)."""
+    huge = (1 << 40, 1 << 10)  # 4 PiB of float32
+    with pytest.raises(MemoryError, match=r"GPU out of memory: an array of shape \(1099511627776, 1024\) and "
+                                          r"dtype float32 needs 4194304\.00 GiB.*smaller batch_size.*"
+                                          r"backend='numpy'"):
+        be.empty(huge, np.float32)
+
+
+def test_fit_that_does_not_fit_leaves_model_and_optimizer_untouched(be, monkeypatch):
+    import mlp
+
+    model = mlp.MLP((6, 5, 3), seed=1)
+    opt = mlp.optim.Adam(lr=1e-2)
+    before = model.get_weights()
+    trainer = mlp.Trainer(model, opt, backend=be, batch_size=4)
+    real_empty = type(be).empty
+
+    def failing_empty(self, shape, dtype=np.float32):
+        if np.prod(shape) >= 40 * 6:  # the training set on the device
+            return real_empty(self, (1 << 40, 1 << 10), dtype)
+        return real_empty(self, shape, dtype)
+
+    monkeypatch.setattr(type(be), "empty", failing_empty)
+    X = np.random.default_rng(0).random((40, 6), dtype=np.float32)
+    with pytest.raises(MemoryError, match="GPU out of memory"):
+        trainer.fit(X, np.arange(40) % 3, epochs=1, verbose=0)
+    assert model.backend.name == "numpy" and opt.steps == 0 and opt.state_numpy() == {}
+    for (W0, b0), (W1, b1) in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(W0, W1)
+        np.testing.assert_array_equal(b0, b1)
 
 
 # ------------------------------------------------------------------ extras

@@ -53,27 +53,36 @@ if not ON_SIMULATOR:
 
 @pytest.mark.parametrize("name, dtype", STEP_CASES)
 def test_steps_match_numpy(cuda, name, dtype):
-    """Same initial weights, same batches: parameters agree after every step."""
+    """Same initial weights, same batches, the trainer's own step: the updates agree after every step.
+
+    The updates (parameters minus their initial values) are compared, not the
+    parameters: a few steps move the parameters by ~1%, so comparing the
+    parameters would let errors of ~1e-3 in the updates through.
+    """
     X, y = _data(STEPS * BATCH)
-    models = {b: mlp.MLP(LAYERS, seed=0, dtype=dtype).to(b) for b in ("numpy", "cuda")}
-    opts = {b: OPTIMIZERS[name]() for b in models}
+    loops, start = {}, None
+    for b in ("numpy", "cuda"):
+        model = mlp.MLP(LAYERS, seed=0, dtype=dtype)
+        start = _flat(model)
+        trainer = mlp.Trainer(model, OPTIMIZERS[name](), backend=b, batch_size=BATCH, cuda_graphs=False)
+        loops[b] = trainer.training_loop(X, y)
+        loops[b].set_order(None)  # batches in order: step s trains on rows s*BATCH..(s+1)*BATCH
+        loops[b].begin_epoch()
     # float32: the kernels and BLAS sum in different orders (~1e-7 relative per
-    # product); a handful of steps keeps the parameters within 1e-5 relative.
-    tol = 1e-5 if dtype == "float32" else 1e-12
+    # product).  Measured on the simulator (3 steps): at most 2.7e-7 relative
+    # (float32) and 2.6e-15 (float64).  On a GPU (20 steps of the reference
+    # network) the earlier parameter-level bound of 1e-5, with the updates
+    # about 5-10% of the parameters, allows about 2e-4 on the updates.
+    if dtype == "float32":
+        tol = 1e-5 if ON_SIMULATOR else 2e-4
+    else:
+        tol = 1e-13 if ON_SIMULATOR else 1e-11
     for s in range(STEPS):
-        sl = slice(s * BATCH, (s + 1) * BATCH)
-        for b, model in models.items():
-            be = model.backend
-            xb, yb = be.asarray(X[sl], dtype=model.dtype), be.asarray(y[sl], dtype=np.int64)
-            ws = model._workspace(BATCH)
-            logits = model.forward(xb, ws)
-            stats = be.new_stats()
-            be.softmax_cross_entropy_into(logits, yb, ws.dlogits, stats)
-            model.backward(xb, ws)
-            opts[b].step(be, model.params, model.grads, model.n_weights)
-        ref, got = _flat(models["numpy"]), _flat(models["cuda"])
+        for loop in loops.values():
+            loop.step(s)
+        ref, got = (_flat(loops[b].model) - start for b in ("numpy", "cuda"))
         err = np.linalg.norm(got - ref) / np.linalg.norm(ref)
-        assert err < tol, f"step {s + 1}: relative difference {err:.2e} >= {tol}"
+        assert err < tol, f"step {s + 1}: relative difference of the updates {err:.2e} >= {tol}"
 
 
 # Float32 Adam is compared step by step above, over a few steps only: Adam

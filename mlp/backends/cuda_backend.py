@@ -82,9 +82,8 @@ class CudaBackend(Backend):
     ----------
     gemm_config:
         Tile configuration of the matrix products: ``"auto"`` (chosen per
-        shape), one of ``mlp.kernels.gemm.TILES`` (``"32x64"``, ``"64x64"``,
-        ``"128x128"``), or ``"naive"`` (the one-thread-per-output baseline;
-        forward only, the backward products then use ``"auto"``).
+        shape, or from the device's tuning table), or one of
+        ``mlp.kernels.gemm.TILES`` (``"32x64"``, ``"64x64"``, ``"128x128"``).
     split_k:
         K splits of the matrix products; ``None`` chooses per shape.
     """

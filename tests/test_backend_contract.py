@@ -1,0 +1,129 @@
+"""The public backend operations check what they are given, on every backend.
+
+``mlp.get_backend(...)`` hands out the backend contract to anyone, so its
+public operations never trust their inputs: out-of-range labels or row
+indices, wrong dtypes and mismatched shapes raise a ``ValueError`` or
+``TypeError`` naming the argument.  (The trainer's fast path, the underscored
+methods, skips these checks after validating its data once.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import mlp
+
+pytestmark = pytest.mark.gpu  # the CUDA half runs on a GPU or Numba's CUDA simulator
+
+F32, I64 = np.float32, np.int64
+
+
+@pytest.fixture(params=["numpy", "cuda"])
+def be(request):
+    try:
+        return mlp.get_backend(request.param)
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+
+
+def _dev(be, a):
+    return be.asarray(np.asarray(a))
+
+
+@pytest.mark.parametrize("bad", [-1, 3, 10**6])
+def test_softmax_cross_entropy_refuses_labels_out_of_range(be, bad):
+    logits = _dev(be, np.zeros((4, 3), F32))
+    labels = _dev(be, np.array([0, 1, bad, 2], I64))
+    msg = rf"labels: expected class indices in \[0, 2\] \(logits has 3 columns\), got values in \[{min(bad, 0)}, {max(bad, 2)}\]"
+    with pytest.raises(ValueError, match=msg):
+        be.softmax_cross_entropy(logits, labels)
+    with pytest.raises(ValueError, match=msg):
+        be.softmax_cross_entropy_into(logits, labels, None, be.new_stats())
+
+
+def test_softmax_cross_entropy_refuses_wrong_dtypes_and_shapes(be):
+    logits = _dev(be, np.zeros((4, 3), F32))
+    with pytest.raises(TypeError, match=r"labels: expected dtype int64, got int32"):
+        be.softmax_cross_entropy(logits, _dev(be, np.zeros(4, np.int32)))
+    with pytest.raises(ValueError, match=r"labels: expected 4 elements"):
+        be.softmax_cross_entropy(logits, _dev(be, np.zeros(5, I64)))
+    with pytest.raises(TypeError, match=r"logits: expected dtype float32 or float64, got int64"):
+        be.softmax_cross_entropy(_dev(be, np.zeros((4, 3), I64)), _dev(be, np.zeros(4, I64)))
+    with pytest.raises(ValueError, match=r"dlogits_out: expected a C-contiguous output of shape \(4, 3\)"):
+        be.softmax_cross_entropy_into(logits, _dev(be, np.zeros(4, I64)), _dev(be, np.zeros((4, 4), F32)),
+                                      be.new_stats())
+    with pytest.raises(ValueError, match=r"stats: expected 3 elements"):
+        be.softmax_cross_entropy_into(logits, _dev(be, np.zeros(4, I64)), None, _dev(be, np.zeros(2)))
+    with pytest.raises(ValueError, match=r"out: expected a C-contiguous output of shape \(4, 3\)"):
+        be.softmax(logits, out=_dev(be, np.zeros((3, 4), F32)))
+
+
+@pytest.mark.parametrize("bad", [-1, 5])
+def test_take_rows_refuses_indices_out_of_range(be, bad):
+    X = _dev(be, np.zeros((5, 2), F32))
+    with pytest.raises(ValueError, match=r"idx: expected row indices in \[0, 4\] \(X has 5 rows\)"):
+        be.take_rows(X, _dev(be, np.array([0, bad], I64)))
+    with pytest.raises(TypeError, match=r"idx: expected dtype int64, got float64"):
+        be.take_rows(X, _dev(be, np.array([0.0, 1.0])))
+    with pytest.raises(ValueError, match=r"out: expected a C-contiguous output of shape \(2, 2\)"):
+        be.take_rows(X, _dev(be, np.array([0, 1], I64)), out=_dev(be, np.zeros((2, 3), F32)))
+
+
+def test_affine_operations_refuse_mismatched_shapes_and_dtypes(be):
+    x, W, b = _dev(be, np.zeros((4, 3), F32)), _dev(be, np.zeros((3, 2), F32)), _dev(be, np.zeros(2, F32))
+    with pytest.raises(ValueError, match=r"W: expected 3 rows, got array of shape \(4, 2\)"):
+        be.affine_forward(x, _dev(be, np.zeros((4, 2), F32)), b, True)
+    with pytest.raises(ValueError, match=r"b: expected 2 elements"):
+        be.affine_forward(x, W, _dev(be, np.zeros(3, F32)), True)
+    with pytest.raises(TypeError, match=r"W: expected dtype float32 \(the dtype of x\), got float64"):
+        be.affine_forward(x, _dev(be, np.zeros((3, 2))), b, True)
+    dy = _dev(be, np.zeros((4, 2), F32))
+    with pytest.raises(ValueError, match=r"x: expected 4 rows"):
+        be.affine_backward(dy, _dev(be, np.zeros((5, 3), F32)), W)
+    with pytest.raises(ValueError, match=r"y: expected 2 columns"):
+        be.affine_backward(dy, x, W, y=_dev(be, np.zeros((4, 3), F32)))
+    with pytest.raises(ValueError, match=r"dW_out: expected a C-contiguous output of shape \(3, 2\)"):
+        be.affine_backward(dy, x, W, dW_out=_dev(be, np.zeros((2, 3), F32)))
+
+
+def test_optimizer_operations_refuse_mismatched_buffers(be):
+    p, g = _dev(be, np.zeros(6, F32)), _dev(be, np.zeros(6, F32))
+    with pytest.raises(ValueError, match=r"grads: expected 6 elements"):
+        be.sgd_step(p, _dev(be, np.zeros(5, F32)), None, lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.0,
+                    n_decay=6)
+    with pytest.raises(ValueError, match=r"buf: a momentum buffer is required"):
+        be.sgd_step(p, g, None, lr=0.1, momentum=0.9, nesterov=False, weight_decay=0.0, n_decay=6)
+    with pytest.raises(TypeError, match=r"square_avg: expected dtype float32, got float64"):
+        be.rmsprop_step(p, g, _dev(be, np.zeros(6)), None, lr=0.1, alpha=0.9, eps=1e-8, momentum=0.0,
+                        weight_decay=0.0, n_decay=6)
+    with pytest.raises(ValueError, match=r"step: expected an integer >= 1, got 0"):
+        be.adam_step(p, g, _dev(be, np.zeros(6, F32)), _dev(be, np.zeros(6, F32)), lr=0.1, beta1=0.9, beta2=0.99,
+                     eps=1e-8, step=0, weight_decay=0.0, decoupled=False, n_decay=6)
+    with pytest.raises(TypeError, match=r"params: expected dtype float32 or float64, got int64"):
+        be.sgd_step(_dev(be, np.zeros(6, I64)), g, None, lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.0,
+                    n_decay=6)
+
+
+def test_the_fast_path_never_reads_outside_the_logits_row(be):
+    """Even unchecked, an out-of-range label gives a NaN loss for its row (recorded as a non-finite step)
+    and a NaN gradient row, never a read outside the array."""
+    from mlp.backends.base import STATS_CORRECT, STATS_FIRST_NONFINITE_STEP, STATS_LOSS_SUM
+
+    logits = _dev(be, np.array([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]], F32))
+    labels = _dev(be, np.array([0, 7], I64))
+    grad = _dev(be, np.zeros((2, 3), F32))
+    stats = be.new_stats()
+    be._softmax_xent(logits, labels, grad, stats, 4)
+    st, g = be.to_numpy(stats), be.to_numpy(grad)
+    assert np.isnan(st[STATS_LOSS_SUM]) and st[STATS_CORRECT] == 1 and st[STATS_FIRST_NONFINITE_STEP] == 4
+    assert np.isfinite(g[0]).all() and np.isnan(g[1]).all()
+
+
+def test_a_trainer_fit_rejects_bad_labels_before_touching_the_device(be):
+    model = mlp.MLP((3, 4, 2), seed=0)
+    trainer = mlp.Trainer(model, mlp.optim.SGD(lr=0.1), backend=be, batch_size=2)
+    with pytest.raises(ValueError, match=r"y: expected labels in \[0, 1\] \(the model has 2 outputs\), "
+                                         r"got values in \[0, 2\]"):
+        trainer.fit(np.zeros((4, 3), F32), np.array([0, 1, 2, 0]), epochs=1, verbose=0)
+    assert model.backend.name == "numpy"
