@@ -221,8 +221,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if output:
         trainer.save_checkpoint(output)
         print(f"checkpoint written to {output}")
-    if plot is not None:
-        history.plot(plot)
+    if plot is not None:  # drawn after every epoch, the last included
         print(f"curves drawn to {plot}")
     return 0
 
@@ -251,10 +250,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _, (X_test, y_test) = _load_data(args, dataset, data)
     if X_test is None:
         raise ValueError(f"--data: {data!r} holds no X_test and y_test to evaluate on")
-    trainer = mlp.Trainer(model, mlp.optim.SGD(lr=1.0), backend=args.backend)
-    result = trainer.evaluate(X_test, y_test)
+    result = mlp.evaluate(model, X_test, y_test, backend=args.backend)
     print(f"{args.checkpoint}: {data or dataset or DEFAULT_DATASET} test accuracy {result['accuracy']:.4f}  "
-          f"test loss {result['loss']:.4f}  ({X_test.shape[0]} samples, backend {trainer.backend.name})")
+          f"test loss {result['loss']:.4f}  ({X_test.shape[0]} samples, backend {model.backend.name})")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Ctrl-C during training: stop at a step boundary, keep the last checkpoint intact, resume from it."""
+"""Ctrl-C during training: stop at a step boundary, keep the last checkpoint intact, resume from it;
+and the per-step callback that checks for it and drives the progress bar."""
 
 from __future__ import annotations
 
@@ -122,3 +123,36 @@ def test_fit_in_another_thread_leaves_signals_alone():
     worker.start()
     worker.join(60)
     assert not errors and len(trainer.history) == 2
+
+
+class _Bar:
+    """Stands in for a tqdm bar: counts updates and keeps each postfix."""
+
+    def __init__(self) -> None:
+        self.n, self.postfix = 0, []
+
+    def update(self) -> None:
+        self.n += 1
+
+    def set_postfix_str(self, text: str, refresh: bool = True) -> None:
+        self.postfix.append(text)
+
+
+def test_step_callback_shows_the_running_loss_where_reading_it_is_free_and_stops_on_request():
+    from mlp.trainer import _StopAtStepBoundary, _step_callback
+
+    (X, y), _ = datasets.load("quadrants", n_train=100, n_test=1)
+    loop = mlp.Trainer(mlp.MLP([2, 4]), optim.SGD(lr=0.1), backend="numpy", batch_size=30).training_loop(X, y)
+    loop.set_order(None)
+    bar, interrupt = _Bar(), _StopAtStepBoundary()
+    assert loop.epoch(on_step=_step_callback(loop, bar, interrupt)) == 4
+    assert bar.n == 4 and len(bar.postfix) == 4  # host statistics (NumPy): the loss at every step
+    assert bar.postfix[-1] == f"loss {loop.totals()[0] / 100:.4f}"
+
+    # statistics held on a device (not a NumPy array): the bar counts steps only, with no read-back
+    device_loop = type("DeviceLoop", (), {"stats": object(), "batch_size": 30, "n_samples": 100})()
+    bar = _Bar()
+    on_step = _step_callback(device_loop, bar, interrupt)
+    assert on_step(1) is False and bar.n == 1 and bar.postfix == []
+    interrupt.requested = True
+    assert on_step(2) is True  # ends the epoch at this step boundary
