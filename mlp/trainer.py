@@ -200,6 +200,7 @@ class TrainingLoop:
 
     def begin_epoch(self) -> None:
         """Reset the loss statistics and stage this epoch's optimizer scalars (one small copy each)."""
+        self.optimizer.prepare(self.backend, self.model.params)  # a no-op unless the state was reset
         self.backend._fill_stats(self.stats)
         self.table = self.optimizer.stage(self.backend, self.model.dtype, self.steps)
 

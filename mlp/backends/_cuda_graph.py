@@ -85,13 +85,15 @@ def capture(stream: Any, record: Callable[[], int], keepalive: Any = None) -> Ca
     handle = int(stream.handle)
     _check(driver.cuStreamBeginCapture(handle, driver.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL),
            "cuStreamBeginCapture")
-    launches = None
     try:
         launches = record()
-    finally:
+    except BaseException:
         # End the capture even when recording failed, so the stream is usable again.
-        result = driver.cuStreamEndCapture(handle)
-    graph = _check(result, "cuStreamEndCapture (a call during capture broke it)")
+        err, graph = driver.cuStreamEndCapture(handle)
+        if err == driver.CUresult.CUDA_SUCCESS and graph:
+            driver.cuGraphDestroy(graph)
+        raise
+    graph = _check(driver.cuStreamEndCapture(handle), "cuStreamEndCapture (a call during capture broke it)")
     try:
         _, nodes = _check(driver.cuGraphGetNodes(graph, 0), "cuGraphGetNodes")
         if nodes != launches:
