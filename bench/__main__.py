@@ -26,6 +26,7 @@ SUITES = {
     "kernels": "bench_kernels.py",
     "training": "bench_training.py",
     "scaling": "bench_scaling.py",
+    "launch": "bench_launch.py",
 }
 
 

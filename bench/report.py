@@ -321,6 +321,50 @@ def _step_section(df: pd.DataFrame) -> list[str]:
             "with one synchronisation per round of steps.", ""]
 
 
+def _col(df: pd.DataFrame, name: str) -> pd.Series:
+    return df[name] if name in df else pd.Series(np.nan, index=df.index)
+
+
+def _graph_section(df: pd.DataFrame) -> list[str]:
+    """The trainer's loop on the GPU: host work per epoch, and the replayed epoch against its kernels alone."""
+    g = select(df, suite="training", op="epoch", impl="mlp-cuda-graphs")
+    if g.empty:
+        return []
+    g = g.sort_values(["batch", "optimizer"])
+    device = _col(g, "replayed_epoch_device_seconds").astype(float)
+    kernels = _col(g, "kernel_seconds_sum").astype(float)
+    table = pd.DataFrame({
+        "optimizer": _text(g["optimizer"]), "batch": g["batch"].map(fmt_int), "epoch": g["seconds"].map(fmt_time),
+        "host calls per epoch": _text(_col(g, "host_calls_per_epoch")),
+        "kernels in the graph": _col(g, "kernels_per_epoch").map(fmt_int),
+        "replayed epoch, device time": device.map(fmt_time),
+        "sum of its kernels' times": kernels.map(fmt_time),
+        "device / kernels": (device / kernels).map(fmt_x),
+    })
+    return ["### Epoch replayed as a CUDA graph", "", markdown(table, "lrrlrrrr"), "",
+            "The graph holds every step of the epoch; the host copies the new shuffle and the optimizer's "
+            "scalars, resets the statistics, launches the graph once and reads the statistics once. *device "
+            "time* is the replay's span between CUDA events; *sum of its kernels' times* times each kernel of "
+            "one eager epoch alone with events, the floor a gapless replay would reach.", ""]
+
+
+def _launch_section(df: pd.DataFrame) -> list[str]:
+    launches = select(df, suite="launch", op="launch")
+    if launches.empty:
+        return []
+    per = launches["median"] / (_col(launches, "inner").astype(float) * _col(launches, "calls").astype(float))
+    per_launch = per / _col(launches, "launches_per_call").astype(float)
+    empty = per_launch[launches["impl"] == "empty"]
+    floor = float(empty.iloc[0]) if not empty.empty else np.nan
+    table = pd.DataFrame({"launcher": launches["impl"], "host time per call": (per * 1e6).map("{:.1f} µs".format),
+                          "launches per call": _col(launches, "launches_per_call").map(fmt_int),
+                          "per launch over the empty kernel's": (per_launch / floor).map(fmt_x)})
+    return ["## Launch cost", "", markdown(table, "lrrr"), "",
+            "Host time to enqueue one call at batch 128 of the reference network (calls back to back, one "
+            "synchronisation per round). The empty kernel goes through the same configured-launch cache: what "
+            "a launcher adds on top is the project's own Python work.", ""]
+
+
 def _cpu_ratio_section(df: pd.DataFrame) -> list[str]:
     e = select(df, suite="training", op="epoch", impl="mlp-numpy").dropna(subset=["products_ratio"])
     if e.empty:
@@ -451,11 +495,12 @@ def render(df: pd.DataFrame, env: dict[str, Any], title: str, plots: list[str] |
                + _softmax_section(df, lim))
     lines += ["## Kernels", "", "### Limits measured in this run", ""] + _limits_section(lim)
     lines += (kernels or ["No kernel benchmark in this run.", ""]) + _figures(["gemm.png", "softmax.png"], shown)
-    training = _epoch_section(df) + _step_section(df) + _cpu_ratio_section(df)
+    training = _epoch_section(df) + _graph_section(df) + _step_section(df) + _cpu_ratio_section(df)
     lines += ["## Training", ""] + (training or ["No training benchmark in this run.", ""])
     lines += _figures(["epoch.png"], shown)
     lines += ["## Scaling", ""] + (_scaling_section(df) or ["No scaling benchmark in this run.", ""])
     lines += _figures(["scaling.png"], shown)
+    lines += _launch_section(df)
     lines += _absent_section(env) + _methodology(env)
     return "\n".join(lines).rstrip() + "\n"
 

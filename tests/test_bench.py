@@ -216,10 +216,10 @@ def test_peer_and_gpu_targets():
     shapes = _find(outcomes, "separate bias/ReLU")
     assert shapes.status == "not met" and shapes.measured.startswith("1 of 2 within")
     assert "256→10" in shapes.measured  # the shape where it lost
-    soft = _find(outcomes, "softmax-with-loss")
+    soft = _find(outcomes, "logits ≥ 256 MiB")
     # 1616 GB/s against the copy limit's fastest round (0.9 of its 1 ms median: 2222 GB/s) = 73%
     assert soft.status == "met" and soft.measured.startswith("73%")
-    torch_gpu = _find(outcomes, "PyTorch eager")
+    torch_gpu = _find(outcomes, "CUDA backend / PyTorch eager")
     assert torch_gpu.status == "not measured" and "CPU-only build" in torch_gpu.note
 
 
@@ -229,7 +229,7 @@ def test_gpu_targets_name_the_simulator_when_cuda_is_absent():
     doc["machine_info"]["mlp"]["availability"]["cuda"] = {"present": False,
                                                          "detail": "simulator: timings meaningless"}
     gpu = [o for o in _outcomes(doc) if o.target.what.startswith("GPU")]
-    assert len(gpu) == 4
+    assert len(gpu) == 10
     assert all(o.status == "not measured" and "simulator: timings meaningless" in o.note for o in gpu)
 
 

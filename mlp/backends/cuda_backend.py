@@ -226,7 +226,8 @@ class CudaBackend(Backend):
         self.launch_count += fill_kernels.reset_stats(stats, stream=self.stream)
 
     def synchronize(self) -> None:
-        self.stream.synchronize()
+        """Wait for everything queued on the device, this backend's stream and any other (CuPy's, ...)."""
+        cuda.synchronize()
 
     # ---------------------------------------------------------------- graphs
     def capture(self, record: Callable[[], None], keepalive: Any = None) -> "_cuda_graph.CapturedGraph":
