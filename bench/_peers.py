@@ -97,8 +97,11 @@ class TorchTrainer:
         self.loss_sum.zero_()
         self.hits.zero_()
         for start in range(0, self.n, self.batch):
-            self._step(perm[start:start + self.batch])
+            self._epoch_step(perm[start:start + self.batch])
         return float(self.loss_sum) / self.n, int(self.hits) / self.n
+
+    def _epoch_step(self, idx) -> None:
+        self._step(idx)
 
     def synchronize(self) -> None:
         if self.device.startswith("cuda"):
@@ -134,17 +137,10 @@ class TorchGraphTrainer(TorchTrainer):
                 self._step(idx)
             self.graphs[b] = (idx, graph)
 
-    def epoch(self) -> tuple[float, float]:
-        torch = self.torch
-        perm = torch.randperm(self.n, device=self.device)
-        self.loss_sum.zero_()
-        self.hits.zero_()
-        for start in range(0, self.n, self.batch):
-            chunk = perm[start:start + self.batch]
-            idx, graph = self.graphs[chunk.shape[0]]
-            idx.copy_(chunk)
-            graph.replay()
-        return float(self.loss_sum) / self.n, int(self.hits) / self.n
+    def _epoch_step(self, chunk) -> None:
+        idx, graph = self.graphs[chunk.shape[0]]
+        idx.copy_(chunk)
+        graph.replay()
 
 
 def sklearn_epoch(X: np.ndarray, y: np.ndarray, hidden: Sequence[int], batch: int, seed: int = 0):

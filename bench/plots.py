@@ -19,7 +19,6 @@ IMPL_LABELS = {
     "sklearn": "scikit-learn MLPClassifier",
     "mlp-cuda": "mlp, CUDA backend",
     "torch-cuda": "PyTorch CUDA (eager)",
-    "mlp-numpy-validated": "mlp, NumPy, public ops (validating every call)",
     "mlp-numpy-fast": "mlp, NumPy, trainer's loop",
     "mlp-cuda-eager": "mlp, CUDA, trainer's loop, eager launches",
     "mlp-cuda-graphs": "mlp, CUDA, trainer's loop, CUDA graphs",

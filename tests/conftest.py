@@ -11,6 +11,8 @@ from __future__ import annotations
 import ctypes
 import os
 
+import pytest
+
 
 def _real_gpu_present() -> bool:
     """Probe the CUDA driver directly (without importing Numba)."""
@@ -34,6 +36,17 @@ if "NUMBA_ENABLE_CUDASIM" not in os.environ:
     os.environ["NUMBA_ENABLE_CUDASIM"] = "0" if _real_gpu_present() else "1"
 
 ON_SIMULATOR = os.environ["NUMBA_ENABLE_CUDASIM"] not in ("", "0")
+
+
+@pytest.fixture(scope="session")
+def cuda():
+    """The CUDA backend (a real GPU, or Numba's CUDA simulator); the test is skipped, saying why, without one."""
+    import mlp
+
+    try:
+        return mlp.get_backend("cuda")
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
 
 
 def pytest_report_header(config):

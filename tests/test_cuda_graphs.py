@@ -30,14 +30,6 @@ OPTIMIZERS = {
 }
 
 
-@pytest.fixture(scope="module")
-def cuda():
-    try:
-        return mlp.get_backend("cuda")
-    except RuntimeError as exc:
-        pytest.skip(str(exc))
-
-
 def _data(seed=0):
     rng = np.random.default_rng(seed)
     return rng.random((N, LAYERS[0]), dtype=np.float32), rng.integers(0, LAYERS[-1], N)

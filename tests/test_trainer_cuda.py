@@ -27,14 +27,6 @@ OPTIMIZERS = {
 }
 
 
-@pytest.fixture(scope="module")
-def cuda():
-    try:
-        return mlp.get_backend("cuda")
-    except RuntimeError as exc:
-        pytest.skip(str(exc))
-
-
 def _data(n, seed=0):
     rng = np.random.default_rng(seed)
     X = rng.random((n, LAYERS[0]), dtype=np.float32)
