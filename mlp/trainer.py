@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Union
@@ -26,7 +27,7 @@ import numpy as np
 
 from ._validation import check_features, check_int, check_labels, check_real, describe
 from .backends import Backend, get_backend
-from .backends.base import STATS_CORRECT, STATS_FIRST_NONFINITE_STEP, STATS_LOSS_SUM
+from .backends.base import STATS_CORRECT, STATS_FIRST_NONFINITE_STEP, STATS_LOSS_SUM, GraphCaptureError
 from .checkpoint import TrainingState, optimizer_from_record, optimizer_record, read_archive
 from .model import MLP, PREDICT_CHUNK, model_from_archive
 from .optim import Optimizer
@@ -217,8 +218,8 @@ class TrainingLoop:
         """
         self.begin_epoch()
         ran = self.steps
-        if self.use_graphs and self.eager_epochs > 0:
-            self._replay()
+        if self.use_graphs and self.eager_epochs > 0 and self._replay():
+            pass
         else:
             ran = 0
             for i in range(self.steps):
@@ -241,16 +242,34 @@ class TrainingLoop:
         return (id(self.model.params), id(self.model._grads), self.optimizer.structure(), id(self.table),
                 getattr(be, "gemm_config", None), getattr(be, "split_k", None), self.steps, self.batch_size)
 
-    def _replay(self) -> None:
+    def _replay(self) -> bool:
+        """Replay the captured epoch (capturing it first if needed); False if capturing is not possible here.
+
+        A launch that escaped the capture (:class:`GraphCaptureError`) is a bug
+        and raises.  Any other failure to capture (a driver that refuses) is
+        reported once as a warning and the loop goes on with eager launches,
+        which compute the same parameters.
+        """
         key = self._baked()
         if self._graph is None or key != self._graph_key:
             if self._graph is not None:
                 self._graph.close()
-            self._graph = self.backend.capture(lambda: [self.step(i) for i in range(self.steps)],
-                                               keepalive=(self, self.table))
+                self._graph = None
+            try:
+                self._graph = self.backend.capture(lambda: [self.step(i) for i in range(self.steps)],
+                                                   keepalive=(self, self.table))
+            except GraphCaptureError:
+                raise
+            except RuntimeError as exc:
+                warnings.warn(f"CUDA graph capture failed ({exc}); training goes on with eager launches "
+                              "(pass cuda_graphs=False to the Trainer to skip the attempt)", RuntimeWarning,
+                              stacklevel=4)
+                self.use_graphs = False
+                return False
             self._graph_key = key
         self._graph.replay()
         self.replays += 1
+        return True
 
     @property
     def graph_launches(self) -> int | None:

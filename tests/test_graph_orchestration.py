@@ -161,3 +161,35 @@ def test_capture_ends_the_capture_when_recording_fails(scripted):
     with pytest.raises(ValueError, match="bad launch"):
         _cuda_graph.capture(types.SimpleNamespace(handle=7), broken)
     assert drv.calls == ["begin", "end"] and drv.destroyed == ["graph"]
+
+
+class RefusingBackend(ReplayingBackend):
+    """A backend whose driver refuses to capture (as an unsupported driver or build would)."""
+
+    def capture(self, record, keepalive=None):
+        self.captures += 1
+        raise RuntimeError("cuStreamBeginCapture failed: CUDA_ERROR_NOT_SUPPORTED")
+
+
+class EscapingBackend(ReplayingBackend):
+    def capture(self, record, keepalive=None):
+        from mlp.backends.base import GraphCaptureError
+
+        raise GraphCaptureError("the captured graph holds 11 kernel launches but 12 were made")
+
+
+def test_a_refused_capture_warns_once_and_trains_on_eagerly():
+    be = RefusingBackend()
+    p_eager, _, h_eager = _fit(mlp.get_backend("numpy"), False, lambda: optim.Adam(lr=1e-2))
+    with pytest.warns(RuntimeWarning, match="CUDA graph capture failed .*CUDA_ERROR_NOT_SUPPORTED.*eager"):
+        p, trainer, history = _fit(be, True, lambda: optim.Adam(lr=1e-2))
+    assert be.captures == 1 and trainer.loop.eager_epochs == 4 and not trainer.loop.use_graphs
+    np.testing.assert_array_equal(p, p_eager)
+    assert history["loss"] == h_eager["loss"]
+
+
+def test_an_escaped_launch_is_an_error_not_a_fallback():
+    from mlp.backends.base import GraphCaptureError
+
+    with pytest.raises(GraphCaptureError, match="12 were made"):
+        _fit(EscapingBackend(), True, lambda: optim.Adam(lr=1e-2))

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from .base import GraphCaptureError
+
 
 def _driver():
     try:
@@ -38,8 +40,8 @@ def _check(result: Any, what: str) -> Any:
     return values[0] if len(values) == 1 else tuple(values)
 
 
-class CaptureError(RuntimeError):
-    """A capture did not record what was launched (a launch escaped it, or the capture broke)."""
+#: raised when the graph lacks a launch that was made (a launch escaped the capture)
+CaptureError = GraphCaptureError
 
 
 class CapturedGraph:

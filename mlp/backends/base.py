@@ -136,6 +136,10 @@ def adam_scalars(lr: float, beta1: float, beta2: float, eps: float, step: int,
             weight_decay, 1 - lr * weight_decay)
 
 
+class GraphCaptureError(RuntimeError):
+    """A captured graph does not hold every launch that was made: one escaped the capture."""
+
+
 class BackendStatus(NamedTuple):
     """Whether a backend is usable on this machine, and why or why not."""
 
