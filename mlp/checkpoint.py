@@ -29,7 +29,7 @@ the run exactly where it stopped (:class:`TrainingState`):
 ``optimizer.<buffer>``
     The optimizer's state buffers (momentum, moment estimates), flat.
 
-Format 1 (mlp 0.2 and earlier) holds ``header`` and ``params`` only: it
+Format 1 (mlp 0.1) holds ``header`` and ``params`` only: it
 loads for prediction, but a run cannot resume from it.
 """
 
