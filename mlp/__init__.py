@@ -47,8 +47,8 @@ from .trainer import EarlyStopping, History, Trainer, TrainingDivergedError, Tra
 
 __all__ = [
     "MLP", "Trainer", "TrainingLoop", "evaluate", "History", "EarlyStopping", "TrainingDivergedError", "Backend",
-    "get_backend", "available_backends", "load", "optim", "datasets", "MLPClassifier", "__version__",
-]
+    "get_backend", "available_backends", "load", "optim", "datasets", "__version__",
+]  # MLPClassifier (the 'sklearn' extra) is an attribute, imported on first use, so that `import *` never needs it
 
 
 def __getattr__(name):

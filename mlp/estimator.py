@@ -306,15 +306,19 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                                                        stratify=labels, random_state=self._random_state)
             validation_data = (X_val, y_val)
         self._optimizer = self._make_optimizer()
-        trainer = self._trainer()
-        for _ in range(self.epochs):
-            # one epoch per call: the trainer keeps its shuffling stream and the optimizer its state
-            history = trainer.fit(X, labels, epochs=1, validation_data=validation_data, shuffle=self.shuffle,
-                                  verbose=0)
-            score = history["val_accuracy"][0] if self.early_stopping else None
-            if self._record_epoch(history["loss"][0], score):
-                break
-        else:
+        stopped = False
+
+        def after_epoch(history) -> bool:
+            nonlocal stopped
+            record = history.records[-1]
+            stopped = self._record_epoch(record["loss"], record["val_accuracy"] if self.early_stopping else None)
+            return stopped
+
+        # One fit for all epochs (on a GPU the epochs after the first replay one captured graph);
+        # scikit-learn's stopping rule ends it from the epoch callback.
+        self._trainer().fit(X, labels, epochs=self.epochs, validation_data=validation_data, shuffle=self.shuffle,
+                            verbose=0, on_epoch_end=after_epoch)
+        if not stopped:
             monitored = "validation accuracy" if self.early_stopping else "training loss"
             warnings.warn(
                 f"{type(self).__name__}: stopped at the limit of epochs={self.epochs} while the {monitored} "

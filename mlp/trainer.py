@@ -447,7 +447,8 @@ class Trainer:
         epoch; default: 1 on a terminal, else 0.  ``checkpoint``: a path the
         model and the state of the run are saved to (atomically) after every
         epoch (see :meth:`from_checkpoint`).  ``on_epoch_end(history)`` is
-        called after every epoch, once it is recorded and saved.
+        called after every epoch, once it is recorded and saved; returning
+        ``True`` ends training there (a stopping rule of the caller's own).
 
         A trainer made by :meth:`from_checkpoint` continues its run: ``epochs``
         counts all epochs, those done included; the validation split, early
@@ -558,8 +559,8 @@ class Trainer:
                     self._restore_best_weights()
                 if checkpoint is not None:
                     self.save_checkpoint(checkpoint)
-                if on_epoch_end is not None:
-                    on_epoch_end(history)
+                if on_epoch_end is not None and on_epoch_end(history) is True:
+                    break
                 if interrupt.requested:
                     raise KeyboardInterrupt(_interrupted(epoch, "at its end", checkpoint))
                 if history.stopped_early:

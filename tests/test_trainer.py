@@ -173,3 +173,17 @@ def test_fashion_mnist_subset_is_learned():
     # a linear model reaches ~0.80 on Fashion-MNIST; a small MLP on a fifth of the data ~0.82-0.84
     assert acc > 0.80, acc
     assert h["loss"][-1] < h["loss"][0]
+
+
+def test_on_epoch_end_returning_true_ends_training_after_that_epoch():
+    rng = np.random.default_rng(0)
+    X, y = rng.random((100, 5), dtype=np.float32), rng.integers(0, 3, 100)
+    trainer = mlp.Trainer(mlp.MLP((5, 8, 3), seed=0), mlp.optim.SGD(lr=0.1), backend="numpy", batch_size=25)
+    seen = []
+
+    def after_epoch(history):
+        seen.append(len(history))
+        return len(history) == 2  # anything but True (None, 1, ...) goes on
+
+    history = trainer.fit(X, y, epochs=6, verbose=0, on_epoch_end=after_epoch)
+    assert seen == [1, 2] and len(history) == 2 and trainer.optimizer.steps == 2 * 4
