@@ -262,13 +262,14 @@ def cmd_info(args: argparse.Namespace) -> int:
     import numba
 
     import mlp
-    from .backends import cuda_status
+    from .backends import backend_names, backend_status
 
-    usable, reason = cuda_status()
     print(f"mlp {mlp.__version__}  Python {platform.python_version()}  NumPy {np.__version__}  "
           f"Numba {numba.__version__}")
     print(f"backends usable here: {', '.join(mlp.available_backends())}")
-    print(f"CUDA: {'usable' if usable else 'not usable'}: {reason}")
+    for name in backend_names()[:-1]:  # every registered backend, "auto" aside
+        status = backend_status(name)
+        print(f"  {name}: {'usable' if status.usable else 'not usable'}: {status.reason}")
     return 0
 
 
