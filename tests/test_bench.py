@@ -25,7 +25,9 @@ from bench._measure import Budget
 from bench.fmt import markdown
 
 REPO = Path(__file__).resolve().parent.parent
-COMMITTED = REPO / "bench" / "results" / "cpu-amd-epyc-2c"
+#: results in the format written before the machine description moved into benchmark.json
+#: (the CPU record as committed at e621313: benchmark.json plus environment.json)
+LEGACY = REPO / "tests" / "data" / "legacy-results"
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -258,9 +260,9 @@ def test_report_tables_are_well_formed_and_absent_things_listed(synthetic_folder
     assert "Not recorded" not in text
 
 
-def test_committed_results_of_the_older_format_still_render(tmp_path):
+def test_results_of_the_older_format_still_render(tmp_path):
     for name in ("benchmark.json", "environment.json"):
-        shutil.copy(COMMITTED / name, tmp_path / name)
+        shutil.copy(LEGACY / name, tmp_path / name)
     text = report.write_report(tmp_path, plots=False).read_text()
     _assert_well_formed(text, 10)
     assert "AMD EPYC, 2 cores" in text and "torch 2.13.0+cpu" in text
@@ -376,3 +378,12 @@ def test_epoch_profile_times_every_operation_of_every_step(capsys):
     assert profile.parts[profile_epoch.REST] <= 0.5 * profile.seconds, profile.parts
     assert "matrix products (BLAS)" in capsys.readouterr().out
     assert not hasattr(NumpyBackend._affine_forward, "__wrapped__")  # the timers are removed afterwards
+
+
+def test_the_committed_cpu_record_renders(tmp_path):
+    """The committed CPU record (one benchmark.json holding the machine description) rebuilds its report."""
+    shutil.copy(REPO / "bench" / "results" / "cpu-amd-epyc-2c" / "benchmark.json", tmp_path / "benchmark.json")
+    text = report.write_report(tmp_path, plots=False).read_text()
+    _assert_well_formed(text, 10)
+    assert "AMD EPYC, 2 cores" in text and "Not recorded" not in text
+    assert "### Validating once: the epoch before and after" in text
