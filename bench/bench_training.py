@@ -23,6 +23,7 @@ before the fast path) against the fast path itself.
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -266,12 +267,13 @@ def test_epoch_loop(benchmark, request, settings, data, backend, path, optimizer
     epoch = LoopEpoch(loop)
     device = "gpu" if backend == "cuda" else "cpu"
     impl = f"mlp-{backend}-{path}"
-    validated, validated_seconds = None, []
+    between: Callable[[], None] | None = None
+    validated_seconds: list[float] = []
     if backend == "numpy":
         validated_epoch = ValidatedEpoch(loop)
         validated_epoch()  # compile and settle
 
-        def validated() -> None:
+        def between() -> None:
             start = time.perf_counter()
             validated_epoch()
             validated_seconds.append(time.perf_counter() - start)
@@ -293,9 +295,9 @@ def test_epoch_loop(benchmark, request, settings, data, backend, path, optimizer
     else:
         info["threads"] = _env.blas_threads()
     inner, rounds = measure(benchmark, epoch, budget=settings.epoch, sync=be.synchronize, info=info,
-                            between=validated)
+                            between=between)
     benchmark.extra_info["epoch_seconds"] = epoch.seconds[-rounds * inner:]
-    if validated is not None:  # validated_seconds[i] was timed right before epoch_seconds[i]
+    if between is not None:  # validated_seconds[i] was timed right before epoch_seconds[i]
         benchmark.extra_info["validated_seconds"] = validated_seconds[-rounds:]
     loop.close()
 

@@ -43,7 +43,8 @@ _alias_source_kernels()
 from . import datasets, optim  # noqa: E402
 from .backends import Backend, available_backends, get_backend  # noqa: E402
 from .model import MLP, load  # noqa: E402
-from .trainer import EarlyStopping, History, Trainer, TrainingDivergedError, TrainingLoop, evaluate  # noqa: E402
+from .loop import TrainingLoop  # noqa: E402
+from .trainer import EarlyStopping, History, Trainer, TrainingDivergedError, evaluate  # noqa: E402
 
 __all__ = [
     "MLP", "Trainer", "TrainingLoop", "evaluate", "History", "EarlyStopping", "TrainingDivergedError", "Backend",

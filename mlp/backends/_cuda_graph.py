@@ -11,7 +11,7 @@ the capture would otherwise be silently missing from every replay).
 A graph bakes in the addresses of the buffers its launches named and the
 scalar arguments they were given.  Keeping those buffers alive, and
 recapturing when any of them or any scalar changes, is the caller's job
-(see ``mlp.trainer.TrainingLoop``).
+(see ``mlp.loop.TrainingLoop``).
 """
 
 from __future__ import annotations

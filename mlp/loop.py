@@ -1,0 +1,168 @@
+"""The training step, written once: :class:`TrainingLoop`.
+
+``Trainer.fit`` runs it, and so do the benchmarks and the tests: gather a
+batch on the backend, forward, softmax cross-entropy, backward, optimizer
+update, with every buffer allocated once and kept.  On a backend that can
+capture CUDA graphs, the loop records an epoch's steps once and replays them
+with one call per epoch.  It uses only the public API of the model and the
+optimizer, and the backend's unchecked ``_``-prefixed operations: its
+callers validate the data once, before building it.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Callable
+
+import numpy as np
+
+from .backends import Backend
+from .backends.base import GraphCaptureError
+from .model import MLP
+from .optim import Optimizer
+
+
+class TrainingLoop:
+    """The training step, written once: gather a batch, forward, loss, backward, optimizer update.
+
+    Built by :meth:`Trainer.training_loop` (or by ``fit``) for data already
+    validated and placed on the backend.  Everything a step touches is
+    allocated here, once, and kept for the loop's lifetime: the permutation
+    buffer (one view of it per step), the batch buffers, the model's
+    workspaces and gradients, the optimizer's state and its scalars table.
+    That is what lets an epoch be captured into a CUDA graph and replayed.
+
+    ``step(i)`` runs step ``i`` of the current order and can be called on
+    its own (the benchmarks time it); ``epoch()`` runs them all.
+    """
+
+    def __init__(self, model: MLP, optimizer: Optimizer, backend: Backend, X: Any, y: Any, batch_size: int,
+                 cuda_graphs: bool = False) -> None:
+        self.model, self.optimizer, self.backend = model, optimizer, backend
+        be = backend
+        self.X, self.y = X, y
+        n = int(X.shape[0])
+        self.n_samples = n
+        self.batch_size = B = min(batch_size, n)
+        self.steps = math.ceil(n / B)
+        self.perm = be.asarray(np.arange(n, dtype=np.int64), dtype=np.int64)
+        # Views of the permutation buffer, one per step, made once: refilling
+        # the buffer each epoch updates every batch's indices in place.
+        self.batch_idx = [self.perm[s * B:min(n, (s + 1) * B)] for s in range(self.steps)]
+        sizes = sorted({B, n - (self.steps - 1) * B})
+        self.batch_x = {b: be.empty((b, model.n_features), model.dtype) for b in sizes}
+        self.batch_y = {b: be.empty((b,), np.int64) for b in sizes}
+        self.workspaces = {b: model.new_workspace(b) for b in sizes}
+        self.stats = be.new_stats()
+        model.grads  # noqa: B018  (allocate the gradient buffer before the first step)
+        optimizer.prepare(be, model.params)
+        self.table = None
+        self.use_graphs = bool(cuda_graphs) and getattr(be, "supports_graphs", False)
+        self._graph = None
+        self._graph_key = None
+        self.eager_epochs = 0
+        self.replays = 0
+
+    # ------------------------------------------------------------ the step
+    def step(self, i: int) -> None:
+        """Training step ``i`` of the current order, with row ``i`` of the staged optimizer scalars."""
+        be, model = self.backend, self.model
+        idx = self.batch_idx[i]
+        b = idx.shape[0]
+        xb, yb, ws = self.batch_x[b], self.batch_y[b], self.workspaces[b]
+        be._take_rows(self.X, idx, xb)
+        be._take_rows(self.y, idx, yb)
+        logits = model.forward(xb, ws)
+        be._softmax_xent(logits, yb, ws.dlogits, self.stats, i)
+        model.backward(xb, ws)
+        self.optimizer.launch(be, model.params, model.grads, model.n_weights, self.table, i)
+
+    # ----------------------------------------------------------- an epoch
+    def set_order(self, order: np.ndarray | None) -> None:
+        """The sample order of the next epoch (a host int64 permutation; None keeps 0..n-1)."""
+        host = np.arange(self.n_samples, dtype=np.int64) if order is None else order
+        self.backend.copy_(self.perm, host)
+
+    def begin_epoch(self) -> None:
+        """Reset the loss statistics and stage this epoch's optimizer scalars (one small copy each)."""
+        self.optimizer.prepare(self.backend, self.model.params)  # a no-op unless the state was reset
+        self.backend._fill_stats(self.stats)
+        self.table = self.optimizer.stage(self.backend, self.model.dtype, self.steps)
+
+    def epoch(self, on_step: Callable[[int], Any] | None = None) -> int:
+        """Run every step of the current order; returns how many steps ran.
+
+        ``on_step(steps_done)`` is called after each step (eager path only;
+        a progress bar, an interrupt check) and ends the epoch early when it
+        returns ``True``.  With CUDA graphs the first
+        epoch of the loop runs eagerly (it compiles everything and allocates
+        any scratch), later epochs replay one captured graph, and an epoch is
+        the unit of interruption.  The optimizer's step count advances by the
+        steps run.
+        """
+        self.begin_epoch()
+        ran = self.steps
+        if self.use_graphs and self.eager_epochs > 0 and self._replay():
+            pass
+        else:
+            ran = 0
+            for i in range(self.steps):
+                self.step(i)
+                ran += 1
+                if on_step is not None and on_step(ran) is True:
+                    break
+            self.eager_epochs += 1
+        self.optimizer.advance(ran)
+        return ran
+
+    def totals(self) -> np.ndarray:
+        """The epoch's statistics on the host (the epoch's one synchronisation)."""
+        return self.backend.to_numpy(self.stats)
+
+    # ------------------------------------------------------------- graphs
+    def _baked(self) -> tuple:
+        """Everything a captured epoch bakes in besides buffer contents; a change means recapture."""
+        be = self.backend
+        return (id(self.model.params), id(self.model.grads), self.optimizer.structure(), id(self.table),
+                getattr(be, "gemm_config", None), getattr(be, "split_k", None), self.steps, self.batch_size)
+
+    def _replay(self) -> bool:
+        """Replay the captured epoch (capturing it first if needed); False if capturing is not possible here.
+
+        A launch that escaped the capture (:class:`GraphCaptureError`) is a bug
+        and raises.  Any other failure to capture (a driver that refuses) is
+        reported once as a warning and the loop goes on with eager launches,
+        which compute the same parameters.
+        """
+        key = self._baked()
+        if self._graph is None or key != self._graph_key:
+            if self._graph is not None:
+                self._graph.close()
+                self._graph = None
+            try:
+                self._graph = self.backend.capture(lambda: [self.step(i) for i in range(self.steps)],
+                                                   keepalive=(self, self.table))
+            except GraphCaptureError:
+                raise
+            except RuntimeError as exc:
+                warnings.warn(f"CUDA graph capture failed ({exc}); training goes on with eager launches "
+                              "(pass cuda_graphs=False to the Trainer to skip the attempt)", RuntimeWarning,
+                              stacklevel=4)
+                self.use_graphs = False
+                return False
+            self._graph_key = key
+        self._graph.replay()
+        self.replays += 1
+        return True
+
+    @property
+    def graph_launches(self) -> int | None:
+        """Kernel launches recorded in the captured epoch (None before a capture)."""
+        return None if self._graph is None else self._graph.launches
+
+    def close(self) -> None:
+        """Release the captured graph (the loop's buffers go with the loop)."""
+        if self._graph is not None:
+            self._graph.close()
+            self._graph = None
