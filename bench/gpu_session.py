@@ -120,7 +120,7 @@ def part_tune(out: Path) -> int:
                 timeout=560)
 
 
-def part_drift(out: Path) -> int:
+def part_drift(out: Path, backend: str = "cuda", epochs: int = 8) -> int:
     """Epoch times within one fit (eager and graphs), with what could make them grow, and one CLI run."""
     import numpy as np
 
@@ -128,27 +128,34 @@ def part_drift(out: Path) -> int:
     from bench._measure import REFERENCE_LAYERS, fashion_like
 
     X, y = fashion_like()
+    be = mlp.get_backend(backend)
+    ctx = None
+    if backend == "cuda":
+        from numba import cuda
+
+        ctx = cuda.current_context()
     record = {}
     for graphs in (False, True):
         for batch in (128, 1024):
             model = mlp.MLP(REFERENCE_LAYERS, seed=0)
-            trainer = mlp.Trainer(model, mlp.optim.Adam(lr=1e-3), backend="cuda", batch_size=batch,
+            trainer = mlp.Trainer(model, mlp.optim.Adam(lr=1e-3), backend=be, batch_size=batch,
                                   cuda_graphs=graphs)
             gc_before = [s["collections"] for s in gc.get_stats()]
-            ctx = __import__("numba").cuda.current_context()
-            history = trainer.fit(X, y, epochs=8, verbose=0)
-            record[f"{'graphs' if graphs else 'eager'}-b{batch}"] = {
+            launches = be.launch_count
+            history = trainer.fit(X, y, epochs=epochs, verbose=0)
+            key = f"{'graphs' if graphs else 'eager'}-b{batch}"
+            record[key] = {
                 "epoch_seconds": history["seconds"],
                 "gc_collections": [s["collections"] - b for s, b in zip(gc.get_stats(), gc_before)],
-                "pending_deallocations": len(getattr(ctx, "deallocations", ())),
-                "launches": trainer.backend.launch_count,
+                "pending_deallocations": None if ctx is None else len(ctx.deallocations),
+                "launches": be.launch_count - launches,
+                "replays": trainer.loop.replays,
             }
-            print(f"{'graphs' if graphs else 'eager'} batch {batch}:",
-                  " ".join(f"{s:.3f}" for s in history["seconds"]), flush=True)
+            print(key, " ".join(f"{s:.3f}" for s in history["seconds"]), flush=True)
     (out / "drift.json").write_text(json.dumps(record, indent=2))
     data = out / "data.npz"
     np.savez(data, X_train=X[:20_000], y_train=y[:20_000], X_test=X[-5_000:], y_test=y[-5_000:])
-    code = _run([sys.executable, "-m", "mlp", "train", "--data", str(data), "--backend", "cuda", "--epochs", "3",
+    code = _run([sys.executable, "-m", "mlp", "train", "--data", str(data), "--backend", backend, "--epochs", "3",
                  "-o", str(out / "cli.npz")], out / "cli-train.log", timeout=300)
     data.unlink()
     (out / "cli.npz").unlink(missing_ok=True)

@@ -387,3 +387,22 @@ def test_the_committed_cpu_record_renders(tmp_path):
     _assert_well_formed(text, 10)
     assert "AMD EPYC, 2 cores" in text and "Not recorded" not in text
     assert "### Validating once: the epoch before and after" in text
+
+
+def test_gpu_session_drift_part_records_every_fit(tmp_path, monkeypatch):
+    """The drift part of the GPU entry point, run on the NumPy backend with a tiny network and data:
+    one record per (path, batch) with a time per epoch, and the CLI run's log."""
+    import numpy as np
+
+    from bench import _measure, gpu_session
+
+    rng = np.random.default_rng(0)
+    monkeypatch.setattr(_measure, "REFERENCE_LAYERS", (784, 8, 10))
+    monkeypatch.setattr(_measure, "fashion_like",
+                        lambda n=0, seed=0: (rng.random((1100, 784), dtype=np.float32), rng.integers(0, 10, 1100)))
+    assert gpu_session.part_drift(tmp_path, backend="numpy", epochs=2) == 0
+    record = json.loads((tmp_path / "drift.json").read_text())
+    assert sorted(record) == ["eager-b1024", "eager-b128", "graphs-b1024", "graphs-b128"]
+    assert all(len(r["epoch_seconds"]) == 2 and len(r["gc_collections"]) == 3 for r in record.values())
+    assert "test accuracy" in (tmp_path / "cli-train.log").read_text()
+    assert not (tmp_path / "data.npz").exists()  # only the records come back from the device
