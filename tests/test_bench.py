@@ -406,3 +406,22 @@ def test_gpu_session_drift_part_records_every_fit(tmp_path, monkeypatch):
     assert all(len(r["epoch_seconds"]) == 2 and len(r["gc_collections"]) == 3 for r in record.values())
     assert "test accuracy" in (tmp_path / "cli-train.log").read_text()
     assert not (tmp_path / "data.npz").exists()  # only the records come back from the device
+
+
+def test_gpu_session_collect_merges_the_parts_into_one_record(tmp_path):
+    from bench import gpu_session
+
+    doc = _synthetic_results()
+    half = len(doc["benchmarks"]) // 2
+    parts = []
+    for i, chunk in enumerate((doc["benchmarks"][:half], doc["benchmarks"][half:])):
+        folder = tmp_path / "OUT" / f"part{i}"
+        folder.mkdir(parents=True)
+        (folder / "benchmark.json").write_text(json.dumps({**doc, "benchmarks": chunk}))
+        (folder / f"part{i}.log").write_text("log")
+        parts.append(folder)
+    into = tmp_path / "record"
+    assert gpu_session.main(["collect", *map(str, parts), "--into", str(into)]) == 0
+    merged = json.loads((into / "benchmark.json").read_text())
+    assert [b["name"] for b in merged["benchmarks"]] == [b["name"] for b in doc["benchmarks"]]
+    assert (into / "report.md").is_file() and (into / "part0.log").is_file() and (into / "part1.log").is_file()
