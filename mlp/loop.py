@@ -124,7 +124,7 @@ class TrainingLoop:
     def _baked(self) -> tuple:
         """Everything a captured epoch bakes in besides buffer contents; a change means recapture."""
         be = self.backend
-        return (id(self.model.params), id(self.model.grads), self.optimizer.structure(), id(self.table),
+        return (id(self.model.params), id(self.model.grads), self.optimizer.structure(),
                 getattr(be, "gemm_config", None), getattr(be, "split_k", None), self.steps, self.batch_size)
 
     def _replay(self) -> bool:
@@ -142,7 +142,7 @@ class TrainingLoop:
                 self._graph = None
             try:
                 self._graph = self.backend.capture(lambda: [self.step(i) for i in range(self.steps)],
-                                                   keepalive=(self, self.table))
+                                                   keepalive=self._graph_buffers())
             except GraphCaptureError:
                 raise
             except RuntimeError as exc:
@@ -155,6 +155,11 @@ class TrainingLoop:
         self._graph.replay()
         self.replays += 1
         return True
+
+    def _graph_buffers(self) -> tuple:
+        """Buffers a capture points at that others may replace (the loop owns the rest): kept with the graph,
+        so that none is freed, or its identity reused, while the graph lives."""
+        return (self.model.params, self.model.grads, *self.optimizer.graph_buffers())
 
     @property
     def graph_launches(self) -> int | None:

@@ -123,10 +123,22 @@ class Optimizer:
         self._state_key = None
         self._loaded = None
 
+    def graph_buffers(self) -> tuple:
+        """The device buffers a captured update points at: the state buffers and the scalars table."""
+        return (*(self._state[name] for name in sorted(self._state)), self._table)
+
+    def launch_flags(self) -> tuple:
+        """Settings a launch takes as arguments rather than from the table (a change needs a new capture)."""
+        return ()
+
     def structure(self) -> tuple:
-        """What a captured update bakes in besides the table: the code path and the state buffers."""
-        return (type(self).__name__, tuple(sorted(self._state)), self._state_key, self._table_key,
-                None if self._table is None else self._table.shape)
+        """What a captured update bakes in besides the table's contents: the code path and its buffers.
+
+        Buffers are compared by identity; whoever keeps a capture also keeps
+        :meth:`graph_buffers` alive, so an identity is never reused meanwhile.
+        """
+        return (type(self).__name__, tuple(sorted(self._state)), self.launch_flags(),
+                tuple(id(b) for b in self.graph_buffers()))
 
     def state_numpy(self) -> dict[str, np.ndarray]:
         """Host copies of the state buffers (empty before the first step)."""
@@ -196,6 +208,9 @@ class SGD(Optimizer):
 
     def scalars(self, step: int) -> tuple[float, ...]:
         return sgd_scalars(self.lr, self.momentum, self.weight_decay)
+
+    def launch_flags(self) -> tuple:
+        return (self.nesterov,)
 
     def launch(self, backend, params, grads, n_decay, table, row) -> None:
         backend._sgd_step(params, grads, self._state.get("momentum_buffer"), table, row, self.nesterov, n_decay)

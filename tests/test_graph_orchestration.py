@@ -34,7 +34,8 @@ class ReplayingBackend(NumpyBackend):
 
     def capture(self, record, keepalive=None):
         self.captures += 1
-        return types.SimpleNamespace(replay=record, close=lambda: None, launches=None)
+        # like a real graph, it keeps the buffers it points at alive
+        return types.SimpleNamespace(replay=record, close=lambda: None, launches=None, keepalive=keepalive)
 
 
 def _fit(backend, graphs, make_opt, epochs=4, **kwargs):
@@ -79,6 +80,14 @@ def test_a_change_of_what_the_graph_bakes_in_leads_to_a_recapture():
     be.gemm_config = "64x64"  # a different product configuration
     loop.epoch()
     assert be.captures == 3
+    trainer.optimizer.reset()  # the same kind of state, in new buffers
+    loop.epoch()
+    assert be.captures == 4
+    trainer.optimizer.nesterov = True  # a launch argument, not a table entry
+    loop.epoch()
+    assert be.captures == 5
+    loop.epoch()
+    assert be.captures == 5
 
 
 def test_a_new_fit_captures_anew_and_a_changed_learning_rate_is_staged():

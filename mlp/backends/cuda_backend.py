@@ -33,7 +33,7 @@ from mlp.kernels import gather, gemm, optim, softmax
 from mlp.kernels._config import ON_SIMULATOR, sm_count
 
 from . import _cuda_graph
-from .base import Backend, BackendStatus
+from .base import Backend, BackendStatus, is_c_contiguous
 
 # Element kinds the fill and conversion kernels handle; anything else (bool,
 # complex, ...) takes a round trip through host memory instead.
@@ -44,13 +44,6 @@ _ARRAY_KINDS = "biufc"
 
 def _is_device_array(a: Any) -> bool:
     return bool(devicearray.is_cuda_ndarray(a)) or hasattr(a, "__cuda_array_interface__")
-
-
-def _is_c_contiguous(a: Any) -> bool:
-    if isinstance(a, np.ndarray):
-        return a.flags.c_contiguous
-    test = getattr(a, "is_c_contiguous", None)
-    return True if test is None else bool(test())
 
 
 def _flat(a: Any) -> Any:
@@ -145,9 +138,9 @@ class CudaBackend(Backend):
             dev = self._device_view(a)
             have = np.dtype(dev.dtype)
             target = have if want is None else want
-            if target == have and _is_c_contiguous(dev):
+            if target == have and is_c_contiguous(dev):
                 return dev
-            if _is_c_contiguous(dev) and have.kind in _KERNEL_KINDS and target.kind in _KERNEL_KINDS:
+            if is_c_contiguous(dev) and have.kind in _KERNEL_KINDS and target.kind in _KERNEL_KINDS:
                 out = self.empty(dev.shape, target)
                 self.launch_count += fill_kernels.convert(_flat(dev), _flat(out), stream=self.stream)
                 return out
@@ -200,7 +193,7 @@ class CudaBackend(Backend):
             sdt = np.dtype(src.dtype)
             if not np.can_cast(sdt, dt, casting="same_kind"):
                 raise TypeError(f"src: cannot copy dtype {sdt} into dtype {dt} (same-kind casting)")
-            if _is_c_contiguous(src) and _is_c_contiguous(dst):
+            if is_c_contiguous(src) and is_c_contiguous(dst):
                 if sdt == dt:
                     dst.copy_to_device(src, stream=self.stream)  # device to device
                     return
@@ -217,7 +210,7 @@ class CudaBackend(Backend):
         if a.size == 0:
             return
         dt = np.dtype(a.dtype)
-        if dt.kind in _KERNEL_KINDS and _is_c_contiguous(a):
+        if dt.kind in _KERNEL_KINDS and is_c_contiguous(a):
             self.launch_count += fill_kernels.fill(_flat(a), value, stream=self.stream)
         else:
             a.copy_to_device(np.full(a.shape, value, dtype=dt), stream=self.stream)
@@ -262,11 +255,7 @@ class CudaBackend(Backend):
 
     @property
     def _gemm_options(self) -> dict:
-        opts = self.__dict__.get("_gemm_opts")
-        if opts is None or opts["config"] != self.gemm_config or opts["split_k"] != self.split_k:
-            opts = self._gemm_opts = dict(config=self.gemm_config, split_k=self.split_k,
-                                          workspace=self._workspace, stream=self.stream)
-        return opts
+        return dict(config=self.gemm_config, split_k=self.split_k, workspace=self._workspace, stream=self.stream)
 
     # ---------------------------------------------------------------- softmax
     def _softmax(self, logits, out) -> None:
