@@ -61,9 +61,9 @@ def configured(kern, grid, block, stream=0):
 def prepared(kern, grid, block, stream=0):
     """:func:`configured`, with the kernel's code also loaded into the current context.
 
-    The ``prepare`` functions of the kernel modules call this so that a later
-    launch, possibly during CUDA-graph capture, neither builds nor loads
-    anything.
+    For a launch built ahead of its first use (the matrix products' launch
+    recipes), so that the launch itself, possibly during CUDA-graph capture,
+    neither builds nor loads anything.
     """
     for overload in kern.overloads.values():  # empty under the simulator
         overload.bind()

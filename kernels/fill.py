@@ -7,7 +7,7 @@ twin: mlp.backends.numpy_backend.NumpyBackend._fill (``ndarray.fill``),
 Each is a grid-stride loop over a flat (1-D, contiguous) view; the caller
 reshapes.  Kernels are compiled per dtype on first use.  Every launcher takes
 ``stream`` (0, the default stream, or a Numba stream) and enqueues nothing
-else; ``prepare_*`` build a launch ahead of time (before CUDA-graph capture).
+else.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from numba.cuda.np.numpy_support import from_dtype
 from numba.cuda.types import float64, void
 
 from ._config import STATS_CORRECT, STATS_EMPTY, STATS_FIRST_NONFINITE_STEP, STATS_LOSS_SUM, kernel
-from ._launch import capped_blocks, ceil_div, configured, prepared
+from ._launch import capped_blocks, ceil_div, configured
 
 THREADS = 256
 BLOCKS_PER_SM = 8
@@ -94,20 +94,3 @@ def reset_stats(stats, *, stream=0) -> int:
     """``stats[:] = STATS_EMPTY`` (``[0, 0, inf]``) on the device.  Returns launches."""
     configured(reset_stats_kernel(), *_STATS_GRID, stream)(stats)
     return 1
-
-
-def prepare_fill(size: int, dtype: Any, *, stream=0) -> None:
-    """Build :func:`fill`'s launch for ``size`` elements of ``dtype`` without launching."""
-    if size:
-        prepared(fill_kernel(np.dtype(dtype)), *_grid(size), stream)
-
-
-def prepare_convert(size: int, src_dtype: Any, dst_dtype: Any, *, stream=0) -> None:
-    """Build :func:`convert`'s launch for ``size`` elements without launching."""
-    if size:
-        prepared(convert_kernel(np.dtype(src_dtype), np.dtype(dst_dtype)), *_grid(size), stream)
-
-
-def prepare_reset_stats(*, stream=0) -> None:
-    """Build :func:`reset_stats`'s launch without launching."""
-    prepared(reset_stats_kernel(), *_STATS_GRID, stream)

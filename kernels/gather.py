@@ -9,8 +9,7 @@ count from the end as in NumPy.  An index still out of range cannot raise on
 the device without a synchronisation, so its output row is zero-filled
 instead of read (NumPy would raise ``IndexError``).
 
-``take_rows`` takes ``stream`` (0 or a Numba stream); ``prepare`` builds its
-launch ahead of time (before CUDA-graph capture).
+``take_rows`` takes ``stream`` (0 or a Numba stream).
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from numba.cuda.np.numpy_support import from_dtype
 from numba.cuda.types import int64, void
 
 from ._config import kernel
-from ._launch import capped_blocks, ceil_div, configured, prepared
+from ._launch import capped_blocks, ceil_div, configured
 
 COLS = 128  # block x: threads along a row
 ROWS = 2  # block y: rows in flight per block
@@ -91,9 +90,3 @@ def take_rows(X, idx, out, *, stream=0) -> int:
         return 0
     configured(*_plan(X.ndim, X.shape[X.ndim - 1], X.dtype, b), stream)(X, idx, out)
     return 1
-
-
-def prepare(rows: int, X_shape: tuple[int, ...], dtype: Any, *, stream=0) -> None:
-    """Build :func:`take_rows`'s launch for ``rows`` rows of an X of ``X_shape`` without launching."""
-    if rows and all(X_shape[1:]):
-        prepared(*_plan(len(X_shape), X_shape[-1], dtype, rows), stream)

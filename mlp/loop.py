@@ -34,14 +34,22 @@ class TrainingLoop:
     That is what lets an epoch be captured into a CUDA graph and replayed.
 
     ``step(i)`` runs step ``i`` of the current order and can be called on
-    its own (the benchmarks time it); ``epoch()`` runs them all.
+    its own (the benchmarks time it); ``epoch()`` runs them all.  Either way
+    the optimizer's step count advances by one per update launched, so
+    ``begin_epoch()`` followed by ``step(i)`` for every ``i`` gives exactly
+    the parameters (and the next epoch's staged scalars) that ``epoch()``
+    gives.
     """
 
     def __init__(self, model: MLP, optimizer: Optimizer, backend: Backend, X: Any, y: Any, batch_size: int,
-                 cuda_graphs: bool = False) -> None:
+                 cuda_graphs: bool = False, weights: Any = None, l2_penalty: bool = False) -> None:
+        """``y``: int64 labels (n,) for a softmax output, else real targets (n, n_outputs) of the model's dtype;
+        ``weights``: per-sample weights (n,) of the model's dtype, or None.  With ``l2_penalty`` every step
+        adds ``scale * ||W||^2`` (the weights before its update; scale staged per step by
+        :meth:`begin_epoch`) to the loss statistics: scikit-learn's L2 term of the loss."""
         self.model, self.optimizer, self.backend = model, optimizer, backend
         be = backend
-        self.X, self.y = X, y
+        self.X, self.y, self.weights = X, y, weights
         n = int(X.shape[0])
         self.n_samples = n
         self.batch_size = B = min(batch_size, n)
@@ -52,13 +60,15 @@ class TrainingLoop:
         self.batch_idx = [self.perm[s * B:min(n, (s + 1) * B)] for s in range(self.steps)]
         sizes = sorted({B, n - (self.steps - 1) * B})
         self.batch_x = {b: be.empty((b, model.n_features), model.dtype) for b in sizes}
-        self.batch_y = {b: be.empty((b,), np.int64) for b in sizes}
+        self.batch_y = {b: be.empty((b, *y.shape[1:]), y.dtype) for b in sizes}
+        self.batch_w = None if weights is None else {b: be.empty((b,), weights.dtype) for b in sizes}
+        self.penalty = be.zeros(self.steps, model.dtype) if l2_penalty else None
         self.workspaces = {b: model.new_workspace(b) for b in sizes}
         self.stats = be.new_stats()
         model.grads  # noqa: B018  (allocate the gradient buffer before the first step)
         optimizer.prepare(be, model.params)
         self.table = None
-        self.use_graphs = bool(cuda_graphs) and getattr(be, "supports_graphs", False)
+        self.use_graphs = bool(cuda_graphs) and be.supports_graphs
         self._graph = None
         self._graph_key = None
         self.eager_epochs = 0
@@ -66,15 +76,27 @@ class TrainingLoop:
 
     # ------------------------------------------------------------ the step
     def step(self, i: int) -> None:
-        """Training step ``i`` of the current order, with row ``i`` of the staged optimizer scalars."""
+        """Training step ``i`` of the current order, with row ``i`` of the optimizer scalars staged by
+        :meth:`begin_epoch`; counts one optimizer update."""
+        self._launch_step(i)
+        self.optimizer.advance(1)
+
+    def _launch_step(self, i: int) -> None:
+        """The operations of step ``i``, and nothing on the host: what a captured epoch records."""
         be, model = self.backend, self.model
         idx = self.batch_idx[i]
         b = idx.shape[0]
         xb, yb, ws = self.batch_x[b], self.batch_y[b], self.workspaces[b]
         be._take_rows(self.X, idx, xb)
         be._take_rows(self.y, idx, yb)
+        wb = None
+        if self.batch_w is not None:
+            wb = self.batch_w[b]
+            be._take_rows(self.weights, idx, wb)
+        if self.penalty is not None:
+            be._l2_penalty(model.params, model.n_weights, self.penalty, i, self.stats)
         logits = model.forward(xb, ws)
-        be._softmax_xent(logits, yb, ws.dlogits, self.stats, i)
+        model.loss_into(logits, yb, ws.dlogits, self.stats, i, wb)
         model.backward(xb, ws)
         self.optimizer.launch(be, model.params, model.grads, model.n_weights, self.table, i)
 
@@ -84,36 +106,45 @@ class TrainingLoop:
         host = np.arange(self.n_samples, dtype=np.int64) if order is None else order
         self.backend.copy_(self.perm, host)
 
-    def begin_epoch(self) -> None:
-        """Reset the loss statistics and stage this epoch's optimizer scalars (one small copy each)."""
+    def begin_epoch(self, weight_decay: Any = None, penalty: Any = None) -> None:
+        """Reset the loss statistics and stage this epoch's optimizer scalars (one small copy each).
+
+        ``weight_decay``: one decay per step replacing the optimizer's (see :meth:`Optimizer.stage`);
+        ``penalty``: one L2 scale per step (needs ``l2_penalty=True``).
+        """
         self.optimizer.prepare(self.backend, self.model.params)  # a no-op unless the state was reset
         self.backend._fill_stats(self.stats)
-        self.table = self.optimizer.stage(self.backend, self.model.dtype, self.steps)
+        self.table = self.optimizer.stage(self.backend, self.model.dtype, self.steps, weight_decay)
+        if penalty is not None:
+            if self.penalty is None:
+                raise ValueError("penalty: this loop was built without l2_penalty=True")
+            self.backend.copy_(self.penalty, np.asarray(penalty, dtype=self.model.dtype))
 
-    def epoch(self, on_step: Callable[[int], Any] | None = None) -> int:
+    def epoch(self, on_step: Callable[[int], Any] | None = None, *, weight_decay: Any = None,
+              penalty: Any = None) -> int:
         """Run every step of the current order; returns how many steps ran.
 
         ``on_step(steps_done)`` is called after each step (eager path only;
         a progress bar, an interrupt check) and ends the epoch early when it
-        returns ``True``.  With CUDA graphs the first
-        epoch of the loop runs eagerly (it compiles everything and allocates
-        any scratch), later epochs replay one captured graph, and an epoch is
-        the unit of interruption.  The optimizer's step count advances by the
-        steps run.
+        returns ``True``.  With CUDA graphs the loop runs eagerly until one
+        epoch has run to its end (that compiles every kernel and allocates
+        any scratch, the short last batch's included: nothing may be
+        allocated during a capture), later epochs replay one captured graph,
+        and an epoch is the unit of interruption.  The optimizer's step count
+        advances by the steps run.
         """
-        self.begin_epoch()
-        ran = self.steps
+        self.begin_epoch(weight_decay, penalty)
         if self.use_graphs and self.eager_epochs > 0 and self._replay():
-            pass
-        else:
-            ran = 0
-            for i in range(self.steps):
-                self.step(i)
-                ran += 1
-                if on_step is not None and on_step(ran) is True:
-                    break
+            self.optimizer.advance(self.steps)
+            return self.steps
+        ran = 0
+        for i in range(self.steps):
+            self.step(i)
+            ran += 1
+            if on_step is not None and on_step(ran) is True:
+                break
+        if ran == self.steps:  # an epoch cut short left some step (the short last batch) never run
             self.eager_epochs += 1
-        self.optimizer.advance(ran)
         return ran
 
     def totals(self) -> np.ndarray:
@@ -123,17 +154,18 @@ class TrainingLoop:
     # ------------------------------------------------------------- graphs
     def _baked(self) -> tuple:
         """Everything a captured epoch bakes in besides buffer contents; a change means recapture."""
-        be = self.backend
         return (id(self.model.params), id(self.model.grads), self.optimizer.structure(),
-                getattr(be, "gemm_config", None), getattr(be, "split_k", None), self.steps, self.batch_size)
+                self.backend.graph_key(), self.steps, self.batch_size)
 
     def _replay(self) -> bool:
         """Replay the captured epoch (capturing it first if needed); False if capturing is not possible here.
 
         A launch that escaped the capture (:class:`GraphCaptureError`) is a bug
-        and raises.  Any other failure to capture (a driver that refuses) is
+        and raises.  Any other failure to capture (a driver that refuses, a
+        launch the driver rejects while capturing, missing driver bindings) is
         reported once as a warning and the loop goes on with eager launches,
-        which compute the same parameters.
+        which compute the same parameters: a capture runs nothing, so the
+        epoch has not started yet.
         """
         key = self._baked()
         if self._graph is None or key != self._graph_key:
@@ -141,13 +173,14 @@ class TrainingLoop:
                 self._graph.close()
                 self._graph = None
             try:
-                self._graph = self.backend.capture(lambda: [self.step(i) for i in range(self.steps)],
+                self._graph = self.backend.capture(lambda: [self._launch_step(i) for i in range(self.steps)],
                                                    keepalive=self._graph_buffers())
             except GraphCaptureError:
                 raise
-            except RuntimeError as exc:
-                warnings.warn(f"CUDA graph capture failed ({exc}); training goes on with eager launches "
-                              "(pass cuda_graphs=False to the Trainer to skip the attempt)", RuntimeWarning,
+            except Exception as exc:  # CUDAError, CudaAPIError and ImportError are not RuntimeErrors
+                warnings.warn(f"CUDA graph capture failed ({type(exc).__name__}: {exc}); training goes on "
+                              "with eager launches (pass cuda_graphs=False to the Trainer to skip the attempt)",
+                              RuntimeWarning,
                               stacklevel=4)
                 self.use_graphs = False
                 return False

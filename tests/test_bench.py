@@ -370,7 +370,7 @@ def test_epoch_profile_times_every_operation_of_every_step(capsys):
     (profile,) = profile_epoch.main(["--optimizer", "sgd", "--samples", "1024", "--batch", "128", "--epochs", "1"])
     assert profile.steps == 8
     every_step = ("_take_rows", "_affine_forward", "_affine_backward", "_softmax_xent", "_sgd_step",
-                  "bias_act_inplace", "relu_mask_colsum", "colsum")
+                  "bias_act_inplace", "act_grad_colsum", "colsum")
     for name in every_step:
         assert profile.calls.get(name, 0) >= profile.steps, f"{name} timed in fewer than every step"
     assert profile.calls.get("_adam_step", 0) == 0  # SGD run
@@ -389,23 +389,93 @@ def test_the_committed_cpu_record_renders(tmp_path):
     assert "### Validating once: the epoch before and after" in text
 
 
-def test_gpu_session_drift_part_records_every_fit(tmp_path, monkeypatch):
-    """The drift part of the GPU entry point, run on the NumPy backend with a tiny network and data:
-    one record per (path, batch) with a time per epoch, and the CLI run's log."""
-    import numpy as np
+def test_gpu_session_kills_a_silent_part_on_time(tmp_path, monkeypatch):
+    """A part that prints nothing and ignores SIGINT is killed at its limit, with the processes it started,
+    not when it next prints; the parts after it still run."""
+    from bench import gpu_session
 
-    from bench import _measure, gpu_session
+    monkeypatch.setattr(gpu_session, "KILL_GRACE_S", 1.0)
+    monkeypatch.setattr(gpu_session, "RESERVE_S", 0.0)
+    pid_file = tmp_path / "grandchild.pid"
+    quiet = ("import signal, subprocess, sys, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+             "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); "
+             f"open({str(pid_file)!r}, 'w').write(str(child.pid)); time.sleep(600)")
+    parts = [gpu_session.Part("quiet", [sys.executable, "-c", quiet], cap_s=3, min_s=0),
+             gpu_session.Part("next", [sys.executable, "-c", "print('ran')"], cap_s=60, min_s=0)]
+    out = tmp_path / "out"
+    record = gpu_session.run_session(parts, out, budget_s=120, work=tmp_path / "work", echo=False)
+    quiet_record = record["parts"]["quiet"]
+    assert quiet_record["killed"] and quiet_record["exit_status"] != 0
+    assert quiet_record["seconds"] < 60  # a part left to its own sleep would take 600 s
+    assert record["parts"]["next"]["exit_status"] == 0 and not record["parts"]["next"]["killed"]
+    grandchild = int(pid_file.read_text())
+    status = Path(f"/proc/{grandchild}/status")
+    assert not status.exists() or "zombie" in status.read_text()  # killed with its part's process group
+    log = (out / "session.log").read_text()
+    assert "quiet killed after" in log and "ran" in log
+    assert json.loads((out / "session.json").read_text()) == json.loads(json.dumps(record))
 
-    rng = np.random.default_rng(0)
-    monkeypatch.setattr(_measure, "REFERENCE_LAYERS", (784, 8, 10))
-    monkeypatch.setattr(_measure, "fashion_like",
-                        lambda n=0, seed=0: (rng.random((1100, 784), dtype=np.float32), rng.integers(0, 10, 1100)))
-    assert gpu_session.part_drift(tmp_path, backend="numpy", epochs=2) == 0
-    record = json.loads((tmp_path / "drift.json").read_text())
-    assert sorted(record) == ["eager-b1024", "eager-b128", "graphs-b1024", "graphs-b128"]
-    assert all(len(r["epoch_seconds"]) == 2 and len(r["gc_collections"]) == 3 for r in record.values())
-    assert "test accuracy" in (tmp_path / "cli-train.log").read_text()
-    assert not (tmp_path / "data.npz").exists()  # only the records come back from the device
+
+def test_gpu_session_all_on_numpy_with_a_tiny_network(tmp_path, monkeypatch):
+    """The whole session through its command line, on the NumPy backend with a tiny network, where pooch and
+    platformdirs cannot be imported (as on the GPU machine): every part that can run here runs, and what
+    comes back is at most 8 files, each under 16 MiB, the JUnit XML beside the tests' log."""
+    from bench import gpu_session
+
+    blockers = tmp_path / "blockers"
+    blockers.mkdir()
+    for name in ("pooch", "platformdirs"):
+        (blockers / f"{name}.py").write_text(f"raise ImportError('{name} is not installed here')\n")
+    monkeypatch.setenv("PYTHONPATH", str(blockers))
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:platformdirs")  # its pytest plugin, absent with it
+    out = tmp_path / "OUT"
+    code = gpu_session.main(["all", "--out", str(out), "--budget", "400", "--backend", "numpy", "--tiny",
+                             "--tests", "tests/test_graph_orchestration.py::test_a_capture_runs_nothing_and_"
+                                        "a_replay_runs_what_was_recorded"])
+    record = json.loads((out / "session.json").read_text())
+    assert code == 0, record
+    files = sorted(p for p in out.rglob("*") if p.is_file())
+    assert len(files) <= gpu_session.MAX_FILES and all(p.stat().st_size < gpu_session.MAX_FILE_BYTES for p in files)
+    assert {p.name for p in files} == {"session.json", "session.log", "info.json", "tests.log", "tests-junit.xml",
+                                       "training.json"}
+    assert [n for n, r in record["parts"].items() if "skipped" in r] == ["kernels", "tune"]
+    assert all(r["exit_status"] == 0 for r in record["parts"].values() if "skipped" not in r)
+    assert 'tests="1"' in (out / "tests-junit.xml").read_text() and "1 passed" in (out / "tests.log").read_text()
+    training = json.loads((out / "training.json").read_text())
+    assert sorted(training["rows"]) == sorted(f"{name}-b{b}" for b in (128, 1024) for name in
+                                              ("mlp-graphs", "mlp-eager", "torch-eager", "torch-graphs"))
+    for key in ("mlp-graphs-b128", "mlp-eager-b1024"):
+        row = training["rows"][key]
+        assert len(row["epoch_seconds"]) == training["epochs"] and row["steps_per_epoch"] >= 1
+    assert json.loads((out / "info.json").read_text())["device"]["backend"] == "numpy"
+
+
+def test_gpu_session_returns_at_most_8_files_each_under_the_limit(tmp_path, monkeypatch):
+    """Every file a session can return is named by its plan (at most 8 with the session's own two); a result
+    over the size limit stays behind, named in the record; a log stops growing at its limit."""
+    from bench import gpu_session
+
+    parts = gpu_session.plan(tmp_path, "cuda", False, ["tests/test_cuda_graphs.py"])
+    names = {"session.json"} | {p.log for p in parts} | {r for p in parts for r in p.results}
+    assert len(names) <= gpu_session.MAX_FILES
+    assert [p.name for p in parts] == ["info", "tests", "training", "kernels", "tune"]
+
+    monkeypatch.setattr(gpu_session, "MAX_FILE_BYTES", 100)
+    work, out = tmp_path / "work", tmp_path / "out"
+    work.mkdir()
+    out.mkdir()
+    (work / "small.json").write_text("{}")
+    (work / "big.json").write_text("x" * 100)
+    kept = gpu_session._keep(work, out, ["small.json", "big.json", "missing.json"])
+    assert kept == {"small.json": "2 bytes", "big.json": "left out: 100 bytes", "missing.json": "absent"}
+    assert sorted(p.name for p in out.iterdir()) == ["small.json"]
+
+    monkeypatch.setattr(gpu_session, "LOG_LIMIT_BYTES", 1000)
+    loud = gpu_session.Part("loud", [sys.executable, "-c", "[print('x' * 99) for _ in range(100)]"], cap_s=60)
+    result = gpu_session.run_part(loud, out, timeout=60, echo=False)
+    assert result["exit_status"] == 0
+    log = (out / "session.log").read_text()
+    assert len(log) < 1000 + 200 and "bytes of output left out of this log" in log
 
 
 def test_gpu_session_collect_merges_the_parts_into_one_record(tmp_path):
@@ -425,3 +495,22 @@ def test_gpu_session_collect_merges_the_parts_into_one_record(tmp_path):
     merged = json.loads((into / "benchmark.json").read_text())
     assert [b["name"] for b in merged["benchmarks"]] == [b["name"] for b in doc["benchmarks"]]
     assert (into / "report.md").is_file() and (into / "part0.log").is_file() and (into / "part1.log").is_file()
+
+
+def test_gpu_session_collect_tabulates_the_training_rows(tmp_path):
+    from bench import gpu_session
+
+    returned = tmp_path / "OUT"
+    returned.mkdir()
+    doc = {"layers": [784, 512, 256, 10], "samples": 60000, "epochs": 6, "optimizer": "Adam(lr=1e-3)",
+           "backend": "cuda", "rows": {
+               "mlp-graphs-b128": {"median_s": 0.035, "last_over_first": 1.01, "launches_per_epoch": 100.0,
+                                   "graph_launches": 5628, "replays": 5},
+               "torch-graphs-b128": {"absent": "PyTorch CUDA graphs need a GPU"}}}
+    (returned / "training.json").write_text(json.dumps(doc))
+    (returned / "session.json").write_text("{}")
+    into = tmp_path / "record"
+    assert gpu_session.main(["collect", str(returned), "--into", str(into)]) == 0
+    text = re.sub(" +", " ", (into / "training.md").read_text())
+    assert "| 128 | mlp-graphs | 35.00 ms | 1.01× | 100 | 5628 | 5 |" in text
+    assert "PyTorch CUDA graphs need a GPU" in text and (into / "session.json").is_file()

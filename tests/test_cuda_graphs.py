@@ -111,3 +111,57 @@ def test_early_stopping_validation_and_checkpoints_behave_as_on_the_eager_path(c
     for (W0, b0), (W1, b1) in zip(ck_e.get_weights(), ck_g.get_weights()):
         np.testing.assert_array_equal(W0, W1)
         np.testing.assert_array_equal(b0, b1)
+
+
+def test_a_capture_defers_the_releases_a_garbage_collection_would_make(cuda):
+    """Device arrays freed by a garbage-collection pass during a capture are released after it, not inside
+    it (``cuMemFree`` would invalidate the capture)."""
+    import gc
+
+    from numba import cuda as numba_cuda
+
+    class Cycle:
+        pass
+
+    def garbage():  # device memory that only a garbage-collection pass frees
+        for _ in range(64):
+            c = Cycle()
+            c.self, c.buffer = c, numba_cuda.device_array(256, dtype=np.float32)
+
+    a = cuda.zeros(100, np.float32)
+    cuda._fill(a, 0.0)  # compiled and loaded before the capture
+
+    def record():
+        cuda._fill(a, 4.0)
+        gc.collect()  # runs even with the collector paused: its releases must wait
+
+    gc.disable()  # keep the garbage until the capture
+    try:
+        garbage()
+        graph = cuda.capture(record)
+    finally:
+        gc.enable()
+    graph.replay()
+    np.testing.assert_array_equal(cuda.to_numpy(a), 4.0)
+    graph.close()
+
+
+def test_an_interrupted_first_epoch_is_followed_by_a_complete_eager_epoch(cuda):
+    """The short last batch first runs eagerly, never inside a capture; the parameters are the eager path's."""
+    results = []
+    for graphs in (False, True):
+        model = mlp.MLP(LAYERS, seed=1)
+        trainer = mlp.Trainer(model, optim.Adam(lr=1e-3), backend="cuda", batch_size=BATCH, cuda_graphs=graphs)
+        X, y = _data()
+        loop = trainer.training_loop(X, y)
+        rng = np.random.default_rng(3)
+        loop.set_order(rng.permutation(N).astype(np.int64))
+        assert loop.epoch(on_step=lambda done: done == 3) == 3
+        for _ in range(3):
+            loop.set_order(rng.permutation(N).astype(np.int64))
+            loop.epoch()
+        results.append((cuda.to_numpy(model.params), loop.replays))
+        loop.close()
+    (p_eager, r_eager), (p_graphs, r_graphs) = results
+    assert r_eager == 0 and r_graphs == 2  # eager: the cut-short epoch and the next; then one capture
+    np.testing.assert_array_equal(p_graphs, p_eager)

@@ -12,21 +12,45 @@ A graph bakes in the addresses of the buffers its launches named and the
 scalar arguments they were given.  Keeping those buffers alive, and
 recapturing when any of them or any scalar changes, is the caller's job
 (see ``mlp.loop.TrainingLoop``).
+
+Nothing may free device memory or unload a module while a capture is under
+way: the driver calls that would do it (``cuMemFree``, ``cuModuleUnload``)
+invalidate the capture.  Numba defers such releases and flushes them once
+enough are pending, from whatever code happens to drop the last reference,
+and a garbage-collection pass (which may also finalise an old graph) can drop
+references anywhere; so the recording runs inside
+``numba.cuda.defer_cleanup()`` with the garbage collector paused.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import gc
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from .base import GraphCaptureError
 
 
 def _driver():
-    try:
-        from cuda.bindings import driver
-    except ImportError:  # cuda-python before the cuda.bindings layout
-        from cuda import cuda as driver
+    """``cuda.bindings.driver`` (a dependency of numba-cuda); ImportError when it is missing."""
+    from cuda.bindings import driver
+
     return driver
+
+
+@contextmanager
+def _nothing_released() -> Iterator[None]:
+    """No deallocation, module unload or garbage collection in the body (each would break a capture)."""
+    from numba import cuda
+
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        with cuda.defer_cleanup():
+            yield
+    finally:
+        if paused:
+            gc.enable()
 
 
 def _check(result: Any, what: str) -> Any:
@@ -58,7 +82,7 @@ class CapturedGraph:
 
     def replay(self) -> None:
         """Enqueue one replay on the stream it was captured on (asynchronous)."""
-        _check(_driver().cuGraphLaunch(self._exec, int(self._stream.handle)), "cuGraphLaunch")
+        _check(_driver().cuGraphLaunch(self._exec, int(self._stream)), "cuGraphLaunch")
 
     def close(self) -> None:
         driver = _driver()
@@ -84,18 +108,19 @@ def capture(stream: Any, record: Callable[[], int], keepalive: Any = None) -> Ca
     stream (such a call fails the capture instead of running outside it).
     """
     driver = _driver()
-    handle = int(stream.handle)
-    _check(driver.cuStreamBeginCapture(handle, driver.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL),
-           "cuStreamBeginCapture")
-    try:
-        launches = record()
-    except BaseException:
-        # End the capture even when recording failed, so the stream is usable again.
-        err, graph = driver.cuStreamEndCapture(handle)
-        if err == driver.CUresult.CUDA_SUCCESS and graph:
-            driver.cuGraphDestroy(graph)
-        raise
-    graph = _check(driver.cuStreamEndCapture(handle), "cuStreamEndCapture (a call during capture broke it)")
+    handle = int(stream)  # the stream's CUstream as an integer, whatever type numba-cuda keeps it in
+    with _nothing_released():
+        _check(driver.cuStreamBeginCapture(handle, driver.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL),
+               "cuStreamBeginCapture")
+        try:
+            launches = record()
+        except BaseException:
+            # End the capture even when recording failed, so the stream is usable again.
+            err, graph = driver.cuStreamEndCapture(handle)
+            if err == driver.CUresult.CUDA_SUCCESS and graph:
+                driver.cuGraphDestroy(graph)
+            raise
+        graph = _check(driver.cuStreamEndCapture(handle), "cuStreamEndCapture (a call during capture broke it)")
     try:
         _, nodes = _check(driver.cuGraphGetNodes(graph, 0), "cuGraphGetNodes")
         if nodes != launches:
