@@ -117,7 +117,8 @@ class ValidatedEpoch:
             ws = loop.workspaces[b]
             a = xb
             for j in range(model.n_layers):
-                a = be.affine_forward(a, Ws[j], bs[j], relu=j < last, out=ws.acts[j])
+                a = be.affine_forward(a, Ws[j], bs[j], activation="relu" if j < last else "identity",
+                                      out=ws.acts[j])
             be.softmax_cross_entropy_into(a, yb, ws.dlogits, loop.stats, step=i)
             dy = ws.dlogits
             for j in range(last, -1, -1):

@@ -31,7 +31,7 @@ from mlp.backends.numpy_backend import NumpyBackend
 #: The NumPy backend's operations the model, trainer and optimizers call, timed by name.
 BACKEND_OPS = ("_take_rows", "_affine_forward", "_affine_backward", "_softmax_xent", "_adam_step", "_sgd_step")
 #: The Numba loops inside the affine operations, timed to split them into products and epilogues.
-LOOPS = ("bias_act_inplace", "relu_mask_colsum", "colsum")
+LOOPS = ("bias_act_inplace", "act_grad_colsum", "colsum")
 REST = "the rest (trainer's Python per step)"
 
 
@@ -76,7 +76,7 @@ def instrument(seconds: collections.Counter, calls: collections.Counter) -> Call
 def breakdown(epoch_seconds: float, totals: collections.Counter) -> dict[str, float]:
     """Seconds per category of one epoch; the last, the rest, is what no timer saw."""
     epilogues = totals["bias_act_inplace"]
-    masks = totals["relu_mask_colsum"] + totals["colsum"]
+    masks = totals["act_grad_colsum"] + totals["colsum"]
     parts = {
         "matrix products (BLAS)": totals["_affine_forward"] + totals["_affine_backward"] - epilogues - masks,
         "optimizer update": totals["_adam_step"] + totals["_sgd_step"],

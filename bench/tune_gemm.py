@@ -138,6 +138,8 @@ def _operands(p: Product, rng):
 
 
 def _mlp_op(p: Product, dev: dict, out, config: str, split_k: int, ws):
+    from numba import cuda
+
     from mlp.kernels import gemm
 
     opts = dict(config=config, split_k=split_k, workspace=ws)
@@ -145,7 +147,7 @@ def _mlp_op(p: Product, dev: dict, out, config: str, split_k: int, ws):
         return lambda: gemm.affine_forward(dev["x"], dev["W"], dev["b"], p.relu, out, **opts)
     if p.variant == "dx":
         return lambda: gemm.affine_backward_dx(dev["dy"], dev["W"], dev["y"], out, **opts)
-    db = gemm.cuda.device_array(p.n, dtype=DTYPE)
+    db = cuda.device_array(p.n, dtype=DTYPE)
     return lambda: gemm.affine_backward_dw(dev["dy"], dev["x"], dev["y"], out, db, **opts)
 
 

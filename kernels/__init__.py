@@ -8,8 +8,11 @@ checks every one against that twin, on a GPU or under Numba's CUDA simulator.
 module         kernels and their NumPy twin (``mlp.backends.numpy_backend``)
 =============  ==============================================================
 ``gemm``       tiled matrix product with fused epilogues: affine forward
-               (bias + ReLU), backward dx (ReLU mask on load) and dW with db
-               -- twins ``NumpyBackend._affine_forward`` / ``_affine_backward``
+               (bias + activation), backward dx (the activation's derivative
+               applied on load) and dW with db; the activations (identity,
+               relu, tanh, logistic) are device functions in
+               ``activations`` -- twins ``NumpyBackend._affine_forward`` /
+               ``_affine_backward``
 ``softmax``    softmax + cross-entropy (loss, hits, non-finite step, gradient)
                and plain softmax -- twins ``_softmax_xent`` / ``_softmax``
 ``optim``      SGD (momentum, Nesterov), RMSprop, Adam and AdamW steps over a

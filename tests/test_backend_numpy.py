@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from mlp.backends import get_backend
+from mlp.backends.base import ACTIVATIONS, activation_code
 from mlp.backends.numpy_backend import NumpyBackend
 
 be = NumpyBackend()
@@ -49,9 +50,10 @@ def test_affine_forward_matches_formula(relu, dtype):
     np.testing.assert_allclose(out, ref, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6)
 
 
-@pytest.mark.parametrize("relu", [True, False])
-def test_affine_backward_gradcheck(relu):
-    """dx, dW, db of L = sum(G * layer(x)) match central differences in float64."""
+@pytest.mark.parametrize("activation", [*ACTIVATIONS, True, False])
+def test_affine_backward_gradcheck(activation):
+    """dx, dW, db of L = sum(G * layer(x)) match central differences in float64, for every activation
+    (and the bools that name relu and identity)."""
     rng = np.random.default_rng(2)
     x = rng.standard_normal((6, 4))
     W = rng.standard_normal((4, 5))
@@ -59,13 +61,117 @@ def test_affine_backward_gradcheck(relu):
     G = rng.standard_normal((6, 5))
 
     def loss() -> float:
-        return float(np.sum(G * be.affine_forward(x, W, b, relu)))
+        return float(np.sum(G * be.affine_forward(x, W, b, activation)))
 
-    y = be.affine_forward(x, W, b, relu)
-    dx, dW, db = be.affine_backward(G, x, W, y=y if relu else None)
+    y = be.affine_forward(x, W, b, activation)
+    dx, dW, db = be.affine_backward(G, x, W, y=y, activation=activation)
     # step 1e-6 in float64: truncation and rounding error ~1e-9 relative
     for got, wrt in ((dx, x), (dW, W), (db, b)):
         assert rel_err(got, numeric_grad(loss, wrt)) < 1e-7
+
+
+# Twins against PyTorch: y = f(x @ W + b) and, by autograd, the gradients of
+# sum(G * y).  float64: both sides are BLAS products (K <= 19 terms, summed in
+# possibly different orders) followed by one elementwise function, so they
+# agree to a few ulp of the largest term: rtol 1e-12 with atol 1e-13 for
+# elements that cancel to near zero.  float32, the same argument with
+# eps = 6e-8: relative Frobenius error < 1e-5.
+TORCH_SHAPES = [(1, 5, 3), (7, 19, 17), (33, 5, 17), (33, 19, 3)]
+
+
+def _torch_layer(torch, activation, x, W, b, G):
+    """``y = f(x @ W + b)`` and the gradients of ``sum(G * y)`` with respect to x, W, b, by PyTorch."""
+    f = {"identity": lambda z: z, "relu": torch.relu, "tanh": torch.tanh, "logistic": torch.sigmoid}[activation]
+    xt, Wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, W, b))
+    y = f(xt @ Wt + bt)
+    (y * torch.tensor(G)).sum().backward()
+    return y.detach().numpy(), xt.grad.numpy(), Wt.grad.numpy(), bt.grad.numpy()
+
+
+@pytest.mark.parametrize("shape", TORCH_SHAPES)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_affine_twins_match_torch_float64(activation, shape):
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed; the comparison needs it")
+    batch, k, m = shape
+    rng = np.random.default_rng(k * 100 + m)
+    x, W, b, G = (rng.standard_normal(s) for s in ((batch, k), (k, m), (m,), (batch, m)))
+    y_ref, dx_ref, dW_ref, db_ref = _torch_layer(torch, activation, x, W, b, G)
+    y = be.affine_forward(x, W, b, activation, out=np.full((batch, m), np.nan))
+    dx, dW, db = be.affine_backward(G, x, W, y, activation=activation, dx_out=np.full((batch, k), np.nan),
+                                    dW_out=np.full((k, m), np.nan), db_out=np.full(m, np.nan))
+    for got, ref in ((y, y_ref), (dx, dx_ref), (dW, dW_ref), (db, db_ref)):
+        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_affine_twins_match_torch_float32(activation):
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed; the comparison needs it")
+    rng = np.random.default_rng(7)
+    x, W, b, G = (rng.standard_normal(s).astype(np.float32) for s in ((33, 19), (19, 17), (17,), (33, 17)))
+    refs = _torch_layer(torch, activation, x, W, b, G)
+    y = be.affine_forward(x, W, b, activation)
+    got = (y, *be.affine_backward(G, x, W, y, activation=activation))
+    for g, ref in zip(got, refs):
+        assert g.dtype == np.float32
+        assert rel_err(g.astype(np.float64), ref.astype(np.float64)) < 1e-5
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_saturating_twins_stay_finite_and_exact_at_extreme_inputs(dtype):
+    """Pre-activations of +-1000 (exp overflows float32 beyond 88, float64 beyond 709): the outputs are the
+    exact limits, the derivatives exactly 0, nothing is inf or NaN; equal to PyTorch in float64."""
+    z = np.array([1000, -1000, 100, -100, 0, 20, -20], dtype=dtype)[:, None]
+    W, b = np.ones((1, 2), dtype), np.zeros(2, dtype)  # x @ W + b reproduces z exactly
+    limits = {"logistic": (1, 0), "tanh": (1, -1)}
+    outputs = {}
+    for activation, (hi, lo) in limits.items():
+        y = outputs[activation] = be.affine_forward(z, W, b, activation)
+        assert np.isfinite(y).all()
+        np.testing.assert_array_equal(y[:2], [[hi, hi], [lo, lo]])
+        dx, _, db = be.affine_backward(np.ones_like(y), z, W, y, activation=activation)
+        assert np.isfinite(dx).all() and np.isfinite(db).all()
+        np.testing.assert_array_equal(dx[:2], 0)
+    if dtype == np.float64:
+        torch = pytest.importorskip("torch", reason="PyTorch is not installed; the comparison needs it")
+        for activation, f in (("logistic", torch.sigmoid), ("tanh", torch.tanh)):
+            # a few ulp: exp and tanh are not correctly rounded, on either side
+            np.testing.assert_allclose(outputs[activation][:, 0], f(torch.tensor(z[:, 0])).numpy(), rtol=1e-14,
+                                       atol=0)
+
+
+def test_activation_code_names_bools_and_errors():
+    assert [activation_code(a) for a in ACTIVATIONS] == [0, 1, 2, 3]
+    assert activation_code(True) == activation_code(np.bool_(True)) == ACTIVATIONS.index("relu")
+    assert activation_code(False) == ACTIVATIONS.index("identity")
+    with pytest.raises(ValueError, match=r"activation: expected one of \('identity', 'relu', 'tanh', 'logistic'\)"
+                                         r" \(or a bool\), got 'sigmoid'"):
+        activation_code("sigmoid")
+    with pytest.raises(TypeError, match=r"hidden: expected one of .* got int 2"):
+        activation_code(2, "hidden")
+
+
+def test_affine_backward_activation_and_y():
+    """None means relu with y and identity without; the identity ignores y; the others need it."""
+    rng = np.random.default_rng(8)
+    dy, x, W = rng.standard_normal((4, 3)), rng.standard_normal((4, 2)), rng.standard_normal((2, 3))
+    y = rng.uniform(-1, 1, (4, 3))  # f'(y) differs from 1 (and from [y > 0]) for every f
+    _, _, db = be.affine_backward(dy, x, W, y)
+    np.testing.assert_allclose(db, (dy * (y > 0)).sum(0), rtol=1e-12)
+    _, _, db = be.affine_backward(dy, x, W)
+    np.testing.assert_allclose(db, dy.sum(0), rtol=1e-12)
+    _, _, db = be.affine_backward(dy, x, W, y, activation="identity")
+    np.testing.assert_allclose(db, dy.sum(0), rtol=1e-12)
+    _, _, db = be.affine_backward(dy, x, W, y, activation="tanh")
+    np.testing.assert_allclose(db, (dy * (1 - y * y)).sum(0), rtol=1e-12)
+    for activation in ("relu", "tanh", "logistic", True):
+        with pytest.raises(ValueError, match=r"y: activation '\w+' needs this layer's output y"):
+            be.affine_backward(dy, x, W, activation=activation)
+    with pytest.raises(ValueError, match=r"activation: expected one of"):
+        be.affine_backward(dy, x, W, y, activation="softmax")
+    with pytest.raises(ValueError, match=r"activation: expected one of"):
+        be.affine_forward(x, W, np.zeros(3), "softplus")
+    with pytest.raises(TypeError, match=r"activation: expected one of"):
+        be.affine_forward(x, W, np.zeros(3), None)
 
 
 def test_affine_backward_does_not_modify_dy_and_skips_dx():

@@ -264,10 +264,12 @@ def test_warmup_builds_every_kernel_once(be, dtype):
     dt = np.dtype(dtype)
     first = be.warmup(dtype)
     # The launchers' own choices over shapes that reach every branch of plan()
-    # (few rows, medium, a full wave of 128x128 tiles), every variant.
+    # (few rows, medium, a full wave of 128x128 tiles), every variant, every
+    # activation (the activation is compiled into the kernel).
     picked = {gemm.plan(m, n, k, "auto", None, dt)[0] for m in (1, 32, 100, 5000) for n in (1, 64, 5000)
               for k in (8, 1000)}
-    expected_gemm = {f"gemm {c} {v}" for c in picked for v in gemm.VARIANTS}
+    expected_gemm = {f"gemm {c} {v} {a}" for c in picked for v in gemm.VARIANTS
+                     for a in ("identity", "relu", "tanh", "logistic")}
     assert {name for name in first["names"] if name.startswith("gemm ")} == expected_gemm
     if dt == np.float64:
         assert not any("128x128" in name for name in first["names"])  # plan never picks it for float64

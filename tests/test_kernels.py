@@ -17,6 +17,7 @@ Tolerances
   different orders leaves a relative error of order sqrt(K) * 6e-8, about
   2e-6 for K = 1000; 1e-5 leaves room for both sides.  3e-5 for K = 4096.
 * Matrix products, float64: 1e-12 (the same argument with eps = 1.1e-16).
+  The same with each activation fused (see ``ACTIVATION_CASES``).
 * Softmax / cross-entropy, float32: rtol 1e-5 elementwise (exp on the GPU
   is accurate to 2 ulp, the sum of exponentials is float64 on both sides but
   may be added in another order), float64: rtol 1e-12.
@@ -41,8 +42,9 @@ if not _usable:
 
 from numba import cuda  # noqa: E402
 
-from mlp.kernels import _launch, fill, gather, gemm, softmax  # noqa: E402
+from mlp.kernels import _launch, fill, gather, gemm, gemm_plan, softmax  # noqa: E402
 from mlp.kernels._config import STATS_CORRECT, STATS_FIRST_NONFINITE_STEP, STATS_LOSS_SUM  # noqa: E402
+from mlp.backends.base import ACTIVATIONS, activation_code  # noqa: E402
 from mlp.backends.cuda_backend import CudaBackend  # noqa: E402
 from mlp.backends.numpy_backend import NumpyBackend  # noqa: E402
 
@@ -193,7 +195,7 @@ def test_split_k_tickets_are_reset_for_the_next_launch(rng):
 
 
 def test_plan_picks_tiles_by_output_size(monkeypatch):
-    monkeypatch.setattr(gemm, "sm_count", lambda: 132)
+    monkeypatch.setattr(gemm_plan, "sm_count", lambda: 132)
     assert gemm.plan(4096, 4096, 4096) == ("128x128", 1)
     assert gemm.plan(4096, 4096, 4096, dtype=F64)[0] == "64x64"  # 64 float64 accumulators do not fit
     config, splits = gemm.plan(32, 512, 784)
@@ -246,52 +248,106 @@ def test_every_pickable_gemm_kernel_matches_numpy(rng, config, variant, split_k)
         assert rel_err(got, ref) < GEMM_TOL[dtype]
 
 
-def test_launches_after_prepare_allocate_nothing_and_use_the_stream(rng, monkeypatch):
-    """prepare_* then launches on a stream: nothing allocated, and every result right."""
-    dtype, batch, k, m, c = F32, 9, 40, 7, 7
-    stream = cuda.stream()
-    ws = gemm.GemmWorkspace()
+# Every activation through each product at awkward shapes, on the 32x64 tile
+# and on 64x64 with split-K (the full tile x variant x split-K matrix above
+# runs with relu: the activation is independent of the tiling, applied in the
+# epilogue after the split-K reduction and on load).  Tolerances: GEMM_TOL, as
+# for the plain products; the activation adds a few ulp per element (tanhf and
+# expf are accurate to 2 ulp on the GPU, one more rounding for the division)
+# and, 1-Lipschitz, does not amplify the product's error; the derivative adds
+# at most two roundings (possibly fused into an FMA by the GPU compiler).
+ACTIVATION_CASES = [
+    # config, batch, in, out, split_k, dtype
+    ("32x64", 1, 5, 3, 1, F32),  # one row, every product inside one partial tile
+    ("32x64", 7, 19, 17, 1, F32),  # forward K = 19: a full and a partial slice of 16
+    ("32x64", 33, 5, 17, 1, F64),  # forward and dx spill into a second row of tiles
+    ("64x64", 33, 19, 3, 3, F64),  # split-K: dW (K = 33) in three splits, forward (K = 19) in two
+]
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("config,batch,k,m,split_k,dtype", ACTIVATION_CASES)
+def test_every_product_with_every_activation_matches_numpy(rng, activation, config, batch, k, m, split_k, dtype):
+    act = activation_code(activation)
     x = rng.standard_normal((batch, k)).astype(dtype)
-    W = rng.standard_normal((k, m)).astype(dtype)
-    b = np.zeros(m, dtype)
-    labels = rng.integers(0, c, batch).astype(np.int64)
-    X = rng.standard_normal((20, k)).astype(dtype)
-    idx = np.array([3, 19, 0, 7, 3, 1, 2, 9, 11], dtype=np.int64)
-    dx_, W_, b_, X_, idx_, labels_ = dev(x), dev(W), dev(b), dev(X), dev(idx), dev(labels)
-    out, dl, dx, dW, db = (poisoned(s, dtype) for s in ((batch, m), (batch, c), (batch, k), (k, m), m))
-    rows, stats, converted = poisoned((batch, k), dtype), dev(np.zeros(3)), poisoned(batch * k, F64)
-    # K = 40 gives the forward product three slices, so split_k = 2 splits it and needs scratch
-    opts = dict(config="32x64", split_k=2, workspace=ws, stream=stream)
-    gemm.prepare_affine(batch, k, m, dtype, need_dx=True, **opts)
-    softmax.prepare(batch, c, dtype, xent=True, stream=stream)
-    gather.prepare(batch, X.shape, dtype, stream=stream)
-    fill.prepare_fill(m, dtype, stream=stream)
-    fill.prepare_convert(batch * k, dtype, F64, stream=stream)
-    fill.prepare_reset_stats(stream=stream)
-    recipes = dict(ws._recipes)
+    W = (rng.standard_normal((k, m)) * 2 / math.sqrt(k)).astype(dtype)  # pre-activations of order 1 to 2
+    b = rng.standard_normal(m).astype(dtype)
+    dy = rng.standard_normal((batch, m)).astype(dtype)
+    y = NP.affine_forward(x, W, b, activation)  # the layer's output, as training stores it
+    dx_ref, dW_ref, db_ref = NP.affine_backward(dy, x, W, y, activation=activation)
+    opts = dict(config=config, split_k=split_k, workspace=gemm.GemmWorkspace())
 
-    with monkeypatch.context() as mp:
-        for name in ("device_array", "to_device", "device_array_like"):
-            mp.setattr(cuda, name, lambda *a, **kw: pytest.fail("allocated device memory after prepare"))
-        gemm.affine_forward(dx_, W_, b_, True, out, **opts)
-        fill.reset_stats(stats, stream=stream)
-        softmax.softmax_cross_entropy(out, labels_, dl, stats, step=1, stream=stream)
-        gemm.affine_backward_dw(dl, dx_, out, dW, db, **opts)
-        gemm.affine_backward_dx(dl, W_, out, dx, **opts)
-        gather.take_rows(X_, idx_, rows, stream=stream)
-        fill.fill(db, 0.5, stream=stream)
-        fill.convert(rows.reshape(batch * k), converted, stream=stream)
-    stream.synchronize()
-    assert ws._recipes == recipes  # every launch found its prepared recipe
+    out = poisoned((batch, m), dtype)
+    assert gemm.affine_forward(dev(x), dev(W), dev(b), act, out, **opts) == 1
+    dy_dev = dev(dy)
+    dx = poisoned((batch, k), dtype)
+    assert gemm.affine_backward_dx(dy_dev, dev(W), dev(y), dx, act=act, **opts) == 1
+    dW, db = poisoned((k, m), dtype), poisoned(m, dtype)
+    assert gemm.affine_backward_dw(dy_dev, dev(x), dev(y), dW, db, act=act, **opts) == 1
 
-    y = NP.affine_forward(x, W, b, True)
-    dl_ref, st_ref = _xent_ref(y, labels, step=1)
-    _, dW_ref, _ = NP.affine_backward(dl_ref, x, W, y, True)
-    assert rel_err(out.copy_to_host(), y) < GEMM_TOL[dtype]
-    np.testing.assert_allclose(stats.copy_to_host(), st_ref, rtol=1e-5)
-    assert rel_err(dW.copy_to_host(), dW_ref) < GEMM_TOL[dtype]
-    np.testing.assert_array_equal(db.copy_to_host(), 0.5)
-    np.testing.assert_array_equal(converted.copy_to_host(), X[idx].reshape(-1).astype(F64))
+    for what, got, ref in (("forward", out, y), ("dx", dx, dx_ref), ("dW", dW, dW_ref), ("db", db, db_ref)):
+        got = got.copy_to_host()
+        assert np.isfinite(got).all(), f"{what}: some outputs were never written"
+        assert rel_err(got, ref) < GEMM_TOL[dtype], what
+    np.testing.assert_array_equal(dy_dev.copy_to_host(), dy)  # dy is scaled on load, never in place
+
+
+def test_backward_without_y_or_with_the_identity_applies_no_derivative(rng):
+    """``y`` None means no derivative whatever ``act`` says, and ``act`` identity ignores ``y``."""
+    batch, k, m = 7, 5, 17
+    x, W = rng.standard_normal((batch, k)), rng.standard_normal((k, m))
+    dy, y = rng.standard_normal((batch, m)), rng.uniform(0.1, 0.9, (batch, m))  # f'(y) != 1 for every f
+    dx_ref, dW_ref, db_ref = dy @ W.T, x.T @ dy, dy.sum(0)
+    for y_arg, act in ((None, activation_code("tanh")), (y, activation_code("identity"))):
+        y_dev = None if y_arg is None else dev(y_arg)
+        dx, dW, db = poisoned((batch, k), F64), poisoned((k, m), F64), poisoned(m, F64)
+        gemm.affine_backward_dx(dev(dy), dev(W), y_dev, dx, act=act)
+        gemm.affine_backward_dw(dev(dy), dev(x), y_dev, dW, db, act=act)
+        for got, ref in ((dx, dx_ref), (dW, dW_ref), (db, db_ref)):
+            assert rel_err(got.copy_to_host(), ref) < GEMM_TOL[F64]
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_saturating_activations_stay_finite_at_extreme_inputs(dtype):
+    """Pre-activations of +-1000 (exp overflows float32 beyond 88, float64 beyond 709): exact limits, no inf/NaN.
+
+    x @ ones + 0 reproduces x exactly, so the limits are exact: logistic 1
+    and 0, tanh +-1; the derivatives from those outputs are exactly 0.  (On
+    the simulator an overflowing exp raises OverflowError.)
+    """
+    z = np.array([1000, -1000, 100, -100, 0, 20, -20], dtype=dtype)[:, None]
+    W, b = np.ones((1, 3), dtype), np.zeros(3, dtype)
+    for activation, (hi, lo) in (("logistic", (1, 0)), ("tanh", (1, -1))):
+        act = activation_code(activation)
+        out = poisoned((z.shape[0], 3), dtype)
+        gemm.affine_forward(dev(z), dev(W), dev(b), act, out)
+        got = out.copy_to_host()
+        assert np.isfinite(got).all()
+        np.testing.assert_allclose(got, NP.affine_forward(z, W, b, activation), rtol=GEMM_TOL[dtype], atol=0)
+        np.testing.assert_array_equal(got[:2], [[hi, hi, hi], [lo, lo, lo]])
+        dx = poisoned(z.shape, dtype)
+        gemm.affine_backward_dx(dev(np.ones_like(got)), dev(W), dev(got), dx, act=act)
+        np.testing.assert_array_equal(dx.copy_to_host()[:2], 0)  # saturated: no gradient, and no NaN
+
+
+def test_an_unknown_activation_code_is_refused():
+    x = np.ones((2, 2), F32)
+    with pytest.raises(ValueError, match=r"act: expected an activation code in \[0, 3\]"):
+        gemm.affine_forward(dev(x), dev(x), dev(np.ones(2, F32)), 4, poisoned((2, 2), F32))
+
+
+@pytest.mark.parametrize("activation", ["tanh", "logistic"])
+def test_the_cuda_backend_passes_the_activation_through(rng, activation):
+    """The CUDA backend's public operations, the activation given by name, against the NumPy backend's."""
+    be = CudaBackend()
+    x, W, b = rng.standard_normal((9, 4)), rng.standard_normal((4, 6)), rng.standard_normal(6)
+    dy = rng.standard_normal((9, 6))
+    y = NP.affine_forward(x, W, b, activation)
+    y_dev = be.affine_forward(be.asarray(x), be.asarray(W), be.asarray(b), activation)
+    assert rel_err(be.to_numpy(y_dev), y) < GEMM_TOL[F64]
+    got = be.affine_backward(be.asarray(dy), be.asarray(x), be.asarray(W), y_dev, activation=activation)
+    for g, ref in zip(got, NP.affine_backward(dy, x, W, y, activation=activation)):
+        assert rel_err(be.to_numpy(g), ref) < GEMM_TOL[F64]
 
 
 @pytest.mark.skipif(ON_SIMULATOR, reason="the simulator neither caches launch configurations nor has streams")
@@ -309,8 +365,9 @@ def test_configured_launches_are_cached_per_stream():
 def _all_pickable_kernels(dtype):
     """Every kernel a launcher can pick for ``dtype`` on this device, with a name for messages."""
     dt = np.dtype(dtype)
-    kernels = {f"gemm {c} {v}": gemm.gemm_kernel(dt, c, gemm.VARIANTS[v])
-               for c, v in gemm.selectable_kernels(dt, "auto") | {(c, v) for c in gemm.TILES for v in gemm.VARIANTS}}
+    kernels = {f"gemm {c} {v} {name}": gemm.gemm_kernel(dt, c, gemm.VARIANTS[v], act)
+               for c, v in gemm.selectable_kernels(dt, "auto") | {(c, v) for c in gemm.TILES for v in gemm.VARIANTS}
+               for act, name in enumerate(gemm.ACTIVATIONS)}
     kernels.update({f"softmax {kind}": kern for kind, kern in softmax.selectable_kernels(dt).items()})
     kernels.update({"fill": fill.fill_kernel(dt), "take_rows_2d": gather.take_rows_2d_kernel(dt),
                     "take_rows_1d": gather.take_rows_1d_kernel(np.dtype(np.int64)),

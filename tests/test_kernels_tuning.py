@@ -18,7 +18,7 @@ if not _usable:
     pytest.skip(f"CUDA backend unavailable: {_why}", allow_module_level=True)
 
 from bench import tune_gemm  # noqa: E402
-from mlp.kernels import _tuning, gemm  # noqa: E402
+from mlp.kernels import _tuning, gemm_plan  # noqa: E402
 
 ENTRY = {"variant": "forward", "dtype": "float32", "m": 128, "n": 512, "k": 784, "config": "64x64", "split_k": 3}
 
@@ -35,38 +35,38 @@ def test_table_round_trips_through_a_file(tmp_path):
     doc = _tuning.document("NVIDIA H100 80GB HBM3", [ENTRY], [{"impl": "cublas", "seconds": 1e-5}])
     path = tmp_path / "t.json"
     path.write_text(json.dumps(doc))
-    table = _tuning.load_table(path, gemm.TILES)
+    table = _tuning.load_table(path, gemm_plan.TILES)
     assert table == {("forward", "float32", 128, 512, 784): ("64x64", 3)}
-    assert _tuning.load_table(tmp_path / "absent.json", gemm.TILES) == {}
+    assert _tuning.load_table(tmp_path / "absent.json", gemm_plan.TILES) == {}
 
 
 @pytest.mark.parametrize("change,message", [({"config": "256x256"}, "config"), ({"split_k": 0}, "split_k"),
                                             ({"variant": "sideways"}, "variant"), ({"m": None}, "entry 0")])
 def test_bad_table_entries_are_refused_by_name(change, message):
     with pytest.raises(ValueError, match=message):
-        _tuning.parse_table({"entries": [{**ENTRY, **change}]}, gemm.TILES)
+        _tuning.parse_table({"entries": [{**ENTRY, **change}]}, gemm_plan.TILES)
 
 
 def test_plan_takes_an_exact_table_entry_over_the_heuristic(monkeypatch):
-    monkeypatch.setattr(gemm, "sm_count", lambda: 132)
-    monkeypatch.setattr(gemm, "tuning_table", lambda: _tuning.parse_table({"entries": [ENTRY]}, gemm.TILES))
-    assert gemm.plan(128, 512, 784, dtype=np.float32) != ("64x64", 3)  # no variant: heuristic
-    assert gemm.plan(128, 512, 784, dtype=np.float32, variant="forward") == ("64x64", 3)
-    assert gemm.plan(128, 512, 784, dtype=np.float32, variant="dw") != ("64x64", 3)  # another variant
-    assert gemm.plan(128, 512, 783, dtype=np.float32, variant="forward") != ("64x64", 3)  # another shape
-    assert gemm.plan(128, 512, 784, dtype=np.float64, variant="forward") != ("64x64", 3)  # another dtype
-    assert gemm.plan(128, 512, 784, "32x64", None, np.float32, "forward")[0] == "32x64"  # a named tile wins
-    assert gemm.plan(128, 512, 784, "auto", 1, np.float32, "forward")[1] == 1  # so does a named split
+    monkeypatch.setattr(gemm_plan, "sm_count", lambda: 132)
+    monkeypatch.setattr(gemm_plan, "tuning_table", lambda: _tuning.parse_table({"entries": [ENTRY]}, gemm_plan.TILES))
+    assert gemm_plan.plan(128, 512, 784, dtype=np.float32) != ("64x64", 3)  # no variant: heuristic
+    assert gemm_plan.plan(128, 512, 784, dtype=np.float32, variant="forward") == ("64x64", 3)
+    assert gemm_plan.plan(128, 512, 784, dtype=np.float32, variant="dw") != ("64x64", 3)  # another variant
+    assert gemm_plan.plan(128, 512, 783, dtype=np.float32, variant="forward") != ("64x64", 3)  # another shape
+    assert gemm_plan.plan(128, 512, 784, dtype=np.float64, variant="forward") != ("64x64", 3)  # another dtype
+    assert gemm_plan.plan(128, 512, 784, "32x64", None, np.float32, "forward")[0] == "32x64"  # a named tile wins
+    assert gemm_plan.plan(128, 512, 784, "auto", 1, np.float32, "forward")[1] == 1  # so does a named split
 
 
 def test_selectable_kernels_follow_the_heuristic_and_the_table(monkeypatch):
-    monkeypatch.setattr(gemm, "tuning_table", lambda: {})
-    assert {c for c, _ in gemm.selectable_kernels(np.float64)} == set(gemm.AUTO_TILES["float64"])
-    assert gemm.selectable_kernels(np.float32, "64x64") == {("64x64", v) for v in gemm.VARIANTS}
+    monkeypatch.setattr(gemm_plan, "tuning_table", lambda: {})
+    assert {c for c, _ in gemm_plan.selectable_kernels(np.float64)} == set(gemm_plan.AUTO_TILES["float64"])
+    assert gemm_plan.selectable_kernels(np.float32, "64x64") == {("64x64", v) for v in gemm_plan.VARIANTS}
     entry = {**ENTRY, "dtype": "float64", "config": "128x128"}
-    monkeypatch.setattr(gemm, "tuning_table", lambda: _tuning.parse_table({"entries": [entry]}, gemm.TILES))
-    assert ("128x128", "forward") in gemm.selectable_kernels(np.float64)
-    assert ("128x128", "dx") not in gemm.selectable_kernels(np.float64)
+    monkeypatch.setattr(gemm_plan, "tuning_table", lambda: _tuning.parse_table({"entries": [entry]}, gemm_plan.TILES))
+    assert ("128x128", "forward") in gemm_plan.selectable_kernels(np.float64)
+    assert ("128x128", "dx") not in gemm_plan.selectable_kernels(np.float64)
 
 
 def test_tuner_covers_every_product_of_the_reference_network():

@@ -1,9 +1,9 @@
 """Numba-compiled CPU loops behind the NumPy backend.
 
 BLAS does the matrix products; these loops do everything else in a single pass
-each (bias + ReLU epilogue, ReLU mask + bias gradient, softmax with
-cross-entropy, optimizer updates), so that a training step costs little more
-than its matrix products.  ``error_model="numpy"`` drops Python's
+each (bias + activation epilogue, activation derivative + bias gradient,
+softmax with cross-entropy, optimizer updates), so that a training step costs
+little more than its matrix products.  ``error_model="numpy"`` drops Python's
 division-by-zero checks, which otherwise stop LLVM from vectorising the loops.
 
 Scalars are passed already cast to the array's dtype, so float32 updates are
@@ -17,38 +17,85 @@ import math
 import numpy as np
 from numba import njit
 
-from .base import STATS_CORRECT, STATS_FIRST_NONFINITE_STEP, STATS_LOSS_SUM
+from ._cpu_losses import add_stats, batch_scales
+from .base import ACTIVATIONS
 
 _jit = njit(cache=True, nogil=True, error_model="numpy")
 
 
+# Activation codes (indices of ACTIVATIONS), as the kernels number them too.
+_RELU, _TANH, _LOGISTIC = (ACTIVATIONS.index(a) for a in ("relu", "tanh", "logistic"))
+
+
 @_jit
-def bias_act_inplace(out, b, relu):
-    """out[i, j] = max(out[i, j] + b[j], 0) (or without the max)."""
+def _logistic(v, one):
+    # exp of a non-positive argument only, so nothing overflows at extreme inputs
+    if v >= 0:
+        return one / (one + math.exp(-v))
+    e = math.exp(v)
+    return e / (one + e)
+
+
+@_jit
+def bias_act_inplace(out, b, act):
+    """out[i, j] = f(out[i, j] + b[j]) for activation code ``act`` (an index of ``ACTIVATIONS``).
+
+    The branch on ``act`` sits outside the inner loops, so each stays a plain
+    loop LLVM can vectorise.
+    """
     n, m = out.shape
     zero = out.dtype.type(0)
+    one = out.dtype.type(1)
     for i in range(n):
         row = out[i]
-        if relu:
+        if act == _RELU:
             for j in range(m):
                 v = row[j] + b[j]
                 row[j] = v if v > zero else zero
+        elif act == _TANH:
+            for j in range(m):
+                row[j] = math.tanh(row[j] + b[j])
+        elif act == _LOGISTIC:
+            for j in range(m):
+                row[j] = _logistic(row[j] + b[j], one)
         else:
             for j in range(m):
                 row[j] = row[j] + b[j]
 
 
 @_jit
-def relu_mask_colsum(dy, y, dym, db):
-    """dym = dy * (y > 0) and db = column sums of dym (float64 accumulation)."""
+def act_grad_colsum(dy, y, act, dym, db):
+    """dym = dy * f'(z), with f'(z) of activation code ``act`` computed from the output y = f(z),
+    and db = column sums of dym (float64 accumulation).
+
+    f'(z): relu [y > 0] (a select, so NaN in y masks), tanh 1 - y*y,
+    logistic y*(1 - y), identity 1.
+    """
     n, m = dy.shape
     acc = np.zeros(m, dtype=np.float64)
     zero = dy.dtype.type(0)
+    one = dy.dtype.type(1)
     for i in range(n):
-        for j in range(m):
-            v = dy[i, j] if y[i, j] > zero else zero
-            dym[i, j] = v
-            acc[j] += v
+        if act == _RELU:
+            for j in range(m):
+                v = dy[i, j] if y[i, j] > zero else zero
+                dym[i, j] = v
+                acc[j] += v
+        elif act == _TANH:
+            for j in range(m):
+                v = dy[i, j] * (one - y[i, j] * y[i, j])
+                dym[i, j] = v
+                acc[j] += v
+        elif act == _LOGISTIC:
+            for j in range(m):
+                v = dy[i, j] * (y[i, j] * (one - y[i, j]))
+                dym[i, j] = v
+                acc[j] += v
+        else:
+            for j in range(m):
+                v = dy[i, j]
+                dym[i, j] = v
+                acc[j] += v
     for j in range(m):
         db[j] = acc[j]
 
@@ -81,13 +128,15 @@ def softmax_rows(logits, out):
 
 
 @_jit
-def softmax_xent(logits, labels, dlogits, write_grad, stats, step):
+def softmax_xent(logits, labels, dlogits, write_grad, stats, step, weights, weighted):
     """One pass per row: max and argmax, log-sum-exp, loss, gradient.
 
-    Accumulates [sum of losses, correct count, first non-finite step] into stats.
+    Accumulates [sum of losses, correct count, first non-finite step] into
+    stats.  With ``weighted``, row i's gradient is scaled by ``w[i] / S``
+    instead of ``1 / N`` and its loss by ``N * w[i] / S`` (see ``_cpu_losses``).
     """
     n, c = logits.shape
-    inv_n = 1.0 / n
+    grad_unit, loss_unit = batch_scales(weights, weighted, n)
     loss_sum = 0.0
     correct = 0
     bad = False
@@ -111,7 +160,8 @@ def softmax_xent(logits, labels, dlogits, write_grad, stats, step):
                 for j in range(c):
                     dlogits[i, j] = math.nan
             continue
-        loss = mx + math.log(s) - logits[i, lab]
+        w = weights[i] if weighted else 1.0
+        loss = (mx + math.log(s) - logits[i, lab]) * (w * loss_unit)
         loss_sum += loss
         if arg == lab:
             correct += 1
@@ -119,19 +169,17 @@ def softmax_xent(logits, labels, dlogits, write_grad, stats, step):
             bad = True
         if write_grad:
             inv_s = 1.0 / s
+            g = w * grad_unit
             for j in range(c):
                 p = math.exp(logits[i, j] - mx) * inv_s
                 if j == lab:
                     p -= 1.0
-                dlogits[i, j] = p * inv_n
-    stats[STATS_LOSS_SUM] += loss_sum
-    stats[STATS_CORRECT] += correct
-    if bad and step < stats[STATS_FIRST_NONFINITE_STEP]:
-        stats[STATS_FIRST_NONFINITE_STEP] = step
+                dlogits[i, j] = p * g
+    add_stats(stats, step, loss_sum, correct, bad)
 
 
 @_jit
-def sgd_update(p, g, buf, lr, momentum, nesterov, wd, n_decay):
+def sgd_update(p, g, buf, lr, momentum, nesterov, wd, n_decay, lookahead):
     use_momentum = momentum != 0
     for i in range(p.size):
         d = g[i]
@@ -141,7 +189,7 @@ def sgd_update(p, g, buf, lr, momentum, nesterov, wd, n_decay):
             bi = momentum * buf[i] + d
             buf[i] = bi
             if nesterov:
-                d = d + momentum * bi
+                d = d + lookahead * bi
             else:
                 d = bi
         p[i] = p[i] - lr * d
