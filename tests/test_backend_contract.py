@@ -59,6 +59,95 @@ def test_softmax_cross_entropy_refuses_wrong_dtypes_and_shapes(be):
         be.softmax(logits, out=_dev(be, np.zeros((3, 4), F32)))
 
 
+# The output losses besides softmax: (public operation, name of its first argument).
+LOSS_OPS = [("logistic_cross_entropy_into", "logits"), ("squared_error_into", "pred"), ("poisson_loss_into", "logits")]
+
+
+@pytest.mark.parametrize("op,z", LOSS_OPS)
+def test_losses_refuse_mismatched_targets_outputs_and_stats(be, op, z):
+    call = getattr(be, op)
+    zs, t = _dev(be, np.zeros((4, 3), F32)), _dev(be, np.zeros((4, 3), F32))
+    with pytest.raises(ValueError, match=r"targets: expected 3 columns, got array of shape \(4, 2\)"):
+        call(zs, _dev(be, np.zeros((4, 2), F32)), None, be.new_stats())
+    with pytest.raises(ValueError, match=r"targets: expected 4 rows"):
+        call(zs, _dev(be, np.zeros((5, 3), F32)), None, be.new_stats())
+    with pytest.raises(TypeError, match=rf"targets: expected dtype float32 \(the dtype of {z}\), got float64"):
+        call(zs, _dev(be, np.zeros((4, 3))), None, be.new_stats())
+    with pytest.raises(TypeError, match=rf"{z}: expected dtype float32 or float64, got int64"):
+        call(_dev(be, np.zeros((4, 3), I64)), t, None, be.new_stats())
+    with pytest.raises(ValueError, match=rf"{z}: expected at least one row and one column, got array of shape \(0, 3\)"):
+        call(_dev(be, np.zeros((0, 3), F32)), _dev(be, np.zeros((0, 3), F32)), None, be.new_stats())
+    with pytest.raises(ValueError, match=rf"d{z}_out: expected a C-contiguous output of shape \(4, 3\)"):
+        call(zs, t, _dev(be, np.zeros((4, 3))), be.new_stats())
+    with pytest.raises(ValueError, match=r"stats: expected 3 elements"):
+        call(zs, t, None, _dev(be, np.zeros(2)))
+
+
+@pytest.mark.parametrize("op,bad,expected", [
+    ("logistic_cross_entropy_into", 1.5, r"targets: expected values in \[0.0, 1.0\], got values in \[0.0, 1.5\]"),
+    ("logistic_cross_entropy_into", -0.5, r"targets: expected values in \[0.0, 1.0\], got values in \[-0.5, 0.0\]"),
+    ("poisson_loss_into", -1.0, r"targets: expected values in \[0.0, inf\], got values in \[-1.0, 0.0\]"),
+    ("squared_error_into", np.nan, r"targets: expected finite values, got NaN or inf"),
+    ("poisson_loss_into", np.inf, r"targets: expected finite values, got NaN or inf"),
+])
+def test_losses_refuse_targets_outside_their_range(be, op, bad, expected):
+    t = np.zeros((4, 3), F32)
+    t[2, 1] = bad
+    with pytest.raises(ValueError, match=expected):
+        getattr(be, op)(_dev(be, np.zeros((4, 3), F32)), _dev(be, t), None, be.new_stats())
+
+
+def _call_with_weights(be, op, weights):
+    logits = _dev(be, np.zeros((4, 3), F32))
+    if op == "softmax_cross_entropy_into":
+        return be.softmax_cross_entropy_into(logits, _dev(be, np.zeros(4, I64)), None, be.new_stats(), 0, weights)
+    return getattr(be, op)(logits, _dev(be, np.zeros((4, 3), F32)), None, be.new_stats(), 0, weights)
+
+
+@pytest.mark.parametrize("op", ["softmax_cross_entropy_into"] + [op for op, _ in LOSS_OPS])
+def test_loss_operations_refuse_bad_weights(be, op):
+    cases = [
+        (np.ones(5, F32), ValueError, r"weights: expected 4 elements, got array of shape \(5,\)"),
+        (np.ones(4), TypeError, r"weights: expected dtype float32, got float64"),
+        (np.ones((4, 1), F32), ValueError, r"weights: expected a 1-D array"),
+        (np.array([1, 1, -1, 1], F32), ValueError, r"weights: expected values >= 0, got -1.0 at index 2"),
+        (np.array([1, np.nan, 1, 1], F32), ValueError, r"weights: expected finite values, got nan at index 1"),
+        (np.zeros(4, F32), ValueError, r"weights: expected a positive sum, got 0"),
+    ]
+    for weights, error, expected in cases:
+        with pytest.raises(error, match=expected):
+            _call_with_weights(be, op, _dev(be, weights))
+    _call_with_weights(be, op, _dev(be, np.array([0, 1, 0, 2], F32)))  # zeros are fine when the sum is not
+
+
+@pytest.mark.parametrize("op,z", LOSS_OPS)
+def test_losses_give_the_reference_results_through_the_public_operations(be, op, z):
+    """Each backend's public operation reaches its loss with the weights: the NumPy twin's numbers."""
+    from mlp.backends.numpy_backend import NumpyBackend
+
+    rng = np.random.default_rng(0)
+    zs = rng.standard_normal((5, 3)).astype(F32)
+    t = (rng.random((5, 3)) < 0.5).astype(F32)
+    w = np.array([0.5, 0.0, 2.0, 1.0, 1.0], F32)
+    ref_grad, ref_stats = np.empty_like(zs), NumpyBackend().new_stats()
+    getattr(NumpyBackend(), op)(zs, t, ref_grad, ref_stats, 2, w)
+    grad, stats = _dev(be, np.full((5, 3), np.nan, F32)), be.new_stats()
+    getattr(be, op)(_dev(be, zs), _dev(be, t), grad, stats, 2, _dev(be, w))
+    np.testing.assert_allclose(be.to_numpy(grad), ref_grad, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(be.to_numpy(stats), ref_stats, rtol=1e-5)
+    assert np.all(be.to_numpy(grad)[1] == 0)  # the zero-weight row
+
+
+def test_weighted_softmax_cross_entropy_is_the_weighted_mean(be):
+    x = np.array([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.5, 0.5, 3.0]], F32)
+    labels = np.array([0, 2, 2], I64)
+    w = np.array([1.0, 3.0, 0.0], F32)
+    per_row = np.log(np.exp(x.astype(np.float64)).sum(axis=1)) - x[np.arange(3), labels]
+    loss, grad = be.softmax_cross_entropy(_dev(be, x), _dev(be, labels), weights=_dev(be, w))
+    assert loss == pytest.approx((w * per_row).sum() / w.sum(), rel=1e-6)
+    assert np.all(be.to_numpy(grad)[2] == 0)
+
+
 @pytest.mark.parametrize("bad", [-1, 5])
 def test_take_rows_refuses_indices_out_of_range(be, bad):
     X = _dev(be, np.zeros((5, 2), F32))

@@ -32,20 +32,22 @@ Conventions
 * ``stats`` is a ``float64`` array of shape ``(STATS_SIZE,)`` made by
   :meth:`new_stats` that loss kernels *accumulate* into, on the device,
   without synchronising.  Its slots are named by ``STATS_LOSS_SUM`` (sum of
-  per-sample losses), ``STATS_CORRECT`` (number of correct argmax
-  predictions) and ``STATS_FIRST_NONFINITE_STEP`` (the smallest ``step``
-  whose loss was not finite, stored as a float; ``inf`` when none).
+  per-sample losses; with per-sample weights, each scaled by N * w / S),
+  ``STATS_CORRECT`` (number of rows predicted right) and
+  ``STATS_FIRST_NONFINITE_STEP`` (the smallest ``step`` whose loss was not
+  finite, stored as a float; ``inf`` when none).
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+from .._validation import check_float_array, check_index_range
+
 INDEX_DTYPE = np.dtype(np.int64)
 STATS_LOSS_SUM = 0
 STATS_CORRECT = 1
@@ -66,8 +68,7 @@ def check_matrix(a: Any, name: str, rows: int | None = None, cols: int | None = 
     shape = getattr(a, "shape", None)
     if shape is None or len(shape) != 2:
         raise ValueError(f"{name}: expected a 2-D array, got {_describe(a)}")
-    if np.dtype(a.dtype) not in FLOAT_DTYPES:
-        raise TypeError(f"{name}: expected dtype float32 or float64, got {a.dtype}")
+    check_float_array(a, name)
     if rows is not None and shape[0] != rows:
         raise ValueError(f"{name}: expected {rows} rows, got {_describe(a)}")
     if cols is not None and shape[1] != cols:
@@ -110,18 +111,42 @@ def check_out(out: Any, name: str, shape: Sequence[int], dtype: Any) -> None:
         )
 
 
+# --------------------------------------------------------------- activations
+#: The activations of an affine layer, by name; the code the underscored
+#: operations (and ``mlp.kernels``) take is the name's index.
+ACTIVATIONS = ("identity", "relu", "tanh", "logistic")
+
+
+def activation_code(value: str | bool, name: str = "activation") -> int:
+    """The code (index in :data:`ACTIVATIONS`) of an activation given by name, or by a bool for
+    backward compatibility (True: relu, False: identity).
+
+    Raises ``ValueError`` for an unknown name and ``TypeError`` for anything
+    else, naming the argument ``name``.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return ACTIVATIONS.index("relu" if value else "identity")
+    if isinstance(value, str):
+        if value in ACTIVATIONS:
+            return ACTIVATIONS.index(value)
+        raise ValueError(f"{name}: expected one of {ACTIVATIONS} (or a bool), got {value!r}")
+    raise TypeError(f"{name}: expected one of {ACTIVATIONS} (or a bool), got {type(value).__name__} {value!r}")
+
+
 # --------------------------------------------------------- optimizer scalars
 # The columns of each optimizer's scalars table (see Backend's optimizer
 # section).  Derived scalars are computed here once, in float64 on the host
 # (as torch.optim does for its non-capturable path), for every backend.
-SGD_SCALARS = ("lr", "momentum", "weight_decay")
+SGD_SCALARS = ("lr", "momentum", "weight_decay", "lookahead")
 RMSPROP_SCALARS = ("lr", "alpha", "one_minus_alpha", "eps", "momentum", "weight_decay")
 ADAM_SCALARS = ("one_minus_beta1", "beta2", "one_minus_beta2", "eps", "step_size", "bc2_sqrt",
                 "weight_decay", "decay_factor")
 
 
-def sgd_scalars(lr: float, momentum: float, weight_decay: float) -> tuple[float, ...]:
-    return (lr, momentum, weight_decay)
+def sgd_scalars(lr: float, momentum: float, weight_decay: float,
+                lookahead: float | None = None) -> tuple[float, ...]:
+    """SGD's row; ``lookahead`` (Nesterov's coefficient on the new buffer) defaults to ``momentum``."""
+    return (lr, momentum, weight_decay, momentum if lookahead is None else lookahead)
 
 
 def rmsprop_scalars(lr: float, alpha: float, eps: float, momentum: float, weight_decay: float) -> tuple[float, ...]:
@@ -223,6 +248,27 @@ class Backend(ABC):
     #: kernel launches issued so far (device backends count them; host backends leave it 0)
     launch_count: int = 0
 
+    # ------------------------------------------------------------------ graphs
+    #: whether :meth:`capture` works here; ``mlp.loop.TrainingLoop`` captures an epoch only when it does
+    supports_graphs: bool = False
+
+    def capture(self, record: Callable[[], Any], keepalive: Any = None) -> Any:
+        """Record the operations ``record()`` issues, without running them, into a graph replayed later.
+
+        Returns an object with ``replay()`` (run the recorded operations once
+        more, with the buffers and scalar arguments they were recorded with),
+        ``close()`` and ``launches`` (operations recorded); it keeps
+        ``keepalive`` (the buffers it points at) alive.  Raises
+        :class:`GraphCaptureError` when an operation escaped the recording,
+        and any other exception when this device or driver cannot capture.
+        """
+        raise NotImplementedError(f"the {self.name!r} backend cannot capture graphs")
+
+    def graph_key(self) -> tuple:
+        """This backend's settings that a captured graph bakes in (compared by value; a change means a new
+        capture).  Empty for a backend without settings that change its launches."""
+        return ()
+
     def new_stats(self) -> Any:
         """A fresh ``stats`` accumulator: loss sum 0, correct 0, first non-finite step inf (float64)."""
         stats = np.zeros(STATS_SIZE)
@@ -246,11 +292,7 @@ class Backend(ABC):
         check_vector(idx, "idx", dtype=INDEX_DTYPE)
         self._require_contiguous(X=X, idx=idx)
         if idx.shape[0]:
-            host = self.to_numpy(idx)
-            lo, hi = int(host.min()), int(host.max())
-            if lo < 0 or hi >= shape[0]:
-                raise ValueError(f"idx: expected row indices in [0, {shape[0] - 1}] (X has {shape[0]} rows), "
-                                 f"got values in [{lo}, {hi}]")
+            check_index_range(self.to_numpy(idx), shape[0], "idx", "row indices", f"X has {shape[0]} rows")
         out_shape = (idx.shape[0],) + tuple(shape[1:])
         if out is None:
             out = self.empty(out_shape, X.dtype)
@@ -264,11 +306,14 @@ class Backend(ABC):
     def _take_rows(self, X: Any, idx: Any, out: Any) -> None: ...
 
     # ----------------------------------------------------------------- affine
-    def affine_forward(self, x: Any, W: Any, b: Any, relu: bool, out: Any = None) -> Any:
-        """``relu(x @ W + b)`` if ``relu`` else ``x @ W + b``, fused, into ``out``.
+    def affine_forward(self, x: Any, W: Any, b: Any, activation: str | bool = "relu", out: Any = None) -> Any:
+        """``f(x @ W + b)``, fused, into ``out``.
 
-        x: (m, k), W: (k, n), b: (n,); returns (m, n) of x's dtype.
+        ``activation``: ``f``, one of :data:`ACTIVATIONS` (or a bool: True
+        for relu, False for identity).  x: (m, k), W: (k, n), b: (n,), one
+        float dtype; returns (m, n) of x's dtype.
         """
+        act = activation_code(activation)
         check_matrix(x, "x")
         m, k = x.shape
         check_matrix(W, "W", rows=k)
@@ -280,11 +325,12 @@ class Backend(ABC):
             out = self.empty((m, n), x.dtype)
         else:
             check_out(out, "out", (m, n), x.dtype)
-        self._affine_forward(x, W, b, bool(relu), out)
+        self._affine_forward(x, W, b, act, out)
         return out
 
     @abstractmethod
-    def _affine_forward(self, x: Any, W: Any, b: Any, relu: bool, out: Any) -> None: ...
+    def _affine_forward(self, x: Any, W: Any, b: Any, act: int, out: Any) -> None:
+        """``act``: an activation code (a bool also works: True is relu, False identity)."""
 
     def affine_backward(
         self,
@@ -294,18 +340,30 @@ class Backend(ABC):
         y: Any = None,
         need_dx: bool = True,
         *,
+        activation: str | bool | None = None,
         dx_out: Any = None,
         dW_out: Any = None,
         db_out: Any = None,
     ) -> tuple[Any, Any, Any]:
-        """Gradients of ``y = [relu](x @ W + b)``.
+        """Gradients of ``y = f(x @ W + b)`` given ``dy``, the gradient with respect to ``y``.
 
-        With ``y`` (this layer's ReLU output) given, ``dy`` is first masked by
-        ``y > 0`` (the fused ReLU backward); ``dy`` itself is never modified.
+        ``dy`` is first multiplied by ``f'``, computed from ``y`` (this
+        layer's output, as the forward stored it): relu ``[y > 0]``, tanh
+        ``1 - y*y``, logistic ``y*(1 - y)``; ``dy`` itself is never modified.
+        ``activation``: ``f``, one of :data:`ACTIVATIONS` (or a bool); None
+        means relu when ``y`` is given and identity when not.  The identity
+        needs no ``y``; every other activation does.
         Shapes: dy and y (m, n), x (m, k), W (k, n).  Returns ``(dx, dW, db)``
         with shapes (m, k), (k, n), (n,); ``dx`` is ``None`` when ``need_dx``
         is false.
         """
+        if activation is None:
+            act = activation_code(y is not None)
+        else:
+            act = activation_code(activation)
+            if y is None and act != activation_code("identity"):
+                raise ValueError(f"y: activation {ACTIVATIONS[act]!r} needs this layer's output y for its "
+                                 "derivative, got None")
         check_matrix(dy, "dy")
         m, n = dy.shape
         check_matrix(x, "x", rows=m)
@@ -331,11 +389,13 @@ class Backend(ABC):
             db_out = self.empty((n,), dt)
         else:
             check_out(db_out, "db_out", (n,), dt)
-        self._affine_backward(dy, x, W, y, dx, dW_out, db_out)
+        self._affine_backward(dy, x, W, y, dx, dW_out, db_out, act)
         return dx, dW_out, db_out
 
     @abstractmethod
-    def _affine_backward(self, dy: Any, x: Any, W: Any, y: Any, dx: Any, dW: Any, db: Any) -> None: ...
+    def _affine_backward(self, dy: Any, x: Any, W: Any, y: Any, dx: Any, dW: Any, db: Any, act: int = 1) -> None:
+        """``act``: the activation code (default relu); no derivative is applied when ``y`` is None
+        or ``act`` is the identity.  ``dx`` None: not computed."""
 
     # ---------------------------------------------------------------- softmax
     def softmax(self, logits: Any, out: Any = None) -> Any:
@@ -361,15 +421,13 @@ class Backend(ABC):
         self._require_contiguous(logits=logits, labels=labels)
         # Reading the labels' range costs a device-to-host copy on a GPU; the
         # trainer checked its labels once per fit and takes the fast path.
-        host = self.to_numpy(labels)
-        lo, hi = int(host.min()), int(host.max())
-        if lo < 0 or hi >= c:
-            raise ValueError(f"labels: expected class indices in [0, {c - 1}] (logits has {c} columns), "
-                             f"got values in [{lo}, {hi}]")
+        check_index_range(self.to_numpy(labels), c, "labels", "class indices", f"logits has {c} columns")
         return n, c
 
-    def softmax_cross_entropy(self, logits: Any, labels: Any, dlogits_out: Any = None) -> tuple[float, Any]:
-        """Mean softmax cross-entropy of a batch and its gradient.
+    def softmax_cross_entropy(
+        self, logits: Any, labels: Any, dlogits_out: Any = None, weights: Any = None
+    ) -> tuple[float, Any]:
+        """Mean softmax cross-entropy of a batch (weighted by ``weights`` when given) and its gradient.
 
         Returns ``(loss, dlogits)`` with ``loss`` a Python float (on a GPU this
         reads the device, a synchronisation: the training loop uses
@@ -380,27 +438,151 @@ class Backend(ABC):
         if dlogits_out is None:
             dlogits_out = self.empty((n, c), logits.dtype)
         stats = self.new_stats()
-        self.softmax_cross_entropy_into(logits, labels, dlogits_out, stats)
+        self.softmax_cross_entropy_into(logits, labels, dlogits_out, stats, weights=weights)
         return float(self.to_numpy(stats)[0]) / n, dlogits_out
 
     def softmax_cross_entropy_into(
-        self, logits: Any, labels: Any, dlogits_out: Any, stats: Any, step: int = 0
+        self, logits: Any, labels: Any, dlogits_out: Any, stats: Any, step: int = 0, weights: Any = None
     ) -> None:
         """One pass over each row: max, log-sum-exp, loss, gradient and argmax.
 
         Writes ``(softmax - onehot) / N`` into ``dlogits_out`` (skipped when it
         is ``None``, as in evaluation) and accumulates into ``stats`` (see the
         module docstring); ``step`` is recorded there if a loss is not finite.
-        Never synchronises.
+        ``weights``: per-sample weights, (N,) of the logits' dtype, finite,
+        >= 0, with a positive sum (see the losses section below).
+        Never synchronises (except to check ``labels`` and ``weights``).
         """
         n, c = self._check_xent(logits, labels)
         if dlogits_out is not None:
             check_out(dlogits_out, "dlogits_out", (n, c), logits.dtype)
         check_vector(stats, "stats", size=STATS_SIZE, dtype=np.float64)
-        self._softmax_xent(logits, labels, dlogits_out, stats, int(step))
+        self._check_weights(weights, n, logits.dtype)
+        self._softmax_xent(logits, labels, dlogits_out, stats, int(step), weights)
 
     @abstractmethod
-    def _softmax_xent(self, logits: Any, labels: Any, dlogits: Any, stats: Any, step: int) -> None: ...
+    def _softmax_xent(self, logits: Any, labels: Any, dlogits: Any, stats: Any, step: int,
+                      weights: Any = None) -> None: ...
+
+    # ------------------------------------------------------------------ losses
+    # The output losses other than softmax, each fused with its gradient with
+    # respect to the output layer's pre-activation z, as scikit-learn's MLPs
+    # define them.  For a batch of N rows with per-sample weights w (all 1
+    # when ``weights`` is None) and S = sum(w):
+    #
+    # * gradient row i: ``w[i] * (out(z[i]) - t[i]) / S`` (``/ N`` unweighted);
+    # * ``stats[STATS_LOSS_SUM] += N * w[i] / S * loss_i`` over the rows (the
+    #   plain sum of per-row losses unweighted), so an epoch's loss sum over
+    #   its sample count is the batch-size-weighted mean of the batches'
+    #   weighted means, scikit-learn's ``loss_curve_``;
+    # * ``stats[STATS_CORRECT]``: rows predicted right (softmax: argmax equals
+    #   the label; logistic: every column's ``z > 0`` equals ``t > 0.5``;
+    #   nothing for the regression losses);
+    # * ``stats[STATS_FIRST_NONFINITE_STEP]``: ``step``, if smaller, when a
+    #   row's loss is not finite.
+    #
+    # The underscored methods take ``weights`` None or (N,) of z's dtype and
+    # trust them; weights summing to 0 give NaN there.
+    def _check_weights(self, weights: Any, n: int, dtype: Any) -> None:
+        """Raise unless ``weights`` is None or (n,) of ``dtype``, finite, >= 0, with a positive sum."""
+        if weights is None:
+            return
+        check_vector(weights, "weights", size=n, dtype=dtype)
+        self._require_contiguous(weights=weights)
+        host = np.asarray(self.to_numpy(weights), dtype=np.float64)
+        if not np.isfinite(host).all():
+            raise ValueError(f"weights: expected finite values, got {host[~np.isfinite(host)][0]} at index "
+                             f"{int(np.flatnonzero(~np.isfinite(host))[0])}")
+        if host.min() < 0:
+            raise ValueError(f"weights: expected values >= 0, got {host.min()} at index {int(host.argmin())}")
+        if not host.sum() > 0:
+            raise ValueError("weights: expected a positive sum, got 0 (every weight is 0)")
+
+    def _check_targets(self, z: Any, z_name: str, targets: Any, low: float, high: float) -> tuple[int, int]:
+        """Raise unless ``z`` is a non-empty (N, C) float matrix and ``targets`` one like it with values in
+        ``[low, high]`` (finite).  Returns ``(N, C)``."""
+        check_matrix(z, z_name)
+        n, c = z.shape
+        if n == 0 or c == 0:
+            raise ValueError(f"{z_name}: expected at least one row and one column, got {_describe(z)}")
+        check_matrix(targets, "targets", rows=n, cols=c)
+        check_same_dtype(z, z_name, targets=targets)
+        self._require_contiguous(**{z_name: z, "targets": targets})
+        # A device-to-host copy on a GPU; the training loop checks its targets
+        # once per fit and takes the underscored fast path.
+        host = self.to_numpy(targets)
+        if not np.isfinite(host).all():
+            raise ValueError("targets: expected finite values, got NaN or inf")
+        lo, hi = float(host.min()), float(host.max())
+        if lo < low or hi > high:
+            raise ValueError(f"targets: expected values in [{low}, {high}], got values in [{lo}, {hi}]")
+        return n, c
+
+    def _loss_into(self, op: Callable, z_name: str, z: Any, targets: Any, dz_out: Any, stats: Any, step: int,
+                   weights: Any, low: float = -math.inf, high: float = math.inf) -> None:
+        n, c = self._check_targets(z, z_name, targets, low, high)
+        if dz_out is not None:
+            check_out(dz_out, f"d{z_name}_out", (n, c), z.dtype)
+        check_vector(stats, "stats", size=STATS_SIZE, dtype=np.float64)
+        self._check_weights(weights, n, z.dtype)
+        op(z, targets, dz_out, stats, int(step), weights)
+
+    def logistic_cross_entropy_into(
+        self, logits: Any, targets: Any, dlogits_out: Any, stats: Any, step: int = 0, weights: Any = None
+    ) -> None:
+        """Sigmoid outputs with binary cross-entropy summed over the C columns (binary: C = 1; multilabel).
+
+        logits, targets (values in [0, 1]) and ``dlogits_out`` (or None):
+        (N, C), one float dtype.  Per row ``sum_j softplus(z_j) - t_j z_j``,
+        computed stably as ``max(z, 0) - t z + log1p(exp(-|z|))``; gradient
+        ``w (sigmoid(z) - t) / S``; a hit when every column is right.
+        Deliberate difference: scikit-learn clips the probabilities to
+        ``[eps, 1 - eps]`` before its logarithm, so its loss stops growing
+        past ``|z|`` of about 36 (float64) or 16 (float32); this loss keeps
+        growing linearly, as the gradient it is the loss of does.
+        """
+        self._loss_into(self._logistic_xent, "logits", logits, targets, dlogits_out, stats, step, weights, 0.0, 1.0)
+
+    @abstractmethod
+    def _logistic_xent(self, logits: Any, targets: Any, dlogits: Any, stats: Any, step: int,
+                       weights: Any = None) -> None: ...
+
+    def squared_error_into(
+        self, pred: Any, targets: Any, dpred_out: Any, stats: Any, step: int = 0, weights: Any = None
+    ) -> None:
+        """Identity outputs (regression): per row ``0.5 * mean_j (pred_j - t_j)^2``.
+
+        pred, targets and ``dpred_out`` (or None): (N, C), one float dtype.
+        Gradient ``w (pred - t) / S``, not divided by C (as scikit-learn's).
+        No hits are counted.
+        """
+        self._loss_into(self._squared_error, "pred", pred, targets, dpred_out, stats, step, weights)
+
+    @abstractmethod
+    def _squared_error(self, pred: Any, targets: Any, dpred: Any, stats: Any, step: int,
+                       weights: Any = None) -> None: ...
+
+    def poisson_loss_into(
+        self, logits: Any, targets: Any, dlogits_out: Any, stats: Any, step: int = 0, weights: Any = None
+    ) -> None:
+        """Exp outputs with the Poisson deviance (scikit-learn's ``loss="poisson"``), targets >= 0.
+
+        logits (the log of the predicted mean), targets and ``dlogits_out``
+        (or None): (N, C), one float dtype.  Per row
+        ``sum_j xlogy(t_j, t_j) - t_j z_j - t_j + exp(z_j)``; gradient
+        ``w (exp(z) - t) / S``.  No hits are counted.
+        """
+        self._loss_into(self._poisson_loss, "logits", logits, targets, dlogits_out, stats, step, weights, 0.0)
+
+    @abstractmethod
+    def _poisson_loss(self, logits: Any, targets: Any, dlogits: Any, stats: Any, step: int,
+                      weights: Any = None) -> None: ...
+
+    @abstractmethod
+    def _l2_penalty(self, params: Any, n: int, scales: Any, row: int, stats: Any) -> None:
+        """``stats[STATS_LOSS_SUM] += scales[row] * sum(params[:n]**2)``: scikit-learn's
+        ``0.5 * alpha * ||W||^2`` term, its scale read from ``scales`` (a 1-D array of the params' dtype)
+        so that a captured step follows a new scale."""
 
     # -------------------------------------------------------------- optimizers
     # Each is one pass over the flat parameter buffer.  L2 weight decay
@@ -416,8 +598,7 @@ class Backend(ABC):
     # table's rows are computed once, on the host, by ``*_scalars`` above.
     def _check_flat(self, params: Any, **state: Any) -> None:
         check_vector(params, "params")
-        if np.dtype(params.dtype) not in FLOAT_DTYPES:
-            raise TypeError(f"params: expected dtype float32 or float64, got {params.dtype}")
+        check_float_array(params, "params")
         for name, a in state.items():
             if a is not None:
                 check_vector(a, name, size=params.shape[0], dtype=params.dtype)
@@ -470,6 +651,70 @@ class Backend(ABC):
 
     @abstractmethod
     def _adam_step(self, params, grads, exp_avg, exp_avg_sq, scalars, row, decoupled, n_decay) -> None: ...
+
+    # --------------------------------------------------------- stacked models
+    # M models of one shape trained at once (``mlp.stack``): every array has a leading model axis and model
+    # m's slice is exactly what the single-model operation takes, so a model of a stack computes what its
+    # own fit would.  ``active`` (bool, (M,), host) skips the models that stopped training (they are frozen).
+    # The defaults here run the single-model operations model by model (correct on any backend); a backend
+    # overrides them with operations over the whole stack.
+    #   x (M, B, k), W (M, k, n), b (M, n), y/out (M, B, n); idx (M, B) int64; params (M, P);
+    #   stats (M, STATS_SIZE); optimizer tables (M, steps, columns); L2 scales (M, steps);
+    #   counts (M,) int64 host: model m's batch is its first counts[m] rows (a shorter last batch is padded).
+    def new_stacked_stats(self, models: int) -> Any:
+        """A fresh ``(models, STATS_SIZE)`` accumulator (see :meth:`new_stats`)."""
+        stats = np.zeros((models, STATS_SIZE))
+        stats[:, STATS_FIRST_NONFINITE_STEP] = math.inf
+        return self.asarray(stats, dtype=np.float64)
+
+    def _fill_stacked_stats(self, stats: Any) -> None:
+        for m in range(stats.shape[0]):
+            self._fill_stats(stats[m])
+
+    def _take_rows_stacked(self, X: Any, idx: Any, out: Any) -> None:
+        for m in range(idx.shape[0]):
+            self._take_rows(X, idx[m], out[m])
+
+    def _affine_forward_stacked(self, x: Any, W: Any, b: Any, act: int, out: Any) -> None:
+        for m in range(x.shape[0]):
+            self._affine_forward(x[m], W[m], b[m], act, out[m])
+
+    def _affine_backward_stacked(self, dy: Any, x: Any, W: Any, y: Any, dx: Any, dW: Any, db: Any,
+                                 act: int = 1) -> None:
+        for m in range(dy.shape[0]):
+            self._affine_backward(dy[m], x[m], W[m], None if y is None else y[m], None if dx is None else dx[m],
+                                  dW[m], db[m], act)
+
+    def _loss_stacked(self, output: str, logits: Any, targets: Any, dlogits: Any, stats: Any, step: int,
+                      weights: Any, counts: np.ndarray, active: np.ndarray) -> None:
+        """The output layer's loss (``output`` as :data:`mlp.model.OUTPUTS`) of every active model's batch."""
+        op = {"softmax": self._softmax_xent, "logistic": self._logistic_xent, "identity": self._squared_error,
+              "exp": self._poisson_loss}[output]
+        for m in np.flatnonzero(active):
+            r = int(counts[m])
+            dz = None if dlogits is None else dlogits[m, :r]
+            w = None if weights is None else weights[m, :r]
+            if w is None:
+                op(logits[m, :r], targets[m, :r], dz, stats[m], step)
+            else:
+                op(logits[m, :r], targets[m, :r], dz, stats[m], step, w)
+            if dlogits is not None and r < dlogits.shape[1]:
+                self._fill(dlogits[m, r:], 0)
+
+    def _l2_penalty_stacked(self, params: Any, n: int, scales: Any, row: int, stats: Any,
+                            active: np.ndarray) -> None:
+        for m in np.flatnonzero(active):
+            self._l2_penalty(params[m], n, scales[m], row, stats[m])
+
+    def _sgd_step_stacked(self, params: Any, grads: Any, buf: Any, table: Any, row: int, nesterov: bool,
+                          n_decay: int, active: np.ndarray) -> None:
+        for m in np.flatnonzero(active):
+            self._sgd_step(params[m], grads[m], None if buf is None else buf[m], table[m], row, nesterov, n_decay)
+
+    def _adam_step_stacked(self, params: Any, grads: Any, exp_avg: Any, exp_avg_sq: Any, table: Any, row: int,
+                           decoupled: bool, n_decay: int, active: np.ndarray) -> None:
+        for m in np.flatnonzero(active):
+            self._adam_step(params[m], grads[m], exp_avg[m], exp_avg_sq[m], table[m], row, decoupled, n_decay)
 
     def __repr__(self) -> str:
         return f"<mlp backend {self.name!r}>"

@@ -12,7 +12,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from . import _cpu_losses as losses
 from . import _cpu_loops as loops
+from . import _cpu_stacked as stacked
 from .base import Backend
 
 
@@ -67,14 +69,15 @@ class NumpyBackend(Backend):
         np.take(X, idx, axis=0, out=out)
 
     # ----------------------------------------------------------------- affine
-    def _affine_forward(self, x, W, b, relu, out) -> None:
+    # int(act): a bool code (True is relu) would compile the loops a second time
+    def _affine_forward(self, x, W, b, act, out) -> None:
         np.matmul(x, W, out=out)
-        loops.bias_act_inplace(out, b, relu)
+        loops.bias_act_inplace(out, b, int(act))
 
-    def _affine_backward(self, dy, x, W, y, dx, dW, db) -> None:
-        if y is not None:
+    def _affine_backward(self, dy, x, W, y, dx, dW, db, act=1) -> None:
+        if y is not None and act:  # code 0, the identity, has derivative 1
             dym = self._scratch(dy.shape, dy.dtype)
-            loops.relu_mask_colsum(dy, y, dym, db)
+            loops.act_grad_colsum(dy, y, int(act), dym, db)
         else:
             dym = dy
             loops.colsum(dy, db)
@@ -86,20 +89,30 @@ class NumpyBackend(Backend):
     def _softmax(self, logits, out) -> None:
         loops.softmax_rows(logits, out)
 
-    def _softmax_xent(self, logits, labels, dlogits, stats, step) -> None:
-        write_grad = dlogits is not None
-        if not write_grad:
-            dlogits = np.empty((1, 1), dtype=logits.dtype)  # typed placeholder, never written
-        loops.softmax_xent(logits, labels, dlogits, write_grad, stats, step)
+    def _softmax_xent(self, logits, labels, dlogits, stats, step, weights=None) -> None:
+        loops.softmax_xent(logits, labels, *_grad_args(dlogits, logits), stats, step, *_weight_args(weights, logits))
+
+    # ------------------------------------------------------------------ losses
+    def _logistic_xent(self, logits, targets, dlogits, stats, step, weights=None) -> None:
+        _output_loss(losses.LOGISTIC, logits, targets, dlogits, stats, step, weights)
+
+    def _squared_error(self, pred, targets, dpred, stats, step, weights=None) -> None:
+        _output_loss(losses.SQUARED_ERROR, pred, targets, dpred, stats, step, weights)
+
+    def _poisson_loss(self, logits, targets, dlogits, stats, step, weights=None) -> None:
+        _output_loss(losses.POISSON, logits, targets, dlogits, stats, step, weights)
+
+    def _l2_penalty(self, params, n, scales, row, stats) -> None:
+        losses.l2_penalty(params, n, float(scales[row]), stats)
 
     # -------------------------------------------------------------- optimizers
     # The scalars of a step are one row of a host table, already in the
     # parameters' dtype (see Backend): unpacking it costs nothing here.
     def _sgd_step(self, params, grads, buf, scalars, row, nesterov, n_decay) -> None:
-        lr, momentum, wd = scalars[row]
+        lr, momentum, wd, lookahead = scalars[row]
         if buf is None:
             buf, momentum = params[:0], momentum.dtype.type(0)
-        loops.sgd_update(params, grads, buf, lr, momentum, nesterov, wd, n_decay)
+        loops.sgd_update(params, grads, buf, lr, momentum, nesterov, wd, n_decay, lookahead)
 
     def _rmsprop_step(self, params, grads, square_avg, buf, scalars, row, n_decay) -> None:
         lr, alpha, one_minus_alpha, eps, momentum, wd = scalars[row]
@@ -110,3 +123,83 @@ class NumpyBackend(Backend):
 
     def _adam_step(self, params, grads, exp_avg, exp_avg_sq, scalars, row, decoupled, n_decay) -> None:
         loops.adam_update(params, grads, exp_avg, exp_avg_sq, *scalars[row], decoupled, n_decay)
+
+
+    # ---------------------------------------------------------- stacked models
+    # One Numba loop over the models, each running the single-model loop (see _cpu_stacked); the products
+    # are NumPy's stacked matmul (one BLAS call per model, as the single model's).
+    def _fill_stacked_stats(self, stats) -> None:
+        stats[:] = self.new_stacked_stats(stats.shape[0])
+
+    def _take_rows_stacked(self, X, idx, out) -> None:
+        np.take(X, idx, axis=0, out=out)
+
+    # The products go model by model: NumPy's stacked matmul does not call BLAS when the models' weights
+    # are views of one (M, P) buffer (measured 10x slower than this loop), and one 2-D product per model
+    # is also exactly the single model's product.
+    def _affine_forward_stacked(self, x, W, b, act, out) -> None:
+        for m in range(x.shape[0]):
+            np.matmul(x[m], W[m], out=out[m])
+        stacked.bias_act(out, b, int(act))
+
+    def _affine_backward_stacked(self, dy, x, W, y, dx, dW, db, act=1) -> None:
+        if y is not None and act:
+            dym = self._scratch(dy.shape, dy.dtype)
+            stacked.act_grad_colsum(dy, y, int(act), dym, db)
+        else:
+            dym = dy
+            stacked.colsum(dy, db)
+        for m in range(dy.shape[0]):
+            np.matmul(x[m].T, dym[m], out=dW[m])
+            if dx is not None:
+                np.matmul(dym[m], W[m].T, out=dx[m])
+
+    def _loss_stacked(self, output, logits, targets, dlogits, stats, step, weights, counts, active) -> None:
+        # stand-ins with one (empty) model, so that the loop's [0] stays in bounds
+        grad = (_absent(logits.dtype, 2)[None], False) if dlogits is None else (dlogits, True)
+        w = (_absent(logits.dtype, 1)[None], False) if weights is None else (weights, True)
+        if output == "softmax":
+            stacked.softmax_loss(logits, targets, *grad, stats, step, *w, counts, active)
+        else:
+            stacked.loss(_REAL_LOSSES[output], logits, targets, *grad, stats, step, *w, counts, active)
+
+    def _l2_penalty_stacked(self, params, n, scales, row, stats, active) -> None:
+        stacked.l2_penalty(params, n, scales, row, stats, active)
+
+    def _sgd_step_stacked(self, params, grads, buf, table, row, nesterov, n_decay, active) -> None:
+        stacked.sgd(params, grads, params if buf is None else buf, table, row, nesterov, n_decay, buf is not None,
+                    active)
+
+    def _adam_step_stacked(self, params, grads, exp_avg, exp_avg_sq, table, row, decoupled, n_decay,
+                           active) -> None:
+        stacked.adam(params, grads, exp_avg, exp_avg_sq, table, row, decoupled, n_decay, active)
+
+
+#: the stacked loss loop's codes of the real-target outputs
+_REAL_LOSSES = {"logistic": losses.LOGISTIC, "identity": losses.SQUARED_ERROR, "exp": losses.POISSON}
+
+# Typed stand-ins for an absent gradient output or weights, one per dtype, never read or written:
+# the loops have one signature whether or not those are given.
+_ABSENT: dict = {}
+
+
+def _absent(dtype: Any, ndim: int) -> np.ndarray:
+    key = (np.dtype(dtype), ndim)
+    a = _ABSENT.get(key)
+    if a is None:
+        a = _ABSENT[key] = np.empty((0,) * ndim, dtype=key[0])
+    return a
+
+
+def _grad_args(dz: Any, z: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``(gradient output, write_grad)`` for the loss loops."""
+    return (_absent(z.dtype, 2), False) if dz is None else (dz, True)
+
+
+def _weight_args(weights: Any, z: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``(weights, weighted)`` for the loss loops."""
+    return (_absent(z.dtype, 1), False) if weights is None else (weights, True)
+
+
+def _output_loss(kind: int, z, targets, dz, stats, step: int, weights) -> None:
+    losses.output_loss(kind, z, targets, *_grad_args(dz, z), stats, step, *_weight_args(weights, z))

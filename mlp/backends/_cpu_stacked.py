@@ -1,0 +1,100 @@
+"""Numba loops behind the NumPy backend's stacked operations: many models of one shape at once.
+
+Each loop runs, model by model, the very loop the single-model operation
+runs (``_cpu_loops``, ``_cpu_losses``), so a model of a stack computes its
+epilogues, losses and updates with exactly the arithmetic of its own fit;
+only the calls from Python are shared.  The matrix products are NumPy's
+stacked ``matmul`` (one BLAS call per model).
+"""
+
+from __future__ import annotations
+
+from numba import njit
+
+from . import _cpu_loops as loops
+from . import _cpu_losses as losses
+
+_jit = njit(cache=True, nogil=True, error_model="numpy")
+
+
+@_jit
+def bias_act(out, b, act):
+    """out: (M, B, n), b: (M, n)."""
+    for m in range(out.shape[0]):
+        loops.bias_act_inplace(out[m], b[m], act)
+
+
+@_jit
+def act_grad_colsum(dy, y, act, dym, db):
+    """dym[m] = dy[m] * act'(y[m]); db[m] = column sums of dym[m]."""
+    for m in range(dy.shape[0]):
+        loops.act_grad_colsum(dy[m], y[m], act, dym[m], db[m])
+
+
+@_jit
+def colsum(dy, db):
+    for m in range(dy.shape[0]):
+        loops.colsum(dy[m], db[m])
+
+
+# The loss loops: logits (M, B, C); labels (M, B) or targets (M, B, C); dlogits like the logits, or a
+# (1, 0, 0) stand-in when write_grad is False; weights (M, B), or a (1, 0) stand-in when not weighted;
+# stats (M, STATS_SIZE); counts (M,): model m's batch is its first counts[m] rows (a shorter last batch
+# is padded to B: the padding's gradient rows are zeroed and it adds nothing to the statistics).
+# kind (real targets): a loss code of _cpu_losses (LOGISTIC, SQUARED_ERROR, POISSON); softmax_loss takes
+# int64 labels.
+@_jit
+def loss(kind, logits, targets, dlogits, write_grad, stats, step, weights, weighted, counts, active):
+    for m in range(logits.shape[0]):
+        if not active[m]:
+            continue
+        r = counts[m]
+        dz = dlogits[m, :r] if write_grad else dlogits[0]
+        w = weights[m, :r] if weighted else weights[0]
+        losses.output_loss(kind, logits[m, :r], targets[m, :r], dz, write_grad, stats[m], step, w, weighted)
+        if write_grad:
+            dlogits[m, r:] = 0
+
+
+@_jit
+def softmax_loss(logits, labels, dlogits, write_grad, stats, step, weights, weighted, counts, active):
+    for m in range(logits.shape[0]):
+        if not active[m]:
+            continue
+        r = counts[m]
+        dz = dlogits[m, :r] if write_grad else dlogits[0]
+        w = weights[m, :r] if weighted else weights[0]
+        loops.softmax_xent(logits[m, :r], labels[m, :r], dz, write_grad, stats[m], step, w, weighted)
+        if write_grad:
+            dlogits[m, r:] = 0
+
+
+@_jit
+def l2_penalty(params, n, scales, row, stats, active):
+    """stats[m, loss] += scales[m, row] * sum(params[m, :n] ** 2) for every active model."""
+    for m in range(params.shape[0]):
+        if active[m]:
+            losses.l2_penalty(params[m], n, scales[m, row], stats[m])
+
+
+@_jit
+def sgd(params, grads, buf, table, row, nesterov, n_decay, use_momentum, active):
+    for m in range(params.shape[0]):
+        if not active[m]:
+            continue
+        lr, momentum, wd, lookahead = table[m, row, 0], table[m, row, 1], table[m, row, 2], table[m, row, 3]
+        if use_momentum:
+            loops.sgd_update(params[m], grads[m], buf[m], lr, momentum, nesterov, wd, n_decay, lookahead)
+        else:
+            loops.sgd_update(params[m], grads[m], params[m][:0], lr, momentum * 0, nesterov, wd, n_decay,
+                             lookahead)
+
+
+@_jit
+def adam(params, grads, exp_avg, exp_avg_sq, table, row, decoupled, n_decay, active):
+    for m in range(params.shape[0]):
+        if not active[m]:
+            continue
+        t = table[m, row]
+        loops.adam_update(params[m], grads[m], exp_avg[m], exp_avg_sq[m], t[0], t[1], t[2], t[3], t[4], t[5],
+                          t[6], t[7], decoupled, n_decay)
