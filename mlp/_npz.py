@@ -9,7 +9,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from ._validation import describe
+from ._validation import check_index_range, describe, first_non_integer
 
 PathLike = Union[str, "os.PathLike[str]"]
 Split = tuple[np.ndarray, np.ndarray]
@@ -18,6 +18,8 @@ OptionalSplit = tuple[Optional[np.ndarray], Optional[np.ndarray]]
 _REQUIRED = ("X_train", "y_train")
 _OPTIONAL = ("X_test", "y_test")
 _INT64_MAX = np.iinfo(np.int64).max
+_LABELS = "integer class labels (an integer or floating dtype holding whole numbers)"
+_LABELS_OR_TARGETS = _LABELS + " or real regression targets"
 
 
 def load_npz(path: PathLike) -> tuple[Split, OptionalSplit]:
@@ -30,9 +32,17 @@ def load_npz(path: PathLike) -> tuple[Split, OptionalSplit]:
     ``X_*`` are 2-D arrays of shape ``(n_samples, n_features)`` of real numbers
     (bool, integer or floating), all finite once converted to float32, with at
     least one sample and one feature; ``X_test`` has as many features as
-    ``X_train``.  ``y_*`` are 1-D arrays of non-negative integer class labels,
-    one per row of the matching ``X``; floating-point labels are accepted
-    when every value is a whole number.
+    ``X_train``.  ``y_train`` says what the data is for:
+
+    * class labels (classification): a 1-D array of non-negative integers,
+      one per row of ``X_train``; a floating dtype is accepted when every
+      value is a whole number;
+    * regression targets: a 1-D floating array with any value that is not a
+      whole number, or any 2-D array of shape ``(n_samples, n_targets)``
+      (one column per target; store whole-number targets that way).  They
+      must be finite.
+
+    ``y_test`` holds the same kind as ``y_train`` (and as many targets).
 
     Parameters
     ----------
@@ -42,9 +52,10 @@ def load_npz(path: PathLike) -> tuple[Split, OptionalSplit]:
     Returns
     -------
     ((X_train, y_train), (X_test, y_test))
-        ``X`` C-contiguous ``float32`` of shape ``(n_samples, n_features)``,
-        ``y`` C-contiguous ``int64`` of shape ``(n_samples,)``.  ``X_test``
-        and ``y_test`` are ``None`` when the file has no test arrays.
+        ``X`` C-contiguous ``float32`` of shape ``(n_samples, n_features)``;
+        ``y`` C-contiguous: ``int64`` labels of shape ``(n_samples,)``, or
+        ``float64`` targets of the shape stored.  ``X_test`` and ``y_test``
+        are ``None`` when the file has no test arrays.
 
     Raises
     ------
@@ -53,9 +64,9 @@ def load_npz(path: PathLike) -> tuple[Split, OptionalSplit]:
     ValueError
         If the file is not an ``.npz`` archive, a required array is missing,
         only one of ``X_test``/``y_test`` is present, or an array has the
-        wrong number of dimensions, a mismatched length or feature count,
-        NaN or infinite features, or labels that are negative or not whole
-        numbers.  The message names the file and the array.
+        wrong number of dimensions, a mismatched length, feature or target
+        count, NaN or infinite values, or (classification) labels that are
+        negative or not whole numbers.  The message names the file and the array.
     TypeError
         If an array's dtype is not numeric as described above.
     """
@@ -91,7 +102,11 @@ def load_npz(path: PathLike) -> tuple[Split, OptionalSplit]:
             )
 
         X_train = _features(archive, path, "X_train")
-        y_train = _labels(archive, path, "y_train", len(X_train))
+        y_given = _array(archive, path, "y_train", "iuf", _LABELS_OR_TARGETS, ndim=(1, 2))
+        if _are_targets(y_given):
+            y_train = _targets(y_given, path, "y_train", len(X_train))
+        else:
+            y_train = _labels(y_given, path, "y_train", len(X_train))
         if not has_test[0]:
             return (X_train, y_train), (None, None)
         X_test = _features(archive, path, "X_test")
@@ -100,12 +115,21 @@ def load_npz(path: PathLike) -> tuple[Split, OptionalSplit]:
                 f"{path}: X_test: expected {X_train.shape[1]} features (as many as X_train), "
                 f"got {X_test.shape[1]} (array of shape {X_test.shape})"
             )
-        y_test = _labels(archive, path, "y_test", len(X_test))
+        if y_train.dtype.kind == "f":
+            y_test = _array(archive, path, "y_test", "iuf", "regression targets (an integer or floating dtype)",
+                            ndim=(y_train.ndim,))
+            if y_test.shape[1:] != y_train.shape[1:]:
+                raise ValueError(f"{path}: y_test: expected {y_train.shape[1]} targets per row (as many as "
+                                 f"y_train), got {describe(y_test)}")
+            y_test = _targets(y_test, path, "y_test", len(X_test))
+        else:
+            y_test = _labels(_array(archive, path, "y_test", "iuf", _LABELS, ndim=(1,)), path, "y_test",
+                             len(X_test))
     return (X_train, y_train), (X_test, y_test)
 
 
 def _array(
-    archive: np.lib.npyio.NpzFile, path: Path, key: str, kinds: str, what: str, ndim: int
+    archive: np.lib.npyio.NpzFile, path: Path, key: str, kinds: str, what: str, ndim: tuple[int, ...]
 ) -> np.ndarray:
     """Read ``key``; check that its dtype kind is one of ``kinds`` (described by ``what``) and its ndim."""
     try:
@@ -119,14 +143,16 @@ def _array(
                          f"got raw {describe(array)}")
     if array.dtype.kind not in kinds:
         raise TypeError(f"{path}: {key}: expected {what}, got dtype {array.dtype}")
-    if array.ndim != ndim:
-        shape = "(n_samples, n_features)" if ndim == 2 else "(n_samples,)"
-        raise ValueError(f"{path}: {key}: expected a {ndim}-D array of shape {shape}, got {describe(array)}")
+    if array.ndim not in ndim:
+        columns = "n_features" if key.startswith("X") else "n_targets"
+        shapes = {1: "(n_samples,)", 2: f"(n_samples, {columns})"}
+        expected = " or ".join(f"a {d}-D array of shape {shapes[d]}" for d in ndim)
+        raise ValueError(f"{path}: {key}: expected {expected}, got {describe(array)}")
     return array
 
 
 def _features(archive: np.lib.npyio.NpzFile, path: Path, key: str) -> np.ndarray:
-    array = _array(archive, path, key, "biuf", "real numbers (bool, integer or floating dtype)", ndim=2)
+    array = _array(archive, path, key, "biuf", "real numbers (bool, integer or floating dtype)", ndim=(2,))
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise ValueError(f"{path}: {key}: expected at least one sample and one feature, "
                          f"got an empty array of shape {array.shape}")
@@ -143,22 +169,36 @@ def _features(archive: np.lib.npyio.NpzFile, path: Path, key: str) -> np.ndarray
     return X
 
 
-def _labels(archive: np.lib.npyio.NpzFile, path: Path, key: str, n_samples: int) -> np.ndarray:
-    array = _array(archive, path, key, "iuf",
-                   "integer class labels (an integer or floating dtype holding whole numbers)", ndim=1)
+def _are_targets(y: np.ndarray) -> bool:
+    """Whether ``y_train`` holds regression targets rather than class labels (see :func:`load_npz`)."""
+    return y.ndim == 2 or (y.dtype.kind == "f" and first_non_integer(y) is not None)
+
+
+def _check_length(array: np.ndarray, path: Path, key: str, n_samples: int, what: str) -> None:
     if len(array) != n_samples:
-        raise ValueError(f"{path}: {key}: expected {n_samples} labels (one per row of X{key[1:]}), "
+        raise ValueError(f"{path}: {key}: expected {n_samples} {what} (one per row of X{key[1:]}), "
                          f"got {len(array)}")
+
+
+def _targets(array: np.ndarray, path: Path, key: str, n_samples: int) -> np.ndarray:
+    _check_length(array, path, key, n_samples, "rows of targets")
+    targets = np.ascontiguousarray(array, dtype=np.float64)
+    finite = np.isfinite(targets)
+    if not finite.all():
+        index = tuple(int(i) for i in np.argwhere(~finite)[0])
+        where = index[0] if len(index) == 1 else list(index)
+        raise ValueError(f"{path}: {key}: expected finite regression targets, got {targets[index]} at {where}")
+    return targets
+
+
+def _labels(array: np.ndarray, path: Path, key: str, n_samples: int) -> np.ndarray:
+    _check_length(array, path, key, n_samples, "labels")
     if array.dtype.kind == "f":
-        whole = np.isfinite(array) & (array == np.round(array))
-        if not whole.all():
-            index = int(np.argmin(whole))
+        index = first_non_integer(array)
+        if index is not None:
             raise ValueError(f"{path}: {key}: expected integer class labels, "
                              f"got {array[index]} at index {index}")
-    if array.size and array.min() < 0:
-        index = int(np.argmin(array))
-        raise ValueError(f"{path}: {key}: expected non-negative class labels, "
-                         f"got {array[index]} at index {index}")
+    check_index_range(array, None, f"{path}: {key}", "class labels")
     if array.size and array.max() > _INT64_MAX:
         raise ValueError(f"{path}: {key}: expected labels that fit int64, got {array.max()}")
     return np.ascontiguousarray(array, dtype=np.int64)

@@ -9,7 +9,9 @@ the run exactly where it stopped (:class:`TrainingState`):
 
 ``header`` (uint8, UTF-8 JSON)
     ``format``, ``library`` ("mlp"), ``version``, ``layer_sizes``, ``dtype``,
-    ``seed``, ``metadata`` and, for a training checkpoint, ``training``:
+    ``seed``, ``activation`` and ``output`` (files without them hold a ReLU
+    network with a softmax output), ``metadata`` and, for a training
+    checkpoint, ``training``:
     ``epoch`` (epochs completed), ``batch_size``, ``seed``, ``shuffle``,
     ``optimizer`` (``name``, ``config``, ``steps``), ``random_state`` (the
     shuffling generator's ``bit_generator.state``), ``validation``
@@ -41,12 +43,15 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
 from ._version import __version__
 from .optim import OPTIMIZERS, Optimizer, make_optimizer
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .model import MLP
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -120,6 +125,37 @@ def read_archive(path: PathLike) -> tuple[dict, dict[str, np.ndarray]]:
                          f"{' or '.join(map(str, READABLE_FORMATS))} "
                          f"(found library={header.get('library')!r}, format={header.get('format')!r})")
     return header, arrays
+
+
+def save_model(path: PathLike, model: "MLP", metadata: dict | None = None) -> Path:
+    """Write ``model``'s architecture and weights to ``path``, atomically; returns the path.
+
+    ``metadata`` (JSON-serialisable; default: the model's own) is stored with
+    them.  :func:`mlp.load` reads the file back; a run cannot resume from it.
+    """
+    header, arrays = _model_archive(model, metadata)
+    return write_archive(path, header, arrays)
+
+
+def save_training_checkpoint(path: PathLike, model: "MLP", state: "TrainingState",
+                             metadata: dict | None = None) -> Path:
+    """Write ``model`` and the ``state`` of its training run to ``path``, atomically; returns the path.
+
+    The file is a model file (:func:`mlp.load` reads it) that also holds the
+    state :meth:`mlp.Trainer.from_checkpoint` continues the run from.
+    """
+    header, arrays = _model_archive(model, metadata)
+    header["training"], training_arrays = state.to_archive()
+    return write_archive(path, header, {**arrays, **training_arrays})
+
+
+def _model_archive(model: "MLP", metadata: dict | None) -> tuple[dict, dict[str, np.ndarray]]:
+    """The header entries and the ``params`` array that describe ``model`` (read back by
+    :func:`mlp.model.model_from_archive`)."""
+    header = {"layer_sizes": list(model.layer_sizes), "dtype": model.dtype.name, "seed": model.seed,
+              "activation": model.activation, "output": model.output,
+              "metadata": (model.metadata if metadata is None else metadata) or {}}
+    return header, {"params": np.asarray(model.backend.to_numpy(model.params))}
 
 
 @dataclass

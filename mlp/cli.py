@@ -17,11 +17,12 @@ DEFAULT_HIDDEN = (512, 256)
 DEFAULT_DATASET = "fashion-mnist"
 
 #: the options of ``mlp train`` that define a run, with their defaults.  They are
-#: recorded in its checkpoints (metadata "run"), and ``--resume`` takes them from there.
+#: recorded in its checkpoints (metadata "run"), and ``--resume`` takes them from there.  The optimizer's
+#: settings left at None come from :data:`mlp.optim.DEFAULTS`.
 RUN_DEFAULTS = {
-    "dataset": DEFAULT_DATASET, "data": None, "hidden": list(DEFAULT_HIDDEN), "optimizer": "adam", "lr": None,
-    "momentum": None, "nesterov": False, "weight_decay": 0.0, "epochs": 15, "batch_size": 128,
-    "validation_split": 0.0, "early_stopping": None, "dtype": "float32", "seed": 0,
+    "dataset": DEFAULT_DATASET, "data": None, "hidden": list(DEFAULT_HIDDEN), "activation": "relu",
+    "optimizer": "adam", "lr": None, "momentum": None, "nesterov": False, "weight_decay": None, "epochs": 15,
+    "batch_size": 128, "validation_split": 0.0, "early_stopping": None, "dtype": "float32", "seed": 0,
 }
 _FLAGS = {"hidden": "--layers"}  # option strings that are not --<name with dashes>
 
@@ -40,9 +41,22 @@ def _positive_int_list(text: str) -> list[int]:
     return sizes
 
 
+def _optimizer_defaults(option: str) -> str:
+    """The defaults of one optimizer setting, from :data:`mlp.optim.DEFAULTS`: "0.05 for sgd, 0.001 for adam/..."."""
+    from .optim import DEFAULTS
+
+    names_by_value: dict = {}
+    for name, settings in DEFAULTS.items():
+        if option in settings:
+            names_by_value.setdefault(settings[option], []).append(name)
+    return ", ".join(f"{value:g} for {'/'.join(names)}" for value, names in names_by_value.items())
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from ._validation import FLOAT_DTYPE_NAMES
     from ._version import __version__
     from .backends import backend_names
+    from .backends.base import ACTIVATIONS
     from .datasets import NAMES
     from .optim import OPTIMIZERS
 
@@ -64,20 +78,25 @@ def build_parser() -> argparse.ArgumentParser:
     # The options that define a run default to None here, so that --resume can
     # tell which ones were given; RUN_DEFAULTS fills in the others.
     d = RUN_DEFAULTS
-    t = sub.add_parser("train", help="train a network and report its test accuracy",
+    t = sub.add_parser("train", help="train a network and report how it does on the test set",
                        description="Train an MLP (default: 784-512-256-10 on Fashion-MNIST with Adam).")
-    data_args(t, "your own arrays: an .npz file with X_train (n, features) and y_train (n,) integer labels, "
-                 "and optionally X_test and y_test; the input and output sizes come from the data")
+    data_args(t, "your own arrays: an .npz file with X_train (n, features) and y_train, and optionally X_test "
+                 "and y_test.  y_train of integer labels (n,) trains a classifier; real-valued y_train (n,) or "
+                 "(n, targets) trains a regression (identity outputs, squared error).  The input and output "
+                 "sizes come from the data")
     t.add_argument("--layers", "--hidden", dest="hidden", type=_positive_int_list, default=None,
                    help="hidden layer sizes, e.g. 512,256 (default: 512,256); the input and output sizes "
                         "come from the dataset")
+    t.add_argument("--activation", default=None, choices=ACTIVATIONS,
+                   help=f"of the hidden layers (default: {d['activation']})")
     t.add_argument("--optimizer", default=None, choices=tuple(OPTIMIZERS), help=f"(default: {d['optimizer']})")
     t.add_argument("--lr", type=float, default=None,
-                   help="learning rate (default: 1e-3 for adam/adamw/rmsprop, 0.05 for sgd)")
+                   help=f"learning rate (default: {_optimizer_defaults('lr')})")
     t.add_argument("--momentum", type=float, default=None,
-                   help="momentum for sgd/rmsprop (default: 0.9 for sgd, 0 for rmsprop)")
+                   help=f"momentum (default: {_optimizer_defaults('momentum')})")
     t.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum (sgd)")
-    t.add_argument("--weight-decay", type=float, default=None, help="L2 weight decay (default: 0)")
+    t.add_argument("--weight-decay", type=float, default=None,
+                   help=f"L2 weight decay (default: {_optimizer_defaults('weight_decay')})")
     t.add_argument("--epochs", type=int, default=None,
                    help=f"total number of epochs, also when resuming (default: {d['epochs']})")
     t.add_argument("--batch-size", type=int, default=None, help=f"(default: {d['batch_size']})")
@@ -85,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of the training set held out and evaluated each epoch (default: 0)")
     t.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE",
                    help="stop after PATIENCE epochs without improvement of the validation loss")
-    t.add_argument("--dtype", default=None, choices=("float32", "float64"), help=f"(default: {d['dtype']})")
+    t.add_argument("--dtype", default=None, choices=FLOAT_DTYPE_NAMES, help=f"(default: {d['dtype']})")
     t.add_argument("--seed", type=int, default=None, help=f"(default: {d['seed']})")
     t.add_argument("-o", "--output", default=None,
                    help="checkpoint file to write (atomically) after each epoch; --resume continues from it")
@@ -97,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("-q", "--quiet", action="store_true", help="print only the final result")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="evaluate a checkpoint on a dataset's test set")
+    e = sub.add_parser("evaluate", help="evaluate a checkpoint on a dataset's test set (accuracy and loss, or for "
+                                        "a regression the loss and R²)")
     e.add_argument("checkpoint", help="file written by 'mlp train --output' or MLP.save")
     data_args(e, "an .npz file with X_test and y_test to evaluate on")
     e.set_defaults(func=cmd_evaluate)
@@ -109,24 +129,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _optimizer(run: dict):
-    """The optimizer of a run's settings; fills in the run's learning rate and momentum where they default."""
+    """The optimizer of a run's settings, those left out (None) from :data:`mlp.optim.DEFAULTS`; records the
+    settings it was made with in ``run``."""
     from . import optim
 
     name = run["optimizer"]
-    lr = run["lr"] if run["lr"] is not None else (0.05 if name == "sgd" else 1e-3)
-    if name == "sgd":
-        momentum = 0.9 if run["momentum"] is None else run["momentum"]
-        opt = optim.SGD(lr=lr, momentum=momentum, nesterov=bool(run["nesterov"]), weight_decay=run["weight_decay"])
-    elif run["nesterov"]:
-        raise ValueError(f"--nesterov: applies to the sgd optimizer only, got --optimizer {name}")
-    elif name == "rmsprop":
-        opt = optim.RMSprop(lr=lr, momentum=run["momentum"] or 0.0, weight_decay=run["weight_decay"])
-    elif run["momentum"] is not None:
-        raise ValueError(f"--momentum: applies to sgd and rmsprop only, got --optimizer {name}")
-    else:
-        opt = optim.make_optimizer(name, lr=lr, weight_decay=run["weight_decay"])
-    run["lr"] = opt.lr
-    run["momentum"] = getattr(opt, "momentum", None)
+    defaults = optim.DEFAULTS[name]
+    for option in ("momentum", "nesterov"):
+        if run[option] not in (None, False) and option not in defaults:
+            takers = [other for other, settings in optim.DEFAULTS.items() if option in settings]
+            raise ValueError(f"{_flag(option)}: applies to the {' and '.join(takers)} optimizer"
+                             f"{'s' if len(takers) > 1 else ''} only, got --optimizer {name}")
+    settings = {option: default if run[option] is None else run[option] for option, default in defaults.items()}
+    opt = optim.make_optimizer(name, **settings)
+    run.update(settings)
     return opt
 
 
@@ -149,6 +165,8 @@ def _given_run_options(args: argparse.Namespace) -> dict:
 def _resumed_run(trainer, path: str, given: dict) -> dict:
     """The settings of the run saved in ``path``; an option given that differs from them is an error."""
     run = trainer.model.metadata.get("run")
+    if isinstance(run, dict):  # runs recorded before --activation existed: the model's (ReLU) is the run's
+        run = {"activation": trainer.model.activation, **run}
     if not isinstance(run, dict) or set(RUN_DEFAULTS) - set(run):
         raise ValueError(f"--resume: {path!r} was not written by 'mlp train' (it does not record the dataset and "
                          "options of its run); continue it from Python with mlp.Trainer.from_checkpoint")
@@ -183,8 +201,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         if run["data"] is not None:
             run["dataset"] = None
         (X, y), (X_test, y_test) = _load_data(args, run["dataset"], run["data"])
-        n_classes = int(max(y.max(), y_test.max() if y_test is not None else 0)) + 1
-        model = mlp.MLP([X.shape[1], *run["hidden"], n_classes], seed=run["seed"], dtype=run["dtype"])
+        if y.dtype.kind == "f":  # real-valued targets (see mlp.datasets.load_npz): a regression
+            last_layer, n_outputs = "identity", 1 if y.ndim == 1 else y.shape[1]
+        else:
+            last_layer, n_outputs = "softmax", int(max(y.max(), y_test.max() if y_test is not None else 0)) + 1
+        model = mlp.MLP([X.shape[1], *run["hidden"], n_outputs], seed=run["seed"], dtype=run["dtype"],
+                        activation=run["activation"], output=last_layer)
         trainer = mlp.Trainer(model, _optimizer(run), backend=args.backend, batch_size=run["batch_size"],
                               seed=run["seed"])
         output, plot = args.output, args.plot
@@ -209,15 +231,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         _print_how_to_resume(trainer, output, args.resume, start_epoch)
         return 130
     seconds = sum(history["seconds"])
+    done = f"{len(history)} epochs, {seconds:.1f} s, backend {trainer.backend.name}"
     if X_test is not None:
-        result = trainer.evaluate(X_test, y_test)
-        model.metadata.update(test_accuracy=result["accuracy"], test_loss=result["loss"])
-        print(f"test accuracy {result['accuracy']:.4f}  test loss {result['loss']:.4f}  "
-              f"({len(history)} epochs, {seconds:.1f} s, backend {trainer.backend.name})")
-    else:
-        print(f"training accuracy {history['accuracy'][-1]:.4f}  training loss {history['loss'][-1]:.4f}  "
-              f"({len(history)} epochs, {seconds:.1f} s, backend {trainer.backend.name}; "
-              f"no X_test/y_test in {source} to test on)")
+        figures = _figures(model, trainer.evaluate(X_test, y_test))
+        model.metadata.update({f"test_{name}": value for name, value in figures.items()})
+        print(f"{_report('test', figures)}  ({done})")
+    else:  # the final model on the training data
+        figures = _figures(model, trainer.evaluate(X, y))
+        print(f"{_report('training', figures)}  ({done}; no X_test/y_test in {source} to test on)")
     if output:
         trainer.save_checkpoint(output)
         print(f"checkpoint written to {output}")
@@ -250,10 +271,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _, (X_test, y_test) = _load_data(args, dataset, data)
     if X_test is None:
         raise ValueError(f"--data: {data!r} holds no X_test and y_test to evaluate on")
-    result = mlp.evaluate(model, X_test, y_test, backend=args.backend)
-    print(f"{args.checkpoint}: {data or dataset or DEFAULT_DATASET} test accuracy {result['accuracy']:.4f}  "
-          f"test loss {result['loss']:.4f}  ({X_test.shape[0]} samples, backend {model.backend.name})")
+    figures = _figures(model, mlp.evaluate(model, X_test, y_test, backend=args.backend))
+    print(f"{args.checkpoint}: {data or dataset or DEFAULT_DATASET} {_report('test', figures)}  "
+          f"({X_test.shape[0]} samples, backend {model.backend.name})")
     return 0
+
+
+def _figures(model, result: dict[str, float]) -> dict[str, float]:
+    """What the reports show of :func:`mlp.evaluate`'s result: accuracy and loss for a classifier, loss
+    (half the mean squared error for an identity output) and R² for a regression."""
+    from .evaluation import has_accuracy
+
+    keys = ("accuracy", "loss") if has_accuracy(model) else ("loss", "r2")
+    return {key: result[key] for key in keys}
+
+
+def _report(where: str, figures: dict[str, float]) -> str:
+    names = {"accuracy": "accuracy", "loss": "loss", "r2": "R²"}
+    return "  ".join(f"{where} {names[key]} {value:.4f}" for key, value in figures.items())
 
 
 def cmd_info(args: argparse.Namespace) -> int:

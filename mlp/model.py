@@ -9,15 +9,39 @@ from typing import Any, Sequence, Union
 
 import numpy as np
 
-from ._validation import check_features, check_float_dtype, check_int, check_labels, check_layer_sizes, describe
+from ._validation import (check_features, check_float_dtype, check_int, check_labels, check_layer_sizes,
+                          check_targets, describe)
 from .backends import Backend, get_backend
-from .checkpoint import TrainingState, read_archive, write_archive
+from .backends.base import ACTIVATIONS, activation_code
+from .checkpoint import read_archive, save_model
 from .checkpoint import CHECKPOINT_FORMAT, atomic_write_bytes  # noqa: F401  (importable from here, as before)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 #: rows per chunk when predicting, so inference on a whole dataset needs bounded memory
 PREDICT_CHUNK = 8192
+
+#: the output layers and the loss each is trained with.  Each pairs an output activation with its canonical
+#: loss, so the gradient with respect to the last layer's pre-activation is ``output - target`` (scaled by
+#: the sample weights): softmax with cross-entropy (integer labels), logistic with binary cross-entropy per
+#: output (0/1 targets: binary and multilabel classification), identity with half the squared error, and exp
+#: with half the Poisson deviance (scikit-learn's ``loss="poisson"``).
+OUTPUTS = {"softmax": "cross_entropy", "logistic": "binary_cross_entropy", "identity": "squared_error",
+           "exp": "poisson"}
+
+
+def output_activation(z: np.ndarray, output: str) -> np.ndarray:
+    """The output layer's activation applied on the host to logits ``z`` (n, outputs), in ``z``'s dtype."""
+    if output == "softmax":
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+    if output == "logistic":
+        from scipy.special import expit
+
+        return expit(z)
+    if output == "exp":
+        return np.exp(z)
+    return z
 
 
 @dataclass
@@ -30,16 +54,22 @@ class _Workspace:
 
 
 class MLP:
-    """A multilayer perceptron: hidden layers affine+ReLU, last layer affine (logits).
+    """A multilayer perceptron: hidden layers affine + ``activation``, last layer affine (the logits).
 
     Parameters
     ----------
     layer_sizes:
-        ``(n_inputs, hidden_1, ..., n_classes)``, e.g. ``(784, 512, 256, 10)``.
+        ``(n_inputs, hidden_1, ..., n_outputs)``, e.g. ``(784, 512, 256, 10)``.
     seed:
         Seed of the He initialisation (weights ~ N(0, 2 / fan_in), biases 0).
     dtype:
         ``"float32"`` (default) or ``"float64"``.
+    activation:
+        Of the hidden layers: ``"relu"`` (default), ``"tanh"``, ``"logistic"`` or ``"identity"``.
+    output:
+        The output layer and its loss (see :data:`OUTPUTS`): ``"softmax"`` (default; cross-entropy on
+        integer labels), ``"logistic"`` (binary cross-entropy per output: binary or multilabel 0/1
+        targets), ``"identity"`` (regression, squared error) or ``"exp"`` (regression, Poisson deviance).
 
     All parameters live in one flat buffer: every weight matrix first (stored
     ``(in, out)``, so a layer computes ``x @ W + b``), then every bias.  An
@@ -50,10 +80,18 @@ class MLP:
     to its backend, and :meth:`to` moves it explicitly.
     """
 
-    def __init__(self, layer_sizes: Sequence[int], seed: int = 0, dtype: Any = "float32") -> None:
-        self.layer_sizes = check_layer_sizes(layer_sizes)
+    def __init__(self, layer_sizes: Sequence[int], seed: int = 0, dtype: Any = "float32", activation: str = "relu",
+                 output: str = "softmax") -> None:
+        if output not in OUTPUTS:
+            raise ValueError(f"output: expected one of {tuple(OUTPUTS)}, got {output!r}")
+        self.output = output
+        self.layer_sizes = check_layer_sizes(layer_sizes, min_outputs=2 if output == "softmax" else 1)
         self.seed = check_int(seed, "seed", minimum=0)
         self.dtype = check_float_dtype(dtype)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {activation!r}")
+        self.activation = activation
+        self._act = activation_code(activation)
         shapes = list(zip(self.layer_sizes[:-1], self.layer_sizes[1:]))
         self.n_weights = sum(k * m for k, m in shapes)
         self.n_params = self.n_weights + sum(m for _, m in shapes)
@@ -79,6 +117,20 @@ class MLP:
     @property
     def n_classes(self) -> int:
         return self.layer_sizes[-1]
+
+    @property
+    def n_outputs(self) -> int:
+        return self.layer_sizes[-1]
+
+    @property
+    def loss(self) -> str:
+        """The loss the output layer is trained with (see :data:`OUTPUTS`)."""
+        return OUTPUTS[self.output]
+
+    @property
+    def uses_labels(self) -> bool:
+        """Whether training targets are integer class labels (softmax) rather than real-valued rows."""
+        return self.output == "softmax"
 
     @property
     def params(self) -> Any:
@@ -117,7 +169,10 @@ class MLP:
 
     def __repr__(self) -> str:
         sizes = "-".join(map(str, self.layer_sizes))
-        return f"MLP({sizes}, dtype={self.dtype.name}, params={self.n_params}, backend={self.backend.name!r})"
+        extra = "" if (self.activation, self.output) == ("relu", "softmax") else \
+            f", activation={self.activation!r}, output={self.output!r}"
+        return (f"MLP({sizes}, dtype={self.dtype.name}{extra}, params={self.n_params}, "
+                f"backend={self.backend.name!r})")
 
     # ------------------------------------------------------------- devices
     def to(self, backend: Union[str, Backend]) -> "MLP":
@@ -185,17 +240,27 @@ class MLP:
         return out
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities (softmax of the logits), shape (N, n_classes), as a host array."""
+        """The output layer's values, shape (N, n_outputs), as a host array: class probabilities for a softmax
+        (rows sum to 1) or a logistic output (one probability per output), the predictions otherwise."""
         Xd = self._as_input(X)
-        out = np.empty((Xd.shape[0], self.n_classes), dtype=self.dtype)
+        out = np.empty((Xd.shape[0], self.n_outputs), dtype=self.dtype)
         for start, logits in self._logits_chunks(Xd):
-            probs = self.backend.softmax(logits)
-            out[start:start + logits.shape[0]] = self.backend.to_numpy(probs)
+            rows = slice(start, start + logits.shape[0])
+            if self.output == "softmax":
+                out[rows] = self.backend.to_numpy(self.backend.softmax(logits))
+            else:
+                out[rows] = output_activation(self.backend.to_numpy(logits), self.output)
         return out
 
     def predict(self, X: Any) -> np.ndarray:
-        """Predicted class indices (int64), shape (N,)."""
-        return np.argmax(self.decision_function(X), axis=1).astype(np.int64)
+        """Predictions: class indices (int64, shape (N,)) for a softmax output, 0/1 indicators (int64,
+        shape (N, n_outputs)) for a logistic one, real values (shape (N, n_outputs)) for regression."""
+        z = self.decision_function(X)
+        if self.output == "softmax":
+            return np.argmax(z, axis=1).astype(np.int64)
+        if self.output == "logistic":
+            return (z > 0).astype(np.int64)
+        return output_activation(z, self.output)
 
     # ----------------------------------------------------- forward/backward
     def new_workspace(self, batch: int) -> _Workspace:
@@ -225,7 +290,7 @@ class MLP:
         last = self.n_layers - 1
         a = x
         for i in range(self.n_layers):
-            be._affine_forward(a, self._W[i], self._b[i], i < last, ws.acts[i])
+            be._affine_forward(a, self._W[i], self._b[i], self._act if i < last else 0, ws.acts[i])
             a = ws.acts[i]
         return a
 
@@ -239,21 +304,42 @@ class MLP:
             x_in = ws.acts[i - 1] if i > 0 else x
             y = ws.acts[i] if i < last else None
             dx = ws.grads_in[i - 1] if i > 0 else None
-            be._affine_backward(dy, x_in, self._W[i], y, dx, self._grad_W[i], self._grad_b[i])
+            # the last layer has no y: no derivative, whatever act says
+            be._affine_backward(dy, x_in, self._W[i], y, dx, self._grad_W[i], self._grad_b[i], act=self._act)
             dy = dx
         return self._grads
 
+    def check_targets(self, y: Any, n_samples: int, name: str = "y") -> np.ndarray:
+        """``y`` validated for this model's loss: int64 labels (softmax) or ``(n, n_outputs)`` real targets."""
+        if self.uses_labels:
+            return check_labels(y, n_samples, self.n_classes, name)
+        return check_targets(y, n_samples, self.n_outputs, self.dtype, name)
+
+    def loss_into(self, logits: Any, targets: Any, dlogits: Any, stats: Any, step: int, weights: Any = None) -> None:
+        """The output layer's loss of a batch: accumulates into ``stats`` and writes the gradient with respect
+        to ``logits`` into ``dlogits`` (None: statistics only).  Backend arrays, validated by the caller;
+        ``weights`` (n,) are per-sample weights or None (see the backend's loss operations)."""
+        be = self.backend
+        op = {"softmax": be._softmax_xent, "logistic": be._logistic_xent, "identity": be._squared_error,
+              "exp": be._poisson_loss}[self.output]
+        if weights is None:
+            op(logits, targets, dlogits, stats, step)
+        else:
+            op(logits, targets, dlogits, stats, step, weights)
+
     def loss_and_gradients(self, X: Any, y: Any) -> tuple[float, list[tuple[np.ndarray, np.ndarray]]]:
-        """Mean cross-entropy of ``(X, y)`` and its gradient per layer ``(dW, db)`` as host arrays.
+        """Mean loss of ``(X, y)`` (see :attr:`loss`) and its gradient per layer ``(dW, db)`` as host arrays.
 
         The data term only: L2 weight decay belongs to the optimizer.  Useful for
         gradient checks and for custom training loops.
         """
         Xd = self._as_input(X)
-        labels = self.backend.asarray(check_labels(y, Xd.shape[0], self.n_classes), dtype=np.int64)
+        targets = self.backend.asarray(self.check_targets(y, Xd.shape[0]))
         ws = self._workspace(Xd.shape[0])
         logits = self.forward(Xd, ws)
-        loss, _ = self.backend.softmax_cross_entropy(logits, labels, dlogits_out=ws.dlogits)
+        stats = self.backend.new_stats()
+        self.loss_into(logits, targets, ws.dlogits, stats, 0)
+        loss = float(self.backend.to_numpy(stats)[0]) / Xd.shape[0]
         self.backward(Xd, ws)
         host = np.array(self.backend.to_numpy(self._grads), copy=True)
         Ws, bs = self._views(host)
@@ -263,30 +349,24 @@ class MLP:
     def __reduce__(self):
         # Pickle the architecture and host parameters: a model trained on a GPU unpickles anywhere (on the host).
         host = np.array(self.backend.to_numpy(self._params), copy=True)
-        return _unpickle_mlp, (self.layer_sizes, self.seed, self.dtype.name, host, dict(self.metadata))
+        return _unpickle_mlp, (self.layer_sizes, self.seed, self.dtype.name, host, dict(self.metadata),
+                               self.activation, self.output)
 
-    def save(self, path: PathLike, metadata: dict | None = None, training: TrainingState | None = None) -> Path:
-        """Write weights and architecture to one ``.npz`` file, atomically (see :mod:`mlp.checkpoint`).
+    def save(self, path: PathLike, metadata: dict | None = None) -> Path:
+        """Write the architecture and the weights to one ``.npz`` file, atomically (see :mod:`mlp.checkpoint`).
 
         The file is written to a temporary name in the same folder, flushed to
         disk, then renamed over ``path``: a crash mid-save leaves any previous
         file intact.  ``metadata`` (JSON-serialisable; default: the model's
-        :attr:`metadata`) is stored alongside, and ``training`` (written by
-        :class:`mlp.Trainer`) is what a run needs to resume.  Returns the path written.
+        :attr:`metadata`) is stored alongside.  :func:`mlp.load` reads it back;
+        the checkpoints a run resumes from are written by :class:`mlp.Trainer`.
+        Returns the path written.
         """
-        if metadata is None:
-            metadata = self.metadata
-        header = {"layer_sizes": list(self.layer_sizes), "dtype": self.dtype.name, "seed": self.seed,
-                  "metadata": metadata or {}}
-        arrays = {"params": np.asarray(self.backend.to_numpy(self._params))}
-        if training is not None:
-            header["training"], extra = training.to_archive()
-            arrays.update(extra)
-        return write_archive(path, header, arrays)
+        return save_model(path, self, metadata)
 
 
-def _unpickle_mlp(layer_sizes, seed, dtype, params, metadata) -> MLP:
-    model = MLP(layer_sizes, seed=seed, dtype=dtype)
+def _unpickle_mlp(layer_sizes, seed, dtype, params, metadata, activation="relu", output="softmax") -> MLP:
+    model = MLP(layer_sizes, seed=seed, dtype=dtype, activation=activation, output=output)
     model.backend.copy_(model.params, params)
     model.metadata = metadata
     return model
@@ -306,7 +386,9 @@ def load(path: PathLike, backend: Union[str, Backend, None] = None) -> MLP:
 
 def model_from_archive(header: dict, arrays: dict[str, np.ndarray], path: PathLike) -> MLP:
     """The model stored in a checkpoint read by :func:`mlp.checkpoint.read_archive` (on the host)."""
-    model = MLP(header["layer_sizes"], seed=header.get("seed", 0), dtype=header["dtype"])
+    # checkpoints written before activations and outputs were recorded hold ReLU networks with a softmax
+    model = MLP(header["layer_sizes"], seed=header.get("seed", 0), dtype=header["dtype"],
+                activation=header.get("activation", "relu"), output=header.get("output", "softmax"))
     params = arrays["params"]
     if params.shape != (model.n_params,):
         raise ValueError(f"path: {str(path)!r} holds {params.shape} parameters, expected ({model.n_params},) "

@@ -170,3 +170,75 @@ def test_data_and_dataset_are_exclusive(tmp_path: Path, capsys):
     assert "argument --dataset: not allowed with argument --data" in capsys.readouterr().err
     assert main(["train", "--data", str(tmp_path / "none.npz")]) == 2
     assert "mlp train: error: " in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------- regression
+def _regression_arrays(n_targets: int | None, n_train: int = 240, n_test: int = 60) -> dict[str, np.ndarray]:
+    """Smooth real targets of three features; ``n_targets`` None stores one target as a vector."""
+    rng = np.random.default_rng(1)
+    X = rng.uniform(-1, 1, (n_train + n_test, 3))
+    Y = np.stack([np.sin(2 * X[:, 0]) + X[:, 1], X[:, 2] ** 2 - 0.5 * X[:, 0]], axis=1)
+    Y = Y[:, 0] if n_targets is None else Y[:, :n_targets]
+    return {"X_train": X[:n_train], "y_train": Y[:n_train], "X_test": X[n_train:], "y_test": Y[n_train:]}
+
+
+@pytest.mark.parametrize("n_targets", [None, 2], ids=["vector", "two-columns"])
+def test_real_valued_y_train_trains_a_regression(tmp_path: Path, capsys, n_targets):
+    import mlp
+    from mlp.evaluation import r2_score
+
+    arrays = _regression_arrays(n_targets)
+    data, ck = tmp_path / "reg.npz", tmp_path / "ck.npz"
+    np.savez(data, **arrays)
+    assert main(["train", "--data", str(data), "--layers", "32", "--activation", "tanh", "--epochs", "40",
+                 "--batch-size", "16", "--lr", "0.01", "--backend", "numpy", "-o", str(ck)]) == 0
+    out = capsys.readouterr()
+    outputs = n_targets or 1
+    assert f"training MLP(3-32-{outputs}, dtype=float32, activation='tanh', output='identity'" in out.err
+    assert "accuracy" not in out.err + out.out and "epoch 40/40  loss " in out.err
+    loss = float(out.out.split("test loss ")[1].split()[0])
+    r2 = float(out.out.split("test R² ")[1].split()[0])
+    model = mlp.load(ck)
+    assert (model.activation, model.output, model.n_outputs) == ("tanh", "identity", outputs)
+    # the printed figures: half the mean squared error and R² of the checkpoint's predictions (float32: 1e-4)
+    pred = model.predict(arrays["X_test"])
+    y_test = arrays["y_test"].reshape(len(pred), -1)
+    assert loss == pytest.approx(0.5 * np.mean((pred - y_test) ** 2), abs=1e-4)
+    assert r2 == pytest.approx(r2_score(y_test, pred), abs=1e-4) and r2 > 0.9
+    assert model.metadata["test_r2"] == pytest.approx(r2, abs=1e-4) and "test_accuracy" not in model.metadata
+    assert main(["evaluate", str(ck), "--backend", "numpy"]) == 0
+    assert f"{data} test loss {loss:.4f}  test R² {r2:.4f}  (60 samples" in capsys.readouterr().out
+
+
+def test_regression_without_test_arrays_reports_the_training_figures(tmp_path: Path, capsys):
+    arrays = _regression_arrays(None)
+    data = tmp_path / "train_only.npz"
+    np.savez(data, X_train=arrays["X_train"], y_train=arrays["y_train"])
+    assert main(["train", "--data", str(data), "--layers", "8", "--epochs", "1", "--backend", "numpy", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("training loss ") and "  training R² " in out and f"no X_test/y_test in {data}" in out
+
+
+# ------------------------------------------------------------ optimizer defaults
+def test_optimizer_settings_left_out_come_from_the_optimizers_table(tmp_path: Path, monkeypatch, capsys):
+    import mlp
+    from mlp import optim
+
+    monkeypatch.setitem(optim.DEFAULTS, "sgd", {**optim.DEFAULTS["sgd"], "lr": 0.0123, "momentum": 0.45})
+    ck = tmp_path / "ck.npz"
+    assert main(["train", "--dataset", "quadrants", "--layers", "4", "--epochs", "1", "--optimizer", "sgd",
+                 "--backend", "numpy", "-q", "-o", str(ck)]) == 0
+    run = mlp.load(ck).metadata["run"]
+    assert (run["lr"], run["momentum"], run["nesterov"], run["weight_decay"]) == (0.0123, 0.45, False, 0.0)
+    resumed = mlp.Trainer.from_checkpoint(ck)
+    assert (resumed.optimizer.lr, resumed.optimizer.momentum) == (0.0123, 0.45)
+    assert main(["train", "--dataset", "quadrants", "--optimizer", "adamw", "--epochs", "1", "--layers", "4",
+                 "--backend", "numpy", "-q", "-o", str(ck)]) == 0
+    assert mlp.load(ck).metadata["run"]["weight_decay"] == optim.DEFAULTS["adamw"]["weight_decay"] == 0.01
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "learning rate (default: 0.0123 for sgd, 0.001 for rmsprop/adam/adamw)" in \
+        " ".join(capsys.readouterr().out.split())
+    assert main(["train", "--dataset", "quadrants", "--optimizer", "adam", "--momentum", "0.5"]) == 2
+    assert "--momentum: applies to the sgd and rmsprop optimizers only, got --optimizer adam" in \
+        capsys.readouterr().err

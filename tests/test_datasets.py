@@ -609,6 +609,7 @@ def test_progress_bar_and_messages(server, published, capsys, progress):
 # --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_real_fashion_mnist_from_debian_folder(monkeypatch):
     folders = REAL_SYSTEM_DIRS.get("fashion-mnist", ())
     if not any(all((Path(f) / f"{s}.gz").is_file() or (Path(f) / s).is_file() for s in datasets.IDX_FILES)

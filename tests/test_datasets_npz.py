@@ -60,6 +60,24 @@ def test_accepted_conversions_and_extra_arrays(tmp_path):
     assert_converted(X_test, y_test, np.array([[1.0, 0.0, 1.0]]), np.array([3]))
 
 
+def test_real_valued_y_train_is_read_as_regression_targets(tmp_path):
+    """A 1-D y_train with a value that is not a whole number, or any 2-D y_train, holds regression targets:
+    float64 of the stored shape, y_test read the same way (integers included)."""
+    arrays = good_arrays()
+    one = np.array([0.5, -1.25, 3.0, 2.0, 1e6])
+    (X, y), (_, y_test) = datasets.load_npz(save(tmp_path, **{**arrays, "y_train": one,
+                                                                "y_test": np.array([1, 2, 3], np.int32)}))
+    assert y.dtype == np.float64 and y.shape == (5,) and y.flags.c_contiguous
+    np.testing.assert_array_equal(y, one)
+    assert y_test.dtype == np.float64 and y_test.tolist() == [1.0, 2.0, 3.0]
+    two = np.arange(10, dtype=np.int16).reshape(5, 2)  # whole numbers: 2-D makes them targets
+    (_, y), (_, y_test) = datasets.load_npz(save(tmp_path, **{**arrays, "y_train": two,
+                                                              "y_test": np.ones((3, 2), np.float32)}))
+    assert y.dtype == np.float64 and y.shape == (5, 2)
+    np.testing.assert_array_equal(y, two)
+    assert y_test.dtype == np.float64 and y_test.shape == (3, 2)
+
+
 def without(arrays: dict, *keys: str) -> dict:
     return {key: value for key, value in arrays.items() if key not in keys}
 
@@ -81,8 +99,11 @@ BAD_FILES = {
     "X-3d": (changed(X_test=np.zeros((3, 4, 1))), ValueError, ["X_test: expected a 2-D array", "(3, 4, 1)"]),
     "X-empty": (changed(X_train=np.zeros((0, 4)), y_train=np.zeros(0, int)), ValueError,
                 ["X_train: expected at least one sample and one feature", "(0, 4)"]),
-    "y-2d": (changed(y_train=np.zeros((5, 3), int)), ValueError,
-             ["y_train: expected a 1-D array of shape (n_samples,), got array of shape (5, 3)"]),
+    "y-3d": (changed(y_train=np.zeros((5, 3, 1))), ValueError,
+             ["y_train: expected a 1-D array of shape (n_samples,) or a 2-D array of shape (n_samples, n_targets), "
+              "got array of shape (5, 3, 1)"]),
+    "y_test-2d-for-labels": (changed(y_test=np.zeros((3, 1), int)), ValueError,
+                             ["y_test: expected a 1-D array of shape (n_samples,), got array of shape (3, 1)"]),
     "train-lengths": (changed(y_train=np.zeros(4, int)), ValueError,
                       ["y_train: expected 5 labels (one per row of X_train), got 4"]),
     "test-lengths": (changed(y_test=np.zeros(6, int)), ValueError,
@@ -95,12 +116,22 @@ BAD_FILES = {
             ["X_test: expected finite values", "the first -inf at [1, 2]"]),
     "float32-overflow": (changed(X_train=np.full((5, 4), 1e39)), ValueError,
                          ["X_train: expected finite values", "(beyond the float32 range)"]),
-    "fractional-label": (changed(y_train=np.array([0, 1, 1.5, 2, 0])), ValueError,
-                         ["y_train: expected integer class labels, got 1.5 at index 2"]),
+    "fractional-label": (changed(y_test=np.array([0, 1.5, 2])), ValueError,
+                         ["y_test: expected integer class labels, got 1.5 at index 1"]),
+    "nan-target": (changed(y_train=np.array([0.5, np.nan, 1, 2, 0])), ValueError,
+                   ["y_train: expected finite regression targets, got nan at 1"]),
+    "inf-target-2d": (changed(y_train=np.array([[0.5, 1]] * 4 + [[2, -np.inf]])), ValueError,
+                      ["y_train: expected finite regression targets, got -inf at [4, 1]"]),
+    "target-rows": (changed(y_train=np.zeros((4, 2))), ValueError,
+                    ["y_train: expected 5 rows of targets (one per row of X_train), got 4"]),
+    "test-target-columns": (changed(y_train=np.zeros((5, 2)), y_test=np.zeros((3, 3))), ValueError,
+                            ["y_test: expected 2 targets per row (as many as y_train), got array of shape (3, 3)"]),
+    "test-targets-1d-vs-2d": (changed(y_train=np.linspace(0, 1, 5), y_test=np.zeros((3, 1))), ValueError,
+                              ["y_test: expected a 1-D array of shape (n_samples,), got array of shape (3, 1)"]),
     "nan-label": (changed(y_test=np.array([0, np.nan, 1])), ValueError,
                   ["y_test: expected integer class labels, got nan at index 1"]),
     "negative-label": (changed(y_train=np.array([0, 1, 2, -1, 0])), ValueError,
-                       ["y_train: expected non-negative class labels, got -1 at index 3"]),
+                       ["y_train: expected class labels >= 0, got values in [-1, 2]"]),
     "huge-label": (changed(y_train=np.array([0, 1, 2**63, 1, 0], dtype=np.uint64)), ValueError,
                    ["y_train: expected labels that fit int64, got 9223372036854775808"]),
     "complex-X": (changed(X_train=np.zeros((5, 4), complex)), TypeError,

@@ -139,20 +139,21 @@ class _Bar:
 
 
 def test_step_callback_shows_the_running_loss_where_reading_it_is_free_and_stops_on_request():
-    from mlp.trainer import _StopAtStepBoundary, _step_callback
+    from mlp.interrupt import StopAtStepBoundary
+    from mlp.progress import step_callback
 
     (X, y), _ = datasets.load("quadrants", n_train=100, n_test=1)
     loop = mlp.Trainer(mlp.MLP([2, 4]), optim.SGD(lr=0.1), backend="numpy", batch_size=30).training_loop(X, y)
     loop.set_order(None)
-    bar, interrupt = _Bar(), _StopAtStepBoundary()
-    assert loop.epoch(on_step=_step_callback(loop, bar, interrupt)) == 4
+    bar, interrupt = _Bar(), StopAtStepBoundary()
+    assert loop.epoch(on_step=step_callback(loop, bar, interrupt)) == 4
     assert bar.n == 4 and len(bar.postfix) == 4  # host statistics (NumPy): the loss at every step
     assert bar.postfix[-1] == f"loss {loop.totals()[0] / 100:.4f}"
 
     # statistics held on a device (not a NumPy array): the bar counts steps only, with no read-back
     device_loop = type("DeviceLoop", (), {"stats": object(), "batch_size": 30, "n_samples": 100})()
     bar = _Bar()
-    on_step = _step_callback(device_loop, bar, interrupt)
+    on_step = step_callback(device_loop, bar, interrupt)
     assert on_step(1) is False and bar.n == 1 and bar.postfix == []
     interrupt.requested = True
     assert on_step(2) is True  # ends the epoch at this step boundary

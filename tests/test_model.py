@@ -133,7 +133,7 @@ def test_load_errors(tmp_path: Path):
     ("784,10", TypeError, r"layer_sizes: expected a sequence of positive integers"),
     ([784, 0, 10], ValueError, r"layer_sizes\[1\]: expected an integer >= 1, got 0"),
     ([784, 2.5, 10], TypeError, r"layer_sizes\[1\]: expected an integer, got float 2.5"),
-    ([784, 1], ValueError, r"layer_sizes: expected at least 2 output classes"),
+    ([784, 1], ValueError, r"layer_sizes: expected at least 2 outputs in the last layer \(a softmax needs two"),
 ])
 def test_bad_layer_sizes(sizes, exc, match):
     with pytest.raises(exc, match=match):
@@ -208,3 +208,21 @@ def test_save_stores_the_models_metadata_by_default(tmp_path: Path):
     model = mlp.MLP([3, 2])
     model.metadata = {"dataset": "x"}
     assert mlp.load(model.save(tmp_path / "m.npz")).metadata == {"dataset": "x"}
+
+
+def test_save_writes_the_weights_and_architecture_only(tmp_path: Path):
+    import json
+
+    model = mlp.MLP([3, 5, 2], seed=1, activation="tanh", output="identity")
+    path = model.save(tmp_path / "m.npz")
+    with np.load(path, allow_pickle=False) as archive:
+        header = json.loads(bytes(archive["header"]).decode())
+        files = set(archive.files)
+    assert files == {"header", "params"} and "training" not in header
+    assert (header["activation"], header["output"], header["layer_sizes"]) == ("tanh", "identity", [3, 5, 2])
+    loaded = mlp.load(path)
+    assert (loaded.activation, loaded.output) == ("tanh", "identity")
+    X = np.random.default_rng(0).standard_normal((4, 3))
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    with pytest.raises(TypeError, match="training"):
+        model.save(path, training=None)  # the state of a run is written by mlp.checkpoint, not by the model

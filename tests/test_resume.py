@@ -90,6 +90,7 @@ def test_checkpoint_is_plain_arrays_and_json(data, tmp_path: Path):
         header = json.loads(bytes(archive["header"]).decode())
         files = set(archive.files)
     assert header["format"] == 2 and header["training"]["epoch"] == 1
+    assert header["activation"] == "relu" and header["output"] == "softmax"
     assert header["training"]["optimizer"]["name"] == "adam" and header["training"]["optimizer"]["steps"] == 8
     assert files == {"header", "params", "validation_order", "optimizer.exp_avg", "optimizer.exp_avg_sq"}
 
@@ -176,3 +177,81 @@ def test_cli_resume_errors_name_the_flag(tmp_path: Path, capsys):
     _trainer(OPTIMIZERS["adam"]).fit(X, y, epochs=1, verbose=0, checkpoint=api)
     assert main(["train", "--resume", str(api)]) == 2
     assert "was not written by 'mlp train'" in capsys.readouterr().err
+
+
+# ------------------------------------------------ activations, outputs, older checkpoints
+def _rewrite_header(path: Path, change) -> None:
+    """Apply ``change`` to the JSON header of the checkpoint at ``path``, the arrays left as they are."""
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    header = json.loads(bytes(arrays.pop("header")).decode())
+    change(header)
+    np.savez(path, header=np.frombuffer(json.dumps(header).encode(), np.uint8), **arrays)
+
+
+def _as_before_activations(header: dict) -> None:
+    """What a checkpoint held before activations and outputs were recorded: neither, here or in its run."""
+    del header["activation"], header["output"]
+    header["metadata"].get("run", {}).pop("activation", None)
+
+
+def test_regression_run_resumes_exactly(tmp_path: Path):
+    rng = np.random.default_rng(2)
+    X = rng.uniform(-1, 1, (300, 3))
+    Y = np.stack([np.sin(3 * X[:, 0]), X[:, 1] * X[:, 2]], axis=1)
+
+    def trainer():
+        model = mlp.MLP([3, 16, 2], seed=3, activation="tanh", output="identity")
+        return mlp.Trainer(model, optim.SGD(lr=0.05, momentum=0.9), backend="numpy", batch_size=32, seed=1)
+
+    whole = trainer()
+    whole.fit(X, Y, epochs=4, validation_split=0.2, verbose=0)
+    ck = tmp_path / "run.npz"
+    trainer().fit(X, Y, epochs=2, validation_split=0.2, verbose=0, checkpoint=ck)
+    resumed = mlp.Trainer.from_checkpoint(ck, backend="numpy")
+    assert (resumed.model.activation, resumed.model.output) == ("tanh", "identity")
+    history = resumed.fit(X, Y, epochs=4, verbose=0)
+    assert np.array_equal(_flat(resumed.model), _flat(whole.model))
+    assert _records(history) == _records(whole.history) and all(math.isnan(a) for a in history["accuracy"])
+
+
+def test_checkpoint_without_activation_and_output_loads_and_resumes_exactly(data, tmp_path: Path):
+    X, y = data
+    whole = _trainer(OPTIMIZERS["adam"])
+    whole.fit(X, y, epochs=3, verbose=0)
+    ck = tmp_path / "old.npz"
+    _trainer(OPTIMIZERS["adam"]).fit(X, y, epochs=1, verbose=0, checkpoint=ck)
+    _rewrite_header(ck, _as_before_activations)
+    loaded = mlp.load(ck)
+    assert (loaded.activation, loaded.output) == ("relu", "softmax")
+    resumed = mlp.Trainer.from_checkpoint(ck, backend="numpy")
+    resumed.fit(X, y, epochs=3, verbose=0)
+    assert np.array_equal(_flat(resumed.model), _flat(whole.model))
+
+
+def test_cli_checkpoint_without_activation_resumes_exactly_and_keeps_relu(tmp_path: Path, capsys):
+    whole, part = tmp_path / "whole.npz", tmp_path / "part.npz"
+    assert main(["train", *CLI_RUN, "--epochs", "3", "-o", str(whole)]) == 0
+    assert main(["train", *CLI_RUN, "--epochs", "1", "-o", str(part)]) == 0
+    _rewrite_header(part, _as_before_activations)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(part), "--epochs", "3", "--activation", "tanh"]) == 2
+    err = capsys.readouterr().err
+    assert "error: --activation: the run in" in err and "used 'relu', got 'tanh'" in err
+    assert main(["train", "--resume", str(part), "--epochs", "3", "-q"]) == 0
+    assert np.array_equal(_flat(mlp.load(part)), _flat(mlp.load(whole)))
+    assert mlp.load(part).metadata["run"]["activation"] == "relu"
+
+
+def test_cli_activation_is_recorded_and_kept_on_resume(tmp_path: Path, capsys):
+    whole, part = tmp_path / "whole.npz", tmp_path / "part.npz"
+    run = [*CLI_RUN, "--activation", "tanh"]
+    assert main(["train", *run, "--epochs", "3", "-o", str(whole)]) == 0
+    assert main(["train", *run, "--epochs", "1", "-o", str(part)]) == 0
+    assert mlp.load(part).activation == "tanh" and mlp.load(part).metadata["run"]["activation"] == "tanh"
+    capsys.readouterr()
+    assert main(["train", "--resume", str(part), "--epochs", "3", "--activation", "relu"]) == 2
+    assert "error: --activation: the run in" in capsys.readouterr().err
+    assert main(["train", "--resume", str(part), "--epochs", "3", "--activation", "tanh", "-q"]) == 0
+    assert np.array_equal(_flat(mlp.load(part)), _flat(mlp.load(whole)))
+    assert mlp.load(whole).activation == "tanh"

@@ -157,9 +157,6 @@ def test_bad_trainer_arguments():
         mlp.Trainer(model, optim.SGD(lr=0.1), backend="gpu")
 
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
-
-
 @pytest.mark.slow
 def test_fashion_mnist_subset_is_learned():
     try:
@@ -187,3 +184,132 @@ def test_on_epoch_end_returning_true_ends_training_after_that_epoch():
 
     history = trainer.fit(X, y, epochs=6, verbose=0, on_epoch_end=after_epoch)
     assert seen == [1, 2] and len(history) == 2 and trainer.optimizer.steps == 2 * 4
+
+
+# ------------------------------------------------------------ every output of the model
+def _regression(n: int = 400, n_targets: int = 2, seed: int = 0):
+    """Smooth targets of four features: a small network fits them well."""
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(-1, 1, (n, 4))
+    Y = np.stack([np.sin(2 * X[:, 0]) + X[:, 1] * X[:, 2], X[:, 3] ** 2 - X[:, 0]][:n_targets], axis=1)
+    return X, Y
+
+
+def test_regression_is_learned_with_nan_accuracy_and_half_mse_loss():
+    X, Y = _regression()
+    model = mlp.MLP([4, 32, 2], seed=0, activation="tanh", output="identity")
+    trainer = mlp.Trainer(model, optim.Adam(lr=0.01), backend="numpy", batch_size=32, seed=0)
+    h = trainer.fit(X[:300], Y[:300], epochs=60, validation_data=(X[300:], Y[300:]), verbose=0)
+    assert all(math.isnan(a) for a in h["accuracy"] + h["val_accuracy"])
+    assert h["loss"][-1] < h["loss"][0] / 10
+    result = trainer.evaluate(X[300:], Y[300:])
+    assert math.isnan(result["accuracy"]) and result["r2"] > 0.95
+    # the loss is scikit-learn's squared error: half the mean over rows and outputs; float32 sums, so 1e-5
+    pred = model.predict(X[300:])
+    assert result["loss"] == pytest.approx(0.5 * np.mean((pred - Y[300:]) ** 2), rel=1e-5)
+    assert h["val_loss"][-1] == pytest.approx(result["loss"], rel=1e-6)  # the same figure, the same way
+    assert mlp.evaluate(model, X[300:], Y[300:]) == result
+
+
+def test_one_target_may_be_given_as_a_vector():
+    X, Y = _regression(n_targets=1)
+    trainer = mlp.Trainer(mlp.MLP([4, 8, 1], output="identity"), optim.SGD(lr=0.05), backend="numpy")
+    h = trainer.fit(X, Y[:, 0], epochs=2, validation_split=0.25, verbose=0)
+    assert math.isfinite(h["val_loss"][-1])
+    assert trainer.evaluate(X, Y[:, 0]) == trainer.evaluate(X, Y)
+
+
+def test_multilabel_accuracy_counts_rows_with_every_output_right():
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((300, 3))
+    T = np.stack([X[:, 0] > 0, X[:, 1] > 0, X[:, 0] + X[:, 2] > 0], axis=1).astype(float)
+    model = mlp.MLP([3, 16, 3], seed=0, output="logistic")
+    trainer = mlp.Trainer(model, optim.Adam(lr=0.01), backend="numpy", batch_size=50)
+    h = trainer.fit(X, T, epochs=30, verbose=0)
+    result = trainer.evaluate(X, T)
+    rows_right = float(np.mean((model.predict(X) == T).all(axis=1)))
+    assert result["accuracy"] == rows_right and 0.9 < rows_right < 1  # not every output of every row
+    assert 0 < h["accuracy"][-1] <= 1 and math.isnan(result["r2"])
+
+
+def test_activations_train_and_softmax_has_no_r2(quadrants):
+    (X, y), _ = quadrants
+    for activation in ("tanh", "logistic", "identity"):
+        model = mlp.MLP([2, 16, 4], seed=0, activation=activation)
+        trainer = mlp.Trainer(model, optim.Adam(lr=0.02), backend="numpy", batch_size=50)
+        h = trainer.fit(X, y, epochs=5, verbose=0)
+        assert h["loss"][-1] < h["loss"][0], activation
+        result = trainer.evaluate(X, y)
+        assert result["accuracy"] > 0.9 and math.isnan(result["r2"]), activation
+
+
+def test_early_stopping_on_an_accuracy_of_a_regression_is_refused():
+    X, Y = _regression(n=40)
+    trainer = mlp.Trainer(mlp.MLP([4, 2], output="identity"), optim.SGD(lr=0.1), backend="numpy")
+    for monitor in ("val_accuracy", "accuracy"):
+        es = mlp.EarlyStopping(monitor=monitor)
+        with pytest.raises(ValueError, match=rf"early_stopping: monitoring '{monitor}' needs a classification "
+                                             r"output; the model's output is 'identity'"):
+            trainer.fit(X, Y, epochs=2, validation_split=0.25, early_stopping=es, verbose=0)
+    h = trainer.fit(X, Y, epochs=3, validation_split=0.25, early_stopping=mlp.EarlyStopping(patience=1), verbose=0)
+    assert h.best_epoch is not None
+
+
+def test_regression_targets_are_checked():
+    X, Y = _regression(n=10)
+    trainer = mlp.Trainer(mlp.MLP([4, 2], output="identity"), optim.SGD(lr=0.1), backend="numpy")
+    with pytest.raises(ValueError, match=r"y: expected targets of shape \(10, 2\) .*got array of shape \(10, 3\)"):
+        trainer.fit(X, np.zeros((10, 3)), verbose=0)
+    with pytest.raises(ValueError, match=r"y: expected finite targets"):
+        trainer.fit(X, np.where(np.eye(10, 2) == 1, np.inf, 0.0), verbose=0)
+    with pytest.raises(ValueError, match=r"validation_data\[1\]: expected targets of shape \(3, 2\)"):
+        trainer.fit(X, Y, validation_data=(X[:3], Y[:3, 0]), verbose=0)
+    with pytest.raises(ValueError, match=r"y: expected targets of shape \(10, 2\)"):
+        mlp.evaluate(trainer.model, X, Y[:, 0])
+
+
+def test_verbose_line_of_a_regression_shows_no_accuracy(capsys):
+    X, Y = _regression(n=40)
+    mlp.Trainer(mlp.MLP([4, 2], output="identity"), optim.SGD(lr=0.1), backend="numpy").fit(
+        X, Y, epochs=1, validation_split=0.25, verbose=2)
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("epoch 1/1  loss ") and "  val_loss " in line and "accuracy" not in line
+
+
+@pytest.mark.parametrize("shape", [(50,), (50, 1), (50, 3)])
+def test_r2_score_is_scikit_learns(shape):
+    r2_score = pytest.importorskip("sklearn.metrics").r2_score
+    from mlp.evaluation import r2_score as ours
+
+    rng = np.random.default_rng(4)
+    y = rng.standard_normal(shape)
+    pred = y + 0.5 * rng.standard_normal(shape)
+    assert ours(y, pred) == pytest.approx(r2_score(y, pred), rel=1e-12)
+    if len(shape) == 2 and shape[1] == 3:
+        y[:, 1] = 2.0  # a constant column: 1 when predicted exactly, else 0, as scikit-learn counts it
+        for column in (np.full(50, 2.0), pred[:, 1].copy()):
+            pred[:, 1] = column
+            assert ours(y, pred) == pytest.approx(r2_score(y, pred), rel=1e-12)
+
+
+def test_poisson_output_trains_on_counts():
+    rng = np.random.default_rng(5)
+    X = rng.uniform(-1, 1, (400, 2))
+    counts = rng.poisson(np.exp(1 + X[:, 0] - 0.5 * X[:, 1])).astype(float)
+    model = mlp.MLP([2, 8, 1], seed=0, output="exp")
+    trainer = mlp.Trainer(model, optim.Adam(lr=0.01), backend="numpy", batch_size=40)
+    h = trainer.fit(X, counts, epochs=30, verbose=0)
+    assert h["loss"][-1] < h["loss"][0] and all(math.isnan(a) for a in h["accuracy"])
+    result = trainer.evaluate(X, counts)
+    # R² of the predicted means exp(z): the Poisson noise leaves about half the variance unexplained here
+    assert 0.3 < result["r2"] < 1 and math.isnan(result["accuracy"])
+
+
+def test_names_split_out_of_the_trainer_module_are_importable_from_it():
+    import mlp.trainer
+    from mlp import early_stopping, evaluation, history
+
+    assert mlp.trainer.History is mlp.History is history.History
+    assert mlp.trainer.EarlyStopping is mlp.EarlyStopping is early_stopping.EarlyStopping
+    assert mlp.trainer.evaluate is mlp.evaluate is evaluation.evaluate
+    assert mlp.trainer.TrainingDivergedError is mlp.TrainingDivergedError

@@ -1,0 +1,125 @@
+"""Early stopping: the rule (:class:`EarlyStopping`) and what a run tracks to apply it (:class:`BestEpoch`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Union
+
+import numpy as np
+
+from ._validation import check_int, check_real, describe
+from .backends import Backend
+from .evaluation import has_accuracy
+from .history import History
+from .model import MLP
+
+#: the figures of a :class:`~mlp.history.History` record early stopping can watch
+MONITORS = ("val_loss", "val_accuracy", "loss", "accuracy")
+
+
+@dataclass
+class EarlyStopping:
+    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs.
+
+    With ``restore_best`` the model ends with the weights of its best epoch.
+    ``"accuracy"`` and ``"val_accuracy"`` can be watched for classification
+    outputs only (a regression model's accuracy is NaN).
+    """
+
+    patience: int = 5
+    min_delta: float = 0.0
+    monitor: str = "val_loss"
+    restore_best: bool = True
+
+    def __post_init__(self) -> None:
+        self.patience = check_int(self.patience, "patience", minimum=1)
+        self.min_delta = check_real(self.min_delta, "min_delta", minimum=0.0)
+        if self.monitor not in MONITORS:
+            raise ValueError(f"monitor: expected one of {MONITORS}, got {self.monitor!r}")
+
+    def improved(self, value: float, best: float) -> bool:
+        if self.monitor.endswith("accuracy"):
+            return value > best + self.min_delta
+        return value < best - self.min_delta
+
+    def check_usable(self, model: MLP, validated: bool) -> None:
+        """Raise ``ValueError`` when a run of ``model`` cannot produce the monitored figure: a ``val_`` one
+        without validation data (``validated`` False), an accuracy for a regression output."""
+        if self.monitor.startswith("val_") and not validated:
+            raise ValueError(f"early_stopping: monitoring {self.monitor!r} needs validation_data "
+                             "or validation_split")
+        if self.monitor.endswith("accuracy") and not has_accuracy(model):
+            raise ValueError(f"early_stopping: monitoring {self.monitor!r} needs a classification output; "
+                             f"the model's output is {model.output!r} (regression, no accuracy): monitor "
+                             "'val_loss' or 'loss'")
+
+    @classmethod
+    def from_state(cls, state: dict) -> "EarlyStopping":
+        """The rule stored in a checkpoint by :meth:`BestEpoch.state`."""
+        return cls(**{k: state[k] for k in cls.__dataclass_fields__})
+
+
+def as_early_stopping(early_stopping: Union[EarlyStopping, int, None]) -> EarlyStopping | None:
+    """``fit``'s ``early_stopping`` argument as a rule: an :class:`EarlyStopping`, a patience (int) or None."""
+    if isinstance(early_stopping, (int, np.integer)) and not isinstance(early_stopping, bool):
+        return EarlyStopping(patience=int(early_stopping))
+    if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
+        raise TypeError(f"early_stopping: expected an EarlyStopping, a patience (int) or None, "
+                        f"got {describe(early_stopping)}")
+    return early_stopping
+
+
+class BestEpoch:
+    """What a run tracks for its early stopping ``rule`` (None: nothing is tracked, nothing stops).
+
+    ``best`` is the monitored value of the best epoch so far and ``wait`` the
+    epochs since it.  With ``restore_best``, ``best_params`` holds that
+    epoch's weights on the backend, and ``train_params`` (host) the last
+    epoch's weights once the best were put back at the end of the run, so that
+    a checkpoint can resume training from where it really stopped.
+    """
+
+    def __init__(self, rule: EarlyStopping | None, model: MLP, backend: Backend,
+                 resumed: dict | None = None, resumed_params: np.ndarray | None = None) -> None:
+        """``resumed``: the :meth:`state` a checkpoint stored, ``resumed_params`` its best weights."""
+        self.rule, self.model, self.backend = rule, model, backend
+        self.best: float | None = None
+        self.wait = 0
+        self.best_params: Any = None
+        self.train_params: np.ndarray | None = None
+        if rule is not None and rule.restore_best:
+            self.best_params = backend.empty(model.n_params, model.dtype)
+        if resumed is not None:
+            self.best, self.wait = resumed["best"], resumed["wait"]
+        if self.best_params is not None and resumed_params is not None:
+            backend.copy_(self.best_params, resumed_params.astype(model.dtype, copy=False))
+
+    def says_stop(self, record: dict[str, float], epoch: int, history: History) -> bool:
+        """Take in epoch ``epoch``'s ``record`` (keeping its weights when it is the best so far, and
+        setting ``history.best_epoch``); whether the rule ends the run now."""
+        rule = self.rule
+        if rule is None:
+            return False
+        value = record[rule.monitor]
+        if self.best is None or rule.improved(value, self.best):
+            self.best, self.wait, history.best_epoch = value, 0, epoch
+            if self.best_params is not None:
+                self.backend.copy_(self.best_params, self.model.params)
+            return False
+        self.wait += 1
+        return self.wait >= rule.patience
+
+    def restore_best_weights(self, epoch: int, history: History) -> None:
+        """At the end of a run (after epoch ``epoch``): put the best epoch's weights back in the model, when
+        the rule says so and they differ, keeping the last epoch's for resuming."""
+        best_epoch = history.best_epoch
+        if self.best_params is not None and best_epoch is not None and best_epoch != epoch:
+            self.train_params = np.array(self.backend.to_numpy(self.model.params), copy=True)
+            self.backend.copy_(self.model.params, self.best_params)
+
+    def state(self) -> dict | None:
+        """The rule with ``best`` and ``wait``, for a checkpoint's JSON header (None without a rule)."""
+        return None if self.rule is None else {**asdict(self.rule), "best": self.best, "wait": self.wait}
+
+    def best_params_on_host(self) -> np.ndarray | None:
+        return None if self.best_params is None else self.backend.to_numpy(self.best_params)
