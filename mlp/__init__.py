@@ -49,13 +49,25 @@ from .trainer import EarlyStopping, History, Trainer, TrainingDivergedError, eva
 __all__ = [
     "MLP", "Trainer", "TrainingLoop", "evaluate", "History", "EarlyStopping", "TrainingDivergedError", "Backend",
     "get_backend", "available_backends", "load", "optim", "datasets", "__version__",
-]  # MLPClassifier (the 'sklearn' extra) is an attribute, imported on first use, so that `import *` never needs it
+]  # the estimators (the 'sklearn' extra) are attributes imported on first use, so `import *` never needs it
+
+#: the scikit-learn drop-ins, imported from ``mlp.estimator`` on first use
+_ESTIMATORS = ("MLPClassifier", "MLPRegressor")
+#: the searches and ensembles that train many networks at once, imported from ``mlp.search`` on first use
+_SEARCH = ("GridSearchCV", "RandomizedSearchCV", "MLPEnsembleClassifier", "MLPEnsembleRegressor")
 
 
 def __getattr__(name):
-    # The scikit-learn style estimator is imported on first use.
-    if name == "MLPClassifier":
-        from .estimator import MLPClassifier
+    if name in _ESTIMATORS:
+        from . import estimator
 
-        return MLPClassifier
+        return getattr(estimator, name)
+    if name in _SEARCH:
+        from . import search
+
+        return getattr(search, name)
     raise AttributeError(f"module 'mlp' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *_ESTIMATORS, *_SEARCH})

@@ -1,16 +1,37 @@
-"""A scikit-learn classifier built on :class:`mlp.MLP` and :class:`mlp.Trainer`.
+"""scikit-learn's ``MLPClassifier`` and ``MLPRegressor``, trained on this package's backends.
 
->>> from mlp import MLPClassifier
->>> clf = MLPClassifier(hidden_layer_sizes=(256,), epochs=20, random_state=0).fit(X, y)
+>>> from mlp import MLPClassifier          # instead of: from sklearn.neural_network import MLPClassifier
+>>> clf = MLPClassifier(hidden_layer_sizes=(100,), solver="adam", max_iter=200, random_state=0).fit(X, y)
 >>> clf.predict(X_test), clf.predict_proba(X_test), clf.score(X_test, y_test)
 
-The class derives from scikit-learn's ``BaseEstimator`` and ``ClassifierMixin``
-and validates its parameters and data with scikit-learn's own utilities, so
-``clone``, ``Pipeline``, ``GridSearchCV`` and ``check_estimator`` treat it as
-one of scikit-learn's.  scikit-learn is the optional extra ``sklearn``.
+The two classes take scikit-learn's constructor parameters with their
+defaults and meanings, set the same attributes (``coefs_``, ``intercepts_``,
+``n_iter_``, ``t_``, ``loss_curve_``, ``best_loss_``, ``validation_scores_``,
+``out_activation_``, ...), build the same network (Glorot-uniform
+initialisation drawn from ``random_state`` in scikit-learn's order; one
+logistic output for a binary problem, logistic outputs for multilabel
+targets, a softmax for several classes, identity or exp outputs for
+regression) and apply the same update rules, stopping rule, learning-rate
+schedules, warnings and errors.  From the same ``random_state`` they follow
+scikit-learn's training trajectory (same initial weights, same shuffles,
+same batches) up to floating-point rounding.
 
-Training runs one :meth:`mlp.Trainer.fit` epoch at a time and stops by
-scikit-learn's rule (:meth:`MLPClassifier._record_epoch`).
+What runs differs: every step (gather of the batch, fused affine +
+activation forward, the output loss fused with its gradient, backward, the
+optimizer update) is one of the backend's operations, so the same code
+trains on a GPU (``backend="cuda"``, hand-written CUDA kernels, each epoch
+replayed as one CUDA graph) or the CPU (``backend="numpy"``).  ``lbfgs``
+hands SciPy's L-BFGS-B the full-batch loss and gradient computed by the
+backend on the flat parameter vector.
+
+Deliberate differences, all documented on the classes:
+
+* two parameters of this package's own: ``backend`` and ``dtype``;
+* sparse ``X`` is accepted and densified (the kernels are dense);
+* the log-losses are computed from the logits (log-sum-exp, softplus)
+  instead of clipping probabilities at machine epsilon, which only changes
+  the reported loss of samples predicted wrong with a probability below
+  about 1e-16 (2e-7 in float32).
 """
 
 from __future__ import annotations
@@ -18,30 +39,41 @@ from __future__ import annotations
 try:
     import sklearn  # noqa: F401
 except ImportError:
-    raise ImportError("mlp.MLPClassifier needs scikit-learn: pip install 'numba-mlp[sklearn]'") from None
+    raise ImportError("mlp.MLPClassifier and mlp.MLPRegressor need scikit-learn: "
+                      "pip install 'numba-mlp[sklearn]'") from None
 
+import contextlib
+import contextvars
 import copy
+import hashlib
 import json
 import math
-import sys
 import warnings
+from itertools import chain
 from numbers import Integral, Real
-from typing import Any, Sequence, Union
+from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+import scipy.optimize
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context, is_classifier
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
-from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.multiclass import check_classification_targets, unique_labels
-from sklearn.utils.validation import check_is_fitted
+from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils import check_random_state, shuffle as shuffled
+from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_target, unique_labels
+from sklearn.utils.optimize import _check_optimize_result
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d
 
-from ._validation import FLOAT_DTYPE_NAMES, check_int, describe
-from .backends import BACKEND_NAMES, Backend
-from .model import MLP
-from .optim import OPTIMIZERS, Optimizer, make_optimizer
-from .trainer import Trainer
+from ._validation import FLOAT_DTYPE_NAMES
+from .backends import BACKEND_NAMES, Backend, get_backend
+from .backends.base import STATS_LOSS_SUM
+from .loop import TrainingLoop
+from .model import MLP, output_activation
+from .optim import Optimizer, ScikitAdam, ScikitSGD
 
 try:
     from sklearn.utils.validation import validate_data
@@ -49,412 +81,743 @@ except ImportError:  # scikit-learn < 1.6 validates through a method of BaseEsti
     def validate_data(estimator, *args, **kwargs):
         return estimator._validate_data(*args, **kwargs)
 
-__all__ = ["MLPClassifier", "ConvergenceWarning", "NotFittedError"]
+try:
+    from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
+except ImportError:  # older scikit-learn passes iprint straight to SciPy
+    def _get_additional_lbfgs_options_dict(key, value):
+        return {key: value}
+
+__all__ = ["MLPClassifier", "MLPRegressor", "ConvergenceWarning", "NotFittedError"]
+
+_STOCHASTIC_SOLVERS = ("sgd", "adam")
+_NON_FINITE = ("Solver produced non-finite parameter weights. The input data may contain large values and need "
+               "to be preprocessed.")
 
 
-class MLPClassifier(ClassifierMixin, BaseEstimator):
-    """Multilayer perceptron classifier with scikit-learn's estimator interface.
-
-    Hidden layers are affine + ReLU, the output layer a softmax over one unit
-    per class (two for a binary problem), trained on the mean cross-entropy by
-    :class:`mlp.Trainer` with the optimizer named by ``optimizer``.
-
-    Parameters
-    ----------
-    hidden_layer_sizes : int or sequence of int, default (100,)
-        Units in each hidden layer; ``()`` gives a softmax regression.
-    optimizer : {"adam", "adamw", "sgd", "rmsprop"}, default "adam"
-        Update rule (see :mod:`mlp.optim`).
-    learning_rate : float, default 1e-3
-        Step size of the optimizer (> 0).
-    weight_decay : float, default 0.0
-        L2 decay of the weights (never the biases): added to the gradient for
-        "adam", "sgd" and "rmsprop", decoupled for "adamw".
-    momentum : float, default 0.9
-        Momentum of "sgd", in [0, 1); ignored by the other optimizers.
-    batch_size : int, default 128
-        Samples per step (the whole set when it holds fewer).
-    epochs : int, default 200
-        The most passes over the data one ``fit`` makes (scikit-learn's ``max_iter``).
-    tol, n_iter_no_change : float, default 1e-4; int, default 10
-        scikit-learn's stopping rule: an epoch counts as no improvement when
-        the training loss is not below ``best_loss_ - tol`` (with
-        ``early_stopping``: the validation accuracy not above
-        ``best_validation_score_ + tol``); training stops once more than
-        ``n_iter_no_change`` such epochs have come in a row.
-    early_stopping : bool, default False
-        Hold out a stratified ``validation_fraction`` of the training data,
-        stop on its accuracy, and end with the weights of the best epoch.
-        ``partial_fit`` does not support it.
-    validation_fraction : float, default 0.1
-        In (0, 1); used only with ``early_stopping``.
-    shuffle : bool, default True
-        Shuffle the samples every epoch.
-    warm_start : bool, default False
-        ``fit`` continues from the fitted weights and stopping state instead
-        of starting anew (with a fresh optimizer, as scikit-learn does).
-    dtype : {"float32", "float64"} or None, default None
-        Precision of the weights and of the computation.  None follows the
-        training data, as scikit-learn does: float32 data train in float32,
-        anything else in float64.  "float32" is the fast choice on a GPU.
-    backend : {"auto", "numpy", "cuda"} or mlp.Backend, default "auto"
-        Where to train: "auto" uses a usable CUDA GPU, else NumPy.
-    random_state : None, int or numpy RandomState, default None
-        Seeds the initial weights, the shuffling and the validation split.
-        An int makes runs repeatable (bit for bit on the NumPy backend).
-    verbose : bool or int, default False
-        Print one line per epoch to stderr.
-
-    Attributes
-    ----------
-    classes_ : ndarray of shape (n_classes,)
-        The class labels, sorted; output unit ``i`` scores ``classes_[i]``.
-    n_features_in_, feature_names_in_
-        Number of features seen in ``fit``, and their names when ``X`` was a
-        DataFrame with string column names.
-    n_iter_ : int
-        Epochs trained so far (counted across ``warm_start`` fits and ``partial_fit`` calls).
-    loss_, loss_curve_ : float, list of float
-        Mean training cross-entropy of the last epoch, and of every epoch.
-    best_loss_ : float or None
-        Lowest entry of ``loss_curve_``; None with ``early_stopping``.
-    validation_scores_, best_validation_score_ : list of float or None, float or None
-        Validation accuracy of every epoch with ``early_stopping``, and the
-        best of them; None without ``early_stopping``.
-    coefs_, intercepts_ : lists of ndarray
-        Host copies of each layer's weights, shape (in, out), and biases, shape (out,).
-    """
+class _BaseMLP(BaseEstimator):
+    """What the classifier and the regressor share: scikit-learn's ``BaseMultilayerPerceptron``, on a backend."""
 
     _parameter_constraints: dict = {
         "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
-        "optimizer": [StrOptions(set(OPTIMIZERS))],
-        "learning_rate": [Interval(Real, 0, None, closed="neither")],
-        "weight_decay": [Interval(Real, 0, None, closed="left")],
-        "momentum": [Interval(Real, 0, 1, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "epochs": [Interval(Integral, 1, None, closed="left")],
-        "tol": [Interval(Real, 0, None, closed="left")],
-        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
-        "early_stopping": ["boolean"],
-        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "activation": [StrOptions({"identity", "logistic", "tanh", "relu"})],
+        "solver": [StrOptions({"lbfgs", "sgd", "adam"})],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "power_t": [Interval(Real, 0, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
         "shuffle": ["boolean"],
-        "warm_start": ["boolean"],
-        "dtype": [StrOptions(set(FLOAT_DTYPE_NAMES)), None],
-        "backend": [StrOptions(set(BACKEND_NAMES)), Backend],
         "random_state": ["random_state"],
+        "tol": [Interval(Real, 0, None, closed="left")],
         "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "momentum": [Interval(Real, 0, 1, closed="both")],
+        "nesterovs_momentum": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "beta_1": [Interval(Real, 0, 1, closed="left")],
+        "beta_2": [Interval(Real, 0, 1, closed="left")],
+        "epsilon": [Interval(Real, 0, None, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), Options(Real, {np.inf})],
+        "max_fun": [Interval(Integral, 1, None, closed="left")],
+        "backend": [StrOptions(set(BACKEND_NAMES)), Backend],
+        "dtype": [StrOptions(set(FLOAT_DTYPE_NAMES)), None],
     }
 
-    def __init__(
-        self,
-        hidden_layer_sizes: Union[int, Sequence[int]] = (100,),
-        *,
-        optimizer: str = "adam",
-        learning_rate: float = 1e-3,
-        weight_decay: float = 0.0,
-        momentum: float = 0.9,
-        batch_size: int = 128,
-        epochs: int = 200,
-        tol: float = 1e-4,
-        n_iter_no_change: int = 10,
-        early_stopping: bool = False,
-        validation_fraction: float = 0.1,
-        shuffle: bool = True,
-        warm_start: bool = False,
-        dtype: str | None = None,
-        backend: Union[str, Backend] = "auto",
-        random_state: Any = None,
-        verbose: Union[bool, int] = False,
-    ) -> None:
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.optimizer = optimizer
-        self.learning_rate = learning_rate
-        self.weight_decay = weight_decay
-        self.momentum = momentum
-        self.batch_size = batch_size
-        self.epochs = epochs
-        self.tol = tol
-        self.n_iter_no_change = n_iter_no_change
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.shuffle = shuffle
-        self.warm_start = warm_start
-        self.dtype = dtype
-        self.backend = backend
-        self.random_state = random_state
-        self.verbose = verbose
-
-    # ------------------------------------------------------------ set-up
-    def _layer_sizes(self) -> tuple[int, ...]:
-        """``(n_features_in_, *hidden_layer_sizes, n_classes)`` as the parameters ask for them."""
+    # ------------------------------------------------------------ structure
+    def _hidden_sizes(self) -> list[int]:
         hidden = self.hidden_layer_sizes
-        hidden = (hidden,) if isinstance(hidden, Integral) else tuple(hidden)
-        hidden = tuple(check_int(h, f"hidden_layer_sizes[{i}]", minimum=1) for i, h in enumerate(hidden))
-        return (self.n_features_in_, *hidden, self.classes_.size)
+        hidden = list(hidden) if hasattr(hidden, "__iter__") else [hidden]
+        if np.any(np.array(hidden) <= 0):
+            raise ValueError(f"hidden_layer_sizes must be > 0, got {hidden}.")
+        return [int(h) for h in hidden]
+
+    def _params_dtype(self, X_dtype: np.dtype, first_pass: bool) -> np.dtype:
+        """The dtype of the weights and of the computation: ``dtype``, else the fitted weights', else X's."""
+        if self.dtype is not None:
+            return np.dtype(self.dtype)
+        if not first_pass:
+            return np.asarray(self.coefs_[0]).dtype
+        return np.dtype(X_dtype)
+
+    def _network(self, dtype: np.dtype, backend: Backend) -> MLP:
+        """An :class:`mlp.MLP` holding ``coefs_`` and ``intercepts_``, on ``backend``."""
+        sizes = [np.shape(self.coefs_[0])[0]] + [np.shape(c)[1] for c in self.coefs_]
+        model = MLP(sizes, dtype=dtype, activation=self.activation, output=self.out_activation_)
+        model.set_weights(list(zip(self.coefs_, self.intercepts_)))
+        return model.to(backend)
+
+    def _store(self, model: MLP) -> None:
+        """``coefs_`` and ``intercepts_`` from the network's parameters (host copies); the network then serves
+        the predictions (so that predicting changes nothing of the estimator)."""
+        weights = model.get_weights()
+        self.coefs_ = [W for W, _ in weights]
+        self.intercepts_ = [b for _, b in weights]
+        self._net_cache = (tuple(chain(self.coefs_, self.intercepts_)), model)
+
+    def _inference_network(self) -> MLP:
+        """The network predictions run on: built from ``coefs_``/``intercepts_``, kept while they stay the same."""
+        arrays = tuple(chain(self.coefs_, self.intercepts_))
+        cache = getattr(self, "_net_cache", None)
+        if cache is None or len(cache[0]) != len(arrays) or any(a is not b for a, b in zip(cache[0], arrays)):
+            backend = get_backend(self.backend)
+            cache = (arrays, self._network(np.asarray(self.coefs_[0]).dtype, backend))
+            self._net_cache = cache
+        return cache[1]
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
+        state = dict(state)
+        state.pop("_net_cache", None)  # device memory; rebuilt from coefs_ on first use
+        return state
+
+    # --------------------------------------------------------------- fitting
+    def _initialize(self, y: np.ndarray, layer_units: list[int], dtype: np.dtype) -> None:
+        """scikit-learn's fresh state: counters, output activation, Glorot-uniform weights, stopping state."""
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.n_outputs_ = y.shape[1]
+        self.n_layers_ = len(layer_units)
+        if not is_classifier(self):
+            self.out_activation_ = "exp" if self.loss == "poisson" else "identity"
+        elif self._label_binarizer.y_type_ == "multiclass":
+            self.out_activation_ = "softmax"
+        else:
+            self.out_activation_ = "logistic"
+        self.coefs_, self.intercepts_ = [], []
+        factor = 2.0 if self.activation == "logistic" else 6.0
+        for fan_in, fan_out in zip(layer_units[:-1], layer_units[1:]):
+            bound = np.sqrt(factor / (fan_in + fan_out))
+            self.coefs_.append(self._random_state.uniform(-bound, bound, (fan_in, fan_out)).astype(dtype, copy=False))
+            self.intercepts_.append(self._random_state.uniform(-bound, bound, fan_out).astype(dtype, copy=False))
+        self._best_coefs = [c.copy() for c in self.coefs_]
+        self._best_intercepts = [b.copy() for b in self.intercepts_]
+        if self.solver in _STOCHASTIC_SOLVERS:
+            self.loss_curve_ = []
+            self._no_improvement_count = 0
+            if self.early_stopping:
+                self.validation_scores_, self.best_validation_score_, self.best_loss_ = [], -np.inf, None
+            else:
+                self.validation_scores_, self.best_validation_score_, self.best_loss_ = None, None, np.inf
+
+    def _targets(self, y: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        """What the network's loss trains on: class indices for a softmax, real (n, outputs) rows otherwise."""
+        if self.out_activation_ == "softmax":
+            return np.ascontiguousarray(np.argmax(y, axis=1), dtype=np.int64)
+        return np.ascontiguousarray(y, dtype=dtype)
+
+    def _fit(self, X: Any, y: Any, sample_weight: Any = None, incremental: bool = False) -> "_BaseMLP":
+        if not incremental and _adopt_prefitted(self, X, y, sample_weight):
+            return self
+        X, y, sample_weight, dtype = self._begin_fit(X, y, sample_weight, incremental)
+        backend = get_backend(self.backend)
+        model = self._network(dtype, backend)
+        if self.solver in _STOCHASTIC_SOLVERS:
+            self._fit_stochastic(model, backend, X, y, sample_weight, incremental)
+        else:
+            self._fit_lbfgs(model, backend, X, y, sample_weight)
+        self._end_fit()
+        return self
+
+    def _end_fit(self) -> None:
+        if not all(np.isfinite(w).all() for w in chain(self.coefs_, self.intercepts_)):
+            raise ValueError(_NON_FINITE)
+
+    def _begin_fit(self, X: Any, y: Any, sample_weight: Any, incremental: bool) -> tuple:
+        """scikit-learn's start of a fit: validated dense ``X`` and 2-D ``y`` (binarized for a classifier), the
+        checked sample weights, the parameters' dtype; a first fit initialises the network from
+        ``random_state``, and every fit re-seeds ``_random_state`` (the shuffles and the validation split)."""
+        hidden = self._hidden_sizes()
+        first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
+        X, y = self._validate_input(X, y, incremental, reset=first_pass)
+        dtype = self._params_dtype(X.dtype, first_pass)
+        X = _dense(X, dtype)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=dtype)
+        if y.ndim == 1:
+            y = y.reshape((-1, 1))
+        self.n_outputs_ = y.shape[1]
+        layer_units = [X.shape[1]] + hidden + [self.n_outputs_]
+        self._random_state = check_random_state(self.random_state)
+        if first_pass:
+            self._initialize(y, layer_units, dtype)
+        return X, y, sample_weight, dtype
 
     def _make_optimizer(self) -> Optimizer:
-        kwargs: dict[str, Any] = {"lr": self.learning_rate, "weight_decay": self.weight_decay}
-        if self.optimizer == "sgd":
-            kwargs["momentum"] = self.momentum
-        return make_optimizer(self.optimizer, **kwargs)
+        if self.solver == "sgd":
+            return ScikitSGD(lr=self.learning_rate_init, momentum=self.momentum, nesterov=self.nesterovs_momentum)
+        return ScikitAdam(lr=self.learning_rate_init, betas=(self.beta_1, self.beta_2), eps=self.epsilon)
 
-    def _seed(self) -> int:
-        return int(self._random_state.randint(2**31 - 1))
-
-    def _start(self, classes: np.ndarray, dtype: np.dtype, model: MLP | None = None) -> None:
-        """Fresh learned state for ``classes`` (sorted labels); the network is ``model``, or a new one."""
-        if classes.size < 2:
-            raise ValueError(f"y: a classifier needs at least 2 classes to learn, got 1 class "
-                             f"({classes.tolist()[0]!r})")
-        self.classes_ = classes
-        self._random_state = check_random_state(self.random_state)
-        self._model = model if model is not None else MLP(self._layer_sizes(), seed=self._seed(), dtype=dtype)
-        self._optimizer: Optimizer | None = None
-        self.n_iter_ = 0
-        self.loss_curve_: list[float] = []
-        self.loss_ = math.nan
-        self._reset_stopping()
-
-    def _reset_stopping(self) -> None:
-        """The stopping state as scikit-learn initialises it, for the current ``early_stopping``."""
-        self._no_improvement_count = 0
-        self._best_weights: list | None = None
-        if self.early_stopping:
-            self.validation_scores_, self.best_validation_score_, self.best_loss_ = [], -np.inf, None
-        else:
-            self.validation_scores_, self.best_validation_score_, self.best_loss_ = None, None, np.inf
-
-    def _check_data(self, X: Any, y: Any, *, reset: bool) -> tuple[np.ndarray, np.ndarray]:
-        """``X`` and ``y`` checked by scikit-learn; ``X`` as a C-contiguous float array.
-
-        A new network takes the ``dtype`` parameter (None: float32 stays
-        float32, the rest becomes float64); a fitted one, its own dtype.
-        """
-        dtype = self._model.dtype if not reset else [np.float64, np.float32] if self.dtype is None else self.dtype
-        X, y = validate_data(self, X, y, reset=reset, dtype=dtype, order="C")
-        check_classification_targets(y)
-        return X, y
-
-    def _prepare(self, X: Any, y: Any, first: bool, classes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Checked ``X`` and class indices of ``y``; starts a new network when ``first``, else checks the fitted one."""
-        if not first:
-            wanted = self._layer_sizes()
-            dtype = self._model.dtype if self.dtype is None else np.dtype(self.dtype)
-            if self._model.layer_sizes != wanted or self._model.dtype != dtype:
-                raise ValueError(
-                    f"the fitted network has layers {self._model.layer_sizes} ({self._model.dtype.name}), but "
-                    f"the parameters ask for {wanted} ({dtype.name}); to continue training, keep "
-                    "hidden_layer_sizes and dtype unchanged, or set warm_start=False to start a new network")
-        X, y = self._check_data(X, y, reset=first)
-        if first:
-            self._start(unique_labels(y) if classes is None else classes, X.dtype)
-        elif (self.validation_scores_ is not None) != self.early_stopping:
-            self._reset_stopping()  # early_stopping was switched since the last fit
-        return X, self._encode(y)
-
-    def _encode(self, y: np.ndarray) -> np.ndarray:
-        """Class indices (int64) of labels ``y``, all of which must be in :attr:`classes_`."""
-        unknown = ~np.isin(y, self.classes_)
-        if unknown.any():
-            raise ValueError(f"y: labels {np.unique(y[unknown]).tolist()[:10]} are not among the classes "
-                             f"{self.classes_.tolist()}")
-        return np.searchsorted(self.classes_, y).astype(np.int64)
-
-    # ------------------------------------------------------------ training
-    def _trainer(self) -> Trainer:
-        return Trainer(self._model, self._optimizer, backend=self.backend, batch_size=self.batch_size,
-                       seed=self._seed())
-
-    def _record_epoch(self, loss: float, validation_score: float | None = None) -> bool:
-        """Record one epoch and apply scikit-learn's stopping rule; True when training should stop.
-
-        As scikit-learn's ``_update_no_improvement_count``: the count of epochs
-        without improvement grows unless the figure beats the best so far by
-        more than ``tol`` (then it restarts at 0); the best so far moves on any
-        improvement, however small.  Stop once the count exceeds ``n_iter_no_change``.
-        """
-        self.n_iter_ += 1
-        self.loss_ = loss
-        self.loss_curve_.append(loss)
-        if validation_score is None:
-            no_better = loss > self.best_loss_ - self.tol
-            self._no_improvement_count = self._no_improvement_count + 1 if no_better else 0
-            self.best_loss_ = min(self.best_loss_, loss)  # the best moves on any decrease
-        else:
-            self.validation_scores_.append(validation_score)
-            no_better = validation_score < self.best_validation_score_ + self.tol
-            self._no_improvement_count = self._no_improvement_count + 1 if no_better else 0
-            if validation_score > self.best_validation_score_:
-                self.best_validation_score_ = validation_score
-                self._best_weights = self._model.get_weights()
-        if self.verbose:
-            scores = "" if validation_score is None else f"  validation accuracy {validation_score:.4f}"
-            print(f"epoch {self.n_iter_}: loss {loss:.6f}{scores}", file=sys.stderr, flush=True)
-        return self._no_improvement_count > self.n_iter_no_change
-
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X: Any, y: Any) -> "MLPClassifier":
-        """Train on ``X`` (n_samples, n_features) and labels ``y`` (n_samples,) of any type; returns ``self``.
-
-        At most ``epochs`` epochs, fewer when the stopping rule (see ``tol``)
-        ends training; ending at the limit emits a ``ConvergenceWarning``.
-        """
-        X, labels = self._prepare(X, y, first=not (self.warm_start and self.__sklearn_is_fitted__()))
-        validation_data = None
-        if self.early_stopping:
-            X, X_val, labels, y_val = train_test_split(X, labels, test_size=self.validation_fraction,
-                                                       stratify=labels, random_state=self._random_state)
-            validation_data = (X_val, y_val)
-        self._optimizer = self._make_optimizer()
-        stopped = False
-
-        def after_epoch(history) -> bool:
-            nonlocal stopped
-            record = history.records[-1]
-            stopped = self._record_epoch(record["loss"], record["val_accuracy"] if self.early_stopping else None)
-            return stopped
-
-        # One fit for all epochs (on a GPU the epochs after the first replay one captured graph);
-        # scikit-learn's stopping rule ends it from the epoch callback.
-        self._trainer().fit(X, labels, epochs=self.epochs, validation_data=validation_data, shuffle=self.shuffle,
-                            verbose=0, on_epoch_end=after_epoch)
-        if not stopped:
-            monitored = "validation accuracy" if self.early_stopping else "training loss"
-            warnings.warn(
-                f"{type(self).__name__}: stopped at the limit of epochs={self.epochs} while the {monitored} "
-                f"was still improving by more than tol={self.tol:g}; the model may not have converged "
-                "(raise epochs, or adjust learning_rate or tol)", ConvergenceWarning, stacklevel=2)
-        if self.early_stopping:
-            self._model.set_weights(self._best_weights)
-        return self
-
-    @_fit_context(prefer_skip_nested_validation=True)
-    def partial_fit(self, X: Any, y: Any, classes: Any = None) -> "MLPClassifier":
-        """One epoch over ``(X, y)``, continuing from the current weights and optimizer state; returns ``self``.
-
-        ``classes`` (every label the data will ever hold) is required on the
-        first call, when the estimator is not fitted yet; later calls may omit
-        it or must pass the same set.  The epoch counts towards the stopping
-        state (``best_loss_``), but never stops training.
-        """
-        if self.early_stopping:
-            raise ValueError("early_stopping: partial_fit does not support early_stopping=True (it holds out "
-                             "no validation data); set early_stopping=False")
-        first = not self.__sklearn_is_fitted__()
-        if classes is not None:
-            classes = unique_labels(classes)
-            if not first and not np.array_equal(classes, self.classes_):
-                raise ValueError(f"classes: expected the classes of the earlier calls, {self.classes_.tolist()}, "
-                                 f"got {classes.tolist()}")
-        elif first:
-            raise ValueError("classes: the first call to partial_fit must list every class (classes=...), "
-                             "since later batches may hold labels this one lacks")
-        X, labels = self._prepare(X, y, first, classes)
-        fresh = self._make_optimizer()
-        if type(fresh) is not type(self._optimizer) or fresh.get_config() != self._optimizer.get_config():
-            self._optimizer = fresh  # the first call, or the optimizer's parameters changed since the last one
-        history = self._trainer().fit(X, labels, epochs=1, shuffle=self.shuffle, verbose=0)
-        self._record_epoch(history["loss"][0])
-        return self
-
-    # ------------------------------------------------------------ prediction
-    def __sklearn_is_fitted__(self) -> bool:
-        return hasattr(self, "_model")
-
-    def _logits(self, X: Any) -> np.ndarray:
-        """The network's outputs for ``X``, shape (n_samples, n_classes), as float64."""
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=self._model.dtype, order="C")
-        return self._model.decision_function(X).astype(np.float64)
-
-    def decision_function(self, X: Any) -> np.ndarray:
-        """Scores (float64): the logits, shape (n_samples, n_classes); for two classes, shape (n_samples,),
-        the log-odds of ``classes_[1]`` against ``classes_[0]``."""
-        z = self._logits(X)
-        return z[:, 1] - z[:, 0] if z.shape[1] == 2 else z
-
-    def predict_log_proba(self, X: Any) -> np.ndarray:
-        """Log of the class probabilities (float64), shape (n_samples, n_classes), columns as ``classes_``."""
-        z = self._logits(X)
-        z -= z.max(axis=1, keepdims=True)
-        z -= np.log(np.exp(z).sum(axis=1, keepdims=True))
-        return z
-
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities (float64; rows sum to 1), shape (n_samples, n_classes), columns as ``classes_``."""
-        return np.exp(self.predict_log_proba(X))
-
-    def predict(self, X: Any) -> np.ndarray:
-        """The most probable label of each sample, shape (n_samples,), values from ``classes_``."""
-        best = np.argmax(self._logits(X), axis=1)  # checks that the estimator is fitted
-        return self.classes_[best]
-
-    @property
-    def coefs_(self) -> list[np.ndarray]:
-        """Host copies of each layer's weight matrix, shape (in, out)."""
-        check_is_fitted(self)
-        return [W for W, _ in self._model.get_weights()]
-
-    @property
-    def intercepts_(self) -> list[np.ndarray]:
-        """Host copies of each layer's bias vector, shape (out,)."""
-        check_is_fitted(self)
-        return [b for _, b in self._model.get_weights()]
-
-    # ------------------------------------------------------------ conversions
-    def to_mlp(self) -> MLP:
-        """A copy of the fitted network as an :class:`mlp.MLP` on the host.
-
-        Output unit ``i`` scores ``classes_[i]``; ``metadata["classes"]`` holds
-        the labels when they can be written to a checkpoint (numbers, strings):
-        ``model.save(path, metadata=model.metadata)`` keeps them, and
-        :meth:`from_mlp` finds them there.
-        """
-        check_is_fitted(self)
-        model = copy.deepcopy(self._model)  # MLP copies hold host parameters
-        classes = self.classes_.tolist()
+    def _fit_stochastic(self, model: MLP, backend: Backend, X: np.ndarray, y: np.ndarray, sample_weight: Any,
+                        incremental: bool) -> None:
+        run = StochasticRun(self, X, y, sample_weight, incremental, model.dtype)
+        dev = backend.asarray
+        loop = TrainingLoop(model, self._optimizer, backend, dev(run.X_train, dtype=model.dtype), dev(run.targets),
+                            run.batch_size, cuda_graphs=backend.supports_graphs,
+                            weights=None if run.sw_train is None else dev(run.sw_train, dtype=model.dtype),
+                            l2_penalty=self.alpha > 0)
+        X_val = None if run.X_val is None else dev(run.X_val, dtype=model.dtype)
+        best = backend.empty(model.n_params, model.dtype) if run.early_stopping else None
         try:
-            json.dumps(classes)
-        except TypeError:
-            classes = None
-        model.metadata = {"classes": classes} if classes is not None else {}
+            while not run.done:
+                order, decay, penalty = run.plan_epoch()
+                loop.set_order(order)
+                loop.epoch(weight_decay=decay, penalty=penalty)
+                val = None if X_val is None else model.decision_function(X_val)
+                if run.end_epoch(float(loop.totals()[STATS_LOSS_SUM]), val):
+                    backend.copy_(best, model.params)
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.")
+        finally:
+            loop.close()
+        if run.early_stopping and run.improved:
+            backend.copy_(model.params, best)
+        elif run.early_stopping:  # no epoch beat the best score of an earlier fit (or every score was NaN)
+            model.set_weights(list(zip(self._best_coefs, self._best_intercepts)))
+        self._store(model)
+        if run.early_stopping:
+            self._best_coefs, self._best_intercepts = self.coefs_, self.intercepts_
+
+    def _iteration_ends(self, time_step: int) -> None:
+        """scikit-learn's ``iteration_ends``: the ``invscaling`` schedule of SGD."""
+        if self.solver == "sgd" and self.learning_rate == "invscaling":
+            self._optimizer.lr = float(self.learning_rate_init) / (time_step + 1) ** self.power_t
+
+    def _trigger_stopping(self, msg: str) -> bool:
+        """scikit-learn's ``trigger_stopping``: stop, except that SGD's ``adaptive`` schedule first divides the
+        learning rate by 5 until it falls to 1e-6."""
+        if self.solver != "sgd" or self.learning_rate != "adaptive":
+            if self.verbose:
+                print(msg + " Stopping.")
+            return True
+        if self._optimizer.lr <= 1e-6:
+            if self.verbose:
+                print(msg + " Learning rate too small. Stopping.")
+            return True
+        self._optimizer.lr /= 5.0
+        if self.verbose:
+            print(msg + " Setting learning rate to %f" % self._optimizer.lr)
+        return False
+
+    def _fit_lbfgs(self, model: MLP, backend: Backend, X: np.ndarray, y: np.ndarray, sample_weight: Any) -> None:
+        objective = _FullBatchObjective(model, backend, X, self._targets(y, model.dtype), sample_weight, self.alpha)
+        iprint = 1 if self.verbose is True or self.verbose >= 1 else -1
+        result = scipy.optimize.minimize(
+            objective, objective.packed(), method="L-BFGS-B", jac=True,
+            options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol,
+                     **_get_additional_lbfgs_options_dict("iprint", iprint)})
+        self.n_iter_ = _check_optimize_result("lbfgs", result, self.max_iter)
+        self.loss_ = float(result.fun)
+        objective.set(result.x)
+        self._store(model)
+
+    def _loss_grad_lbfgs(self, packed_coef_inter: np.ndarray, X: Any, y: np.ndarray, sample_weight: Any,
+                         *scratch: Any) -> tuple[float, np.ndarray]:
+        """scikit-learn's private objective of L-BFGS, same signature (the trailing scratch lists are ignored):
+        loss and packed gradient at ``packed_coef_inter`` for binarized targets ``y``, computed on the backend.
+        Sets ``coefs_``/``intercepts_`` to the packed values, as scikit-learn does."""
+        check_is_fitted(self)
+        dtype = np.asarray(self.coefs_[0]).dtype
+        y = np.asarray(y)
+        y = y.reshape(-1, 1) if y.ndim == 1 else y
+        model = self._network(dtype, get_backend(self.backend))
+        objective = _FullBatchObjective(model, model.backend, _dense(X, dtype), self._targets(y, dtype),
+                                        sample_weight, self.alpha)
+        loss, grad = objective(np.asarray(packed_coef_inter, dtype=np.float64))
+        self._store(model)
+        return loss, grad
+
+    def _dense_input(self, X: Any) -> np.ndarray:
+        X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
+        return _dense(X, np.asarray(self.coefs_[0]).dtype)
+
+    def _forward_pass_fast(self, X: Any, check_input: bool = True) -> np.ndarray:
+        """The output layer's values for ``X`` (n, n_outputs), in the weights' dtype."""
+        X = self._dense_input(X) if check_input else _dense(X, np.asarray(self.coefs_[0]).dtype)
+        return output_activation(self._inference_network().decision_function(X), self.out_activation_)
+
+    # ---------------------------------------------------------------- misc
+    def _check_solver(self) -> bool:
+        if self.solver not in _STOCHASTIC_SOLVERS:
+            raise AttributeError(f"partial_fit is only available for stochastic optimizers. {self.solver} is not "
+                                 "stochastic.")
+        return True
+
+    def to_mlp(self) -> MLP:
+        """A copy of the fitted network as an :class:`mlp.MLP` on the host (its output layer is
+        ``out_activation_``); for a classifier ``metadata["classes"]`` holds ``classes_`` when it can be
+        written to a checkpoint (numbers, strings)."""
+        check_is_fitted(self)
+        model = copy.deepcopy(self._network(np.asarray(self.coefs_[0]).dtype, get_backend("numpy")))
+        classes = getattr(self, "classes_", None)
+        model.metadata = {}
+        if classes is not None:
+            try:
+                model.metadata["classes"] = json.loads(json.dumps(np.asarray(classes).tolist()))
+            except TypeError:
+                pass
         return model
 
-    @classmethod
-    def from_mlp(cls, model: MLP, classes: Any = None, **params: Any) -> "MLPClassifier":
-        """A fitted estimator predicting with (a copy of) ``model``.
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
 
-        ``classes`` labels the model's outputs in order (default: the model's
-        ``metadata["classes"]``, as written by :meth:`to_mlp`); it needs one
-        distinct label per output.  ``classes_`` is sorted as in scikit-learn,
-        so the output units are reordered to match when ``classes`` is not.
-        ``params`` are further constructor arguments; ``hidden_layer_sizes``
-        and ``dtype`` come from the model.  With ``warm_start=True`` a later
-        ``fit`` continues training it, as does ``partial_fit``.
+
+class StochasticRun:
+    """One estimator's "sgd"/"adam" fit as scikit-learn runs it, epoch by epoch, whatever trains the network.
+
+    It owns everything of a fit but the arithmetic: the optimizer's rule and
+    learning-rate schedule, the validation split, the batch size, each
+    epoch's shuffle (from the estimator's ``_random_state``, as scikit-learn
+    draws it), the per-step L2 terms, the loss curve, the stopping rule and
+    the warnings.  The engine that trains the network (one
+    :class:`mlp.TrainingLoop`, or a stack of many models trained at once)
+    asks :meth:`plan_epoch` what to run, runs it, and reports back with
+    :meth:`end_epoch` until :attr:`done`.
+    """
+
+    def __init__(self, est: "_BaseMLP", X: np.ndarray, y: np.ndarray, sample_weight: Any, incremental: bool,
+                 dtype: np.dtype) -> None:
+        self.est, self.incremental = est, incremental
+        if not incremental or not hasattr(est, "_optimizer"):
+            est._optimizer = est._make_optimizer()
+        if est.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        self.early_stopping = est.early_stopping
+        self.sw_val = None
+        if self.early_stopping:
+            # scikit-learn stratifies only single-output classification
+            stratify = y if is_classifier(est) and est.n_outputs_ == 1 else None
+            # the positions ride along (extra arrays change nothing of the split): an engine that keeps
+            # one copy of the data uses them as row indices
+            positions = np.arange(X.shape[0], dtype=np.int64)
+            if sample_weight is None:
+                X_train, X_val, y_train, y_val, self.train_rows, self.val_rows = train_test_split(
+                    X, y, positions, random_state=est._random_state, test_size=est.validation_fraction,
+                    stratify=stratify)
+                sw_train = None
+            else:
+                X_train, X_val, y_train, y_val, sw_train, self.sw_val, self.train_rows, self.val_rows = \
+                    train_test_split(X, y, sample_weight, positions, random_state=est._random_state,
+                                     test_size=est.validation_fraction, stratify=stratify)
+            if X_val.shape[0] < 2:
+                raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size of "
+                                 "your dataset.")
+            if is_classifier(est):
+                y_val = est._label_binarizer.inverse_transform(y_val)
+            self.X_val, self.y_val = np.ascontiguousarray(X_val), y_val
+        else:
+            X_train, y_train, sw_train = X, y, sample_weight
+            self.X_val = self.y_val = self.val_rows = None
+            self.train_rows = np.arange(X.shape[0], dtype=np.int64)
+        self.X_train = np.ascontiguousarray(X_train)
+        self.targets = est._targets(y_train, dtype)
+        self.sw_train = None if sw_train is None else np.ascontiguousarray(sw_train, dtype=dtype)
+        self.n = n = X_train.shape[0]
+        if est.batch_size == "auto":
+            self.batch_size = min(200, n)
+        else:
+            if est.batch_size > n:
+                warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
+            self.batch_size = int(np.clip(est.batch_size, 1, n))
+        self.steps = math.ceil(n / self.batch_size)
+        self.sample_idx = np.arange(n, dtype=np.int64)
+        est.n_iter_ = 0
+        self.done = False
+        self.improved = False  # whether some epoch of this fit had the best validation score so far
+
+    def plan_epoch(self) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """The next epoch: ``(order, weight_decay, penalty)``: the sample order (int64, rows of ``X_train``)
+        and, per step, the weight decay ``alpha / S`` and the loss's L2 scale ``0.5 * alpha * b / S``, ``b``
+        being the batch's size and ``S`` its sample-weight sum (``b`` without weights); None when alpha is 0."""
+        est = self.est
+        if est.shuffle:
+            self.sample_idx = shuffled(self.sample_idx, random_state=est._random_state)
+        if est.alpha == 0:
+            return self.sample_idx, None, None
+        n, b = self.n, self.batch_size
+        sizes = np.full(self.steps, b, dtype=np.float64)
+        sizes[-1] = n - (self.steps - 1) * b
+        if self.sw_train is None:
+            sums = sizes
+        else:
+            sums = np.add.reduceat(np.asarray(self.sw_train, dtype=np.float64)[self.sample_idx], np.arange(0, n, b))
+        return self.sample_idx, est.alpha / sums, 0.5 * est.alpha * sizes / sums
+
+    def end_epoch(self, loss_sum: float, val_logits: np.ndarray | None = None) -> bool:
+        """Record an epoch (``loss_sum``: the loss statistics' sum; ``val_logits``: the network's logits on
+        ``X_val`` with early stopping); returns True when the weights are the best so far (keep them)."""
+        est = self.est
+        est.n_iter_ += 1
+        est.loss_ = loss_sum / self.n
+        est.t_ += self.n
+        est.loss_curve_.append(est.loss_)
+        if est.verbose:
+            print("Iteration %d, loss = %.8f" % (est.n_iter_, est.loss_))
+        best = self._update_no_improvement_count(val_logits)
+        self.improved |= best
+        est._iteration_ends(est.t_)
+        if est._no_improvement_count > est.n_iter_no_change:
+            what = "Validation score" if self.early_stopping else "Training loss"
+            msg = (f"{what} did not improve more than tol={est.tol:f} for {est.n_iter_no_change} consecutive "
+                   "epochs.")
+            if est._trigger_stopping(msg):
+                self.done = True
+                return best
+            est._no_improvement_count = 0
+        if self.incremental:
+            self.done = True
+        elif est.n_iter_ == est.max_iter:
+            self.done = True
+            warnings.warn(f"Stochastic Optimizer: Maximum iterations ({est.max_iter}) reached and the "
+                          "optimization hasn't converged yet.", ConvergenceWarning)
+        return best
+
+    def _update_no_improvement_count(self, val_logits: np.ndarray | None) -> bool:
+        est = self.est
+        if self.early_stopping:
+            score = self._validation_score(val_logits)
+            est.validation_scores_.append(score)
+            if est.verbose:
+                print("Validation score: %f" % score)
+            if score < est.best_validation_score_ + est.tol:
+                est._no_improvement_count += 1
+            else:
+                est._no_improvement_count = 0
+            if score > est.best_validation_score_:
+                est.best_validation_score_ = score
+                return True
+            return False
+        if est.loss_curve_[-1] > est.best_loss_ - est.tol:
+            est._no_improvement_count += 1
+        else:
+            est._no_improvement_count = 0
+        if est.loss_curve_[-1] < est.best_loss_:
+            est.best_loss_ = est.loss_curve_[-1]
+        return False
+
+    def _validation_score(self, val_logits: np.ndarray) -> float:
+        est = self.est
+        y_pred = est._decode(output_activation(val_logits, est.out_activation_))
+        if np.issubdtype(y_pred.dtype, np.floating) and not np.isfinite(y_pred).all():
+            return np.nan
+        return float(est._score_function(self.y_val, y_pred, sample_weight=self.sw_val))
+
+
+#: fits already made by a stacked engine (mlp.search), by fingerprint; see _adopt_prefitted
+_PREFITTED: contextvars.ContextVar[dict | None] = contextvars.ContextVar("mlp_prefitted", default=None)
+
+
+def fit_fingerprint(est: "_BaseMLP", X: Any, y: Any, sample_weight: Any) -> tuple:
+    """What identifies a fit: the estimator's class and parameters, and the bytes of its data."""
+    def digest(a: Any) -> str | None:
+        if a is None:
+            return None
+        if sp.issparse(a):
+            a = a.toarray()
+        a = np.ascontiguousarray(np.asarray(a))
+        h = hashlib.blake2b(digest_size=16)
+        h.update(str((a.shape, a.dtype.str)).encode())
+        h.update(a.tobytes() if a.dtype.kind != "O" else repr(a.tolist()).encode())
+        return h.hexdigest()
+
+    params = tuple(sorted((k, repr(v)) for k, v in est.get_params(deep=False).items()))
+    return type(est), params, digest(X), digest(y), digest(sample_weight)
+
+
+def _adopt_prefitted(est: "_BaseMLP", X: Any, y: Any, sample_weight: Any) -> bool:
+    """Inside :func:`serving_prefitted`, a fit that was already made (same parameters, same data) takes its
+    result instead of training again; True when it did."""
+    table = _PREFITTED.get()
+    if not table or est.warm_start:
+        return False
+    fitted = table.get(fit_fingerprint(est, X, y, sample_weight))
+    if fitted is None:
+        return False
+    params = est.get_params(deep=False)
+    for key, value in fitted.__dict__.items():
+        if key not in params:
+            setattr(est, key, copy.deepcopy(value) if key != "_net_cache" else value)
+    return True
+
+
+@contextlib.contextmanager
+def serving_prefitted(table: dict):
+    """Within the block, ``fit`` of an estimator whose fingerprint is in ``table`` (see
+    :func:`fit_fingerprint`) adopts the fitted estimator stored there."""
+    token = _PREFITTED.set(table)
+    try:
+        yield
+    finally:
+        _PREFITTED.reset(token)
+
+
+def _dense(X: Any, dtype: np.dtype) -> np.ndarray:
+    """``X`` as a C-contiguous dense array of ``dtype`` (sparse input is densified: the kernels are dense)."""
+    if sp.issparse(X):
+        X = X.toarray()
+    return np.ascontiguousarray(X, dtype=dtype)
+
+
+class _FullBatchObjective:
+    """The full-batch loss and gradient of a network at a flat parameter vector, for L-BFGS.
+
+    Forward, loss and backward run on the backend over the whole data set
+    (kept there); only the parameter vector goes to the device and the
+    gradient vector (and three loss statistics) come back per evaluation.
+    The L2 term ``0.5 * alpha * ||W||^2 / S`` (``S`` the sample-weight sum)
+    and its gradient are added on the host, from the vector it already holds.
+    """
+
+    def __init__(self, model: MLP, backend: Backend, X: np.ndarray, targets: np.ndarray, sample_weight: Any,
+                 alpha: float) -> None:
+        self.model, self.backend, self.alpha = model, backend, float(alpha)
+        self.n = X.shape[0]
+        self.X = backend.asarray(X, dtype=model.dtype)
+        self.targets = backend.asarray(targets)
+        self.weights = None if sample_weight is None else backend.asarray(
+            np.ascontiguousarray(sample_weight), dtype=model.dtype)
+        self.weight_sum = float(self.n if sample_weight is None else np.sum(sample_weight, dtype=np.float64))
+        self.workspace = model.new_workspace(self.n)
+        self.stats = backend.new_stats()
+        model.grads  # noqa: B018  (allocates the gradient buffer)
+
+    def packed(self) -> np.ndarray:
+        """The current parameters as a float64 vector (weights first, then biases: scikit-learn's packing)."""
+        return np.asarray(self.backend.to_numpy(self.model.params), dtype=np.float64).copy()
+
+    def set(self, theta: np.ndarray) -> None:
+        self.backend.copy_(self.model.params, np.asarray(theta).astype(self.model.dtype))
+
+    def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        model, be = self.model, self.backend
+        self.set(theta)
+        be._fill_stats(self.stats)
+        logits = model.forward(self.X, self.workspace)
+        model.loss_into(logits, self.targets, self.workspace.dlogits, self.stats, 0, self.weights)
+        model.backward(self.X, self.workspace)
+        grad = np.asarray(be.to_numpy(model.grads), dtype=np.float64).copy()
+        loss = float(be.to_numpy(self.stats)[STATS_LOSS_SUM]) / self.n
+        w = theta[:model.n_weights]
+        loss += 0.5 * self.alpha * float(np.dot(w, w)) / self.weight_sum
+        grad[:model.n_weights] += self.alpha * w / self.weight_sum
+        return loss, grad
+
+
+_PARAMS_DOC = """
+    Parameters
+    ----------
+    hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate, learning_rate_init, power_t,
+    max_iter, shuffle, random_state, tol, verbose, warm_start, momentum, nesterovs_momentum, early_stopping,
+    validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change, max_fun
+        As scikit-learn's, with its defaults and meanings: ``activation`` in {"identity", "logistic",
+        "tanh", "relu"}, ``solver`` in {"lbfgs", "sgd", "adam"}, ``alpha`` the L2 penalty added to the
+        loss as ``0.5 * alpha * ||W||^2 / batch size``, ``learning_rate`` the schedule of "sgd"
+        ({"constant", "invscaling", "adaptive"}) and ``learning_rate_init`` its first step size,
+        ``max_iter`` epochs (iterations for "lbfgs"), ``n_iter_no_change`` an int or ``np.inf``.
+    backend : {"auto", "numpy", "cuda"} or mlp.Backend, default "auto"
+        Where to train and predict: "auto" uses a usable CUDA GPU, else NumPy.
+    dtype : {"float32", "float64"} or None, default None
+        Precision of the weights and of the computation.  None follows the data, as scikit-learn does
+        (float32 stays float32, anything else becomes float64).  "float32" is the fast choice on a GPU.
+
+    Attributes
+    ----------
+    As scikit-learn's: ``coefs_``, ``intercepts_`` (host arrays; assigning them changes the network),
+    ``n_features_in_``, ``feature_names_in_``, ``n_iter_`` (epochs of the last ``fit``), ``t_`` (samples
+    seen by the solver), ``n_layers_``, ``n_outputs_``, ``out_activation_``, ``loss_``, and for "sgd" and
+    "adam": ``loss_curve_``, ``best_loss_``, ``validation_scores_``, ``best_validation_score_``.
+"""
+
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    """Multilayer perceptron classifier: scikit-learn's ``MLPClassifier``, trained on this package's backends.
+
+    Binary problems have one logistic output unit, multilabel indicator targets one logistic unit per
+    label (binary cross-entropy), several classes a softmax (cross-entropy).  Sparse ``X`` is densified.
+    """ + _PARAMS_DOC + """
+    classes_ : ndarray of shape (n_classes,)
+        The class labels.
+    """
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001,
+                 batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5, max_iter=200,
+                 shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
+                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000, backend="auto", dtype=None):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.backend = backend
+        self.dtype = dtype
+
+    #: the classifier's loss, as scikit-learn names it (binary cross-entropy when the output is logistic)
+    loss = "log_loss"
+
+    _score_function = staticmethod(accuracy_score)
+
+    def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool) -> tuple[Any, np.ndarray]:
+        X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
+                             dtype=(np.float64, np.float32), reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
+            self._label_binarizer = LabelBinarizer()
+            self._label_binarizer.fit(y)
+            self.classes_ = self._label_binarizer.classes_
+        else:
+            classes = unique_labels(y)
+            if self.warm_start:
+                if set(classes) != set(self.classes_):
+                    raise ValueError("warm_start can only be used where `y` has the same classes as in the "
+                                     f"previous call to fit. Previously got {self.classes_}, `y` has {classes}")
+            elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
+                raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. "
+                                 f"'y' has {classes}.")
+        # a boolean indicator matrix never upcasts float32 data
+        return X, self._label_binarizer.transform(y).astype(bool)
+
+    def _decode(self, out: np.ndarray) -> np.ndarray:
+        if self.n_outputs_ == 1:
+            out = out.ravel()
+        return self._label_binarizer.inverse_transform(out)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> "MLPClassifier":
+        """Fit the network to ``X`` (n_samples, n_features), dense or sparse, and labels ``y`` (n_samples,)
+        or a multilabel indicator matrix; ``sample_weight`` (n_samples,) weighs each sample's loss."""
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False)
+
+    @available_if(lambda est: est._check_solver())
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None, classes: Any = None) -> "MLPClassifier":
+        """One epoch over ``(X, y)`` from the current weights and optimizer state ("sgd" and "adam" only).
+
+        ``classes`` (every label the data will hold) is required on the first call.
         """
-        if not isinstance(model, MLP):
-            raise TypeError(f"model: expected an mlp.MLP, got {type(model).__name__}")
-        if classes is None:
-            classes = model.metadata.get("classes")
-            if classes is None:
-                raise ValueError("classes: expected the label of each of the model's outputs; the model's "
-                                 "metadata holds none")
-        classes = np.asarray(classes)
-        if classes.ndim != 1 or classes.size != model.n_classes:
-            raise ValueError(f"classes: expected {model.n_classes} labels (one per output of the model), "
-                             f"got {describe(classes)}")
-        if unique_labels(classes).size != classes.size:
-            raise ValueError(f"classes: expected distinct labels, got {classes.tolist()}")
-        for name, value in (("hidden_layer_sizes", tuple(model.layer_sizes[1:-1])), ("dtype", model.dtype.name)):
-            if name in params:
-                raise TypeError(f"{name}: set by the model ({value!r}); do not pass it to from_mlp")
-        estimator = cls(hidden_layer_sizes=tuple(model.layer_sizes[1:-1]), dtype=model.dtype.name, **params)
-        order = np.argsort(classes, kind="stable")
-        weights = model.get_weights()
-        W, b = weights[-1]
-        weights[-1] = (W[:, order], b[order])
-        network = MLP(model.layer_sizes, seed=model.seed, dtype=model.dtype)
-        network.set_weights(weights)
-        estimator.n_features_in_ = model.n_features
-        estimator._start(classes[order], model.dtype, model=network)
-        return estimator
+        if _check_partial_fit_first_call(self, classes):
+            self._label_binarizer = LabelBinarizer()
+            if type_of_target(y).startswith("multilabel"):
+                self._label_binarizer.fit(y)
+            else:
+                self._label_binarizer.fit(classes)
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The predicted classes, shape (n_samples,) (or (n_samples, n_classes) for multilabel targets)."""
+        check_is_fitted(self)
+        return self._decode(self._forward_pass_fast(X))
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities, shape (n_samples, n_classes), columns in the order of ``classes_``."""
+        check_is_fitted(self)
+        y_pred = self._forward_pass_fast(X)
+        if self.n_outputs_ == 1:
+            y_pred = y_pred.ravel()
+        if y_pred.ndim == 1:
+            return np.vstack([1 - y_pred, y_pred]).T
+        return y_pred
+
+    def predict_log_proba(self, X: Any) -> np.ndarray:
+        """``log(predict_proba(X))``."""
+        y_prob = self.predict_proba(X)
+        return np.log(y_prob, out=y_prob)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    """Multilayer perceptron regressor: scikit-learn's ``MLPRegressor``, trained on this package's backends.
+
+    ``loss="squared_error"`` (half the squared error, identity output) or ``"poisson"`` (half the Poisson
+    deviance, exp output); one or several outputs.  Sparse ``X`` is densified.
+    """ + _PARAMS_DOC
+
+    _parameter_constraints: dict = {**_BaseMLP._parameter_constraints,
+                                    "loss": [StrOptions({"squared_error", "poisson"})]}
+
+    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+                 alpha=0.0001, batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5,
+                 max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False,
+                 momentum=0.9, nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9,
+                 beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000, backend="auto", dtype=None):
+        self.loss = loss
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.backend = backend
+        self.dtype = dtype
+
+    _score_function = staticmethod(r2_score)
+
+    def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool) -> tuple[Any, np.ndarray]:
+        X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True, y_numeric=True,
+                             dtype=(np.float64, np.float32), reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        return X, y
+
+    def _decode(self, out: np.ndarray) -> np.ndarray:
+        return out.ravel() if out.shape[1] == 1 else out
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> "MLPRegressor":
+        """Fit the network to ``X`` (n_samples, n_features), dense or sparse, and real targets ``y``
+        (n_samples,) or (n_samples, n_outputs); ``sample_weight`` (n_samples,) weighs each sample's loss."""
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False)
+
+    @available_if(lambda est: est._check_solver())
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> "MLPRegressor":
+        """One epoch over ``(X, y)`` from the current weights and optimizer state ("sgd" and "adam" only)."""
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predictions, shape (n_samples,) for one output, else (n_samples, n_outputs); the weights' dtype."""
+        check_is_fitted(self)
+        return self._decode(self._forward_pass_fast(X))

@@ -21,6 +21,7 @@ takes effect without recapturing.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -83,18 +84,28 @@ class Optimizer:
         """Create (or move) the state buffers for ``params`` on ``backend``; a no-op when they exist."""
         self._ensure_state(backend, params)
 
-    def scalars(self, step: int) -> tuple[float, ...]:
-        """The scalars row of update number ``step`` (from 1), in the backend's column order."""
+    def scalars(self, step: int, weight_decay: float | None = None) -> tuple[float, ...]:
+        """The scalars row of update number ``step`` (from 1), in the backend's column order.
+
+        ``weight_decay`` replaces :attr:`weight_decay` for this row (see :meth:`stage`).
+        """
         raise NotImplementedError
 
-    def stage(self, backend: Backend, dtype: Any, count: int) -> Any:
+    def _decay(self, weight_decay: float | None) -> float:
+        return self.weight_decay if weight_decay is None else weight_decay
+
+    def stage(self, backend: Backend, dtype: Any, count: int, weight_decay: Any = None) -> Any:
         """Write the scalars of the next ``count`` updates into the device table; returns the table.
 
-        Row ``i`` belongs to update ``steps + 1 + i``.  The table is one buffer,
-        kept while ``count`` fits (a captured launch points at it), grown otherwise.
+        Row ``i`` belongs to update ``steps + 1 + i``.  ``weight_decay``, when
+        given, is a sequence of ``count`` decays, one per update, replacing
+        :attr:`weight_decay` (scikit-learn's L2 term is ``alpha`` over each
+        batch's sample count, so it changes with the last, shorter batch).
+        The table is one buffer, kept while ``count`` fits (a captured launch
+        points at it), grown otherwise.
         """
         dt = np.dtype(dtype)
-        rows = np.array([self.scalars(self.steps + 1 + i) for i in range(count)], dtype=np.float64)
+        rows = self.scalar_rows(count, weight_decay)
         key = (id(backend), dt)
         if self._table is None or self._table_key != key or self._table.shape[0] < count:
             self._table = backend.empty((count, rows.shape[1]), dt)
@@ -103,6 +114,23 @@ class Optimizer:
         host[:count] = rows  # float64 -> the parameter dtype, as the update computes in it
         backend.copy_(self._table, host)
         return self._table
+
+    def scalar_rows(self, count: int, weight_decay: Any = None) -> np.ndarray:
+        """The scalars of the next ``count`` updates as a host float64 table (see :meth:`stage`)."""
+        decays = [None] * count if weight_decay is None else [float(d) for d in weight_decay]
+        if len(decays) != count:
+            raise ValueError(f"weight_decay: expected {count} values (one per update), got {len(decays)}")
+        rows = np.array([self.scalars(self.steps + 1 + i, decays[i]) for i in range(count)], dtype=np.float64)
+        self._staged(count)
+        return rows
+
+    def _staged(self, count: int) -> None:
+        """Called once a table of ``count`` rows is computed (rules that remember what they staged use it)."""
+
+    @property
+    def learning_rate(self) -> float:
+        """The current learning rate (scikit-learn's name for it on its optimizers)."""
+        return self.lr
 
     def launch(self, backend: Backend, params: Any, grads: Any, n_decay: int, table: Any, row: int) -> None:
         """One update with the scalars of ``table[row]``; changes no counter (see :meth:`advance`).
@@ -206,8 +234,8 @@ class SGD(Optimizer):
     def _needs(self, name: str) -> bool:
         return self.momentum != 0
 
-    def scalars(self, step: int) -> tuple[float, ...]:
-        return sgd_scalars(self.lr, self.momentum, self.weight_decay)
+    def scalars(self, step: int, weight_decay: float | None = None) -> tuple[float, ...]:
+        return sgd_scalars(self.lr, self.momentum, self._decay(weight_decay))
 
     def launch_flags(self) -> tuple:
         return (self.nesterov,)
@@ -235,8 +263,8 @@ class RMSprop(Optimizer):
     def _needs(self, name: str) -> bool:
         return name == "square_avg" or self.momentum > 0
 
-    def scalars(self, step: int) -> tuple[float, ...]:
-        return rmsprop_scalars(self.lr, self.alpha, self.eps, self.momentum, self.weight_decay)
+    def scalars(self, step: int, weight_decay: float | None = None) -> tuple[float, ...]:
+        return rmsprop_scalars(self.lr, self.alpha, self.eps, self.momentum, self._decay(weight_decay))
 
     def launch(self, backend, params, grads, n_decay, table, row) -> None:
         backend._rmsprop_step(params, grads, self._state["square_avg"], self._state.get("momentum_buffer"),
@@ -262,8 +290,8 @@ class Adam(Optimizer):
                       check_real(betas[1], "betas[1]", minimum=0.0, maximum=1.0, max_inclusive=False))
         self.eps = check_real(eps, "eps", minimum=0.0)
 
-    def scalars(self, step: int) -> tuple[float, ...]:
-        return adam_scalars(self.lr, self.betas[0], self.betas[1], self.eps, step, self.weight_decay)
+    def scalars(self, step: int, weight_decay: float | None = None) -> tuple[float, ...]:
+        return adam_scalars(self.lr, self.betas[0], self.betas[1], self.eps, step, self._decay(weight_decay))
 
     def launch(self, backend, params, grads, n_decay, table, row) -> None:
         backend._adam_step(params, grads, self._state["exp_avg"], self._state["exp_avg_sq"], table, row,
@@ -286,6 +314,62 @@ class AdamW(Adam):
         super().__init__(lr, betas, eps, weight_decay)
 
 
+class ScikitSGD(SGD):
+    """SGD with scikit-learn's rule (``sklearn.neural_network``'s ``SGDOptimizer``), for the estimators.
+
+    scikit-learn keeps a velocity ``v = momentum * v - lr * g`` and adds it
+    to the parameters (with Nesterov: ``momentum * v - lr * g``).  With a
+    constant learning rate that is PyTorch's rule (the buffer is ``-v / lr``);
+    when the learning rate changes (the ``invscaling`` and ``adaptive``
+    schedules change it between epochs) the velocity keeps its size while
+    PyTorch's buffer would be rescaled.  So the first update after a change
+    scales the buffer's momentum by ``old_lr / new_lr`` (Nesterov's lookahead
+    keeps ``momentum``), which gives scikit-learn's parameters exactly.
+    """
+
+    def __init__(self, lr: float = 0.1, momentum: float = 0.9, nesterov: bool = True,
+                 weight_decay: float = 0.0) -> None:
+        super().__init__(lr, momentum, nesterov and momentum > 0, weight_decay)
+        self._last_lr: float | None = None  # learning rate of the last staged update
+
+    def scalars(self, step: int, weight_decay: float | None = None) -> tuple[float, ...]:
+        momentum = self.momentum
+        if self._last_lr is not None and step == self.steps + 1 and self._last_lr != self.lr:
+            momentum = self.momentum * self._last_lr / self.lr
+        return sgd_scalars(self.lr, momentum, self._decay(weight_decay), self.momentum)
+
+    def _staged(self, count: int) -> None:
+        self._last_lr = self.lr
+
+    def reset(self) -> None:
+        super().reset()
+        self._last_lr = None
+
+
+class ScikitAdam(Adam):
+    """Adam with scikit-learn's rule (``AdamOptimizer``), for the estimators.
+
+    scikit-learn adds ``epsilon`` to ``sqrt(v)`` before the bias correction of
+    the second moment (``lr_t = lr * sqrt(1 - beta2**t) / (1 - beta1**t)``,
+    ``p -= lr_t * m / (sqrt(v) + eps)``); PyTorch adds it after.  Staging
+    ``eps / sqrt(1 - beta2**t)`` as each step's epsilon gives scikit-learn's
+    update from PyTorch's kernel.
+    """
+
+    def scalars(self, step: int, weight_decay: float | None = None) -> tuple[float, ...]:
+        beta2 = self.betas[1]
+        eps = self.eps / math.sqrt(1 - beta2**step)
+        return adam_scalars(self.lr, self.betas[0], beta2, eps, step, self._decay(weight_decay))
+
+    @property
+    def learning_rate(self) -> float:
+        """scikit-learn's ``learning_rate`` of Adam: the bias-corrected step size of the last update."""
+        t = self.steps
+        if t == 0:
+            return self.lr
+        return self.lr * math.sqrt(1 - self.betas[1]**t) / (1 - self.betas[0]**t)
+
+
 OPTIMIZERS = {"sgd": SGD, "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW}
 
 
@@ -294,3 +378,15 @@ def make_optimizer(name: str, **kwargs: Any) -> Optimizer:
     if not isinstance(name, str) or name.lower() not in OPTIMIZERS:
         raise ValueError(f"optimizer: expected one of {tuple(OPTIMIZERS)}, got {name!r}")
     return OPTIMIZERS[name.lower()](**kwargs)
+
+
+#: Each optimizer's settings for a training run that names only the optimizer (``mlp train``'s defaults):
+#: the class defaults, except SGD's learning rate and momentum (PyTorch's lr=0.01 without momentum trains an
+#: MLP slowly) and RMSprop's learning rate (PyTorch's 0.01 is large for one).  The settings a class does not
+#: list here keep its own defaults; a setting absent for an optimizer does not apply to it.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "sgd": {"lr": 0.05, "momentum": 0.9, "nesterov": False, "weight_decay": 0.0},
+    "rmsprop": {"lr": 1e-3, "momentum": 0.0, "weight_decay": 0.0},
+    "adam": {"lr": 1e-3, "weight_decay": 0.0},
+    "adamw": {"lr": 1e-3, "weight_decay": 0.01},
+}
