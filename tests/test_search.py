@@ -1,0 +1,187 @@
+"""Many models at once: the stacked engine, mlp's searches and ensembles.
+
+Exactness first: every model of a stack ends with the parameters its own fit
+would have (same seed, rows and hyperparameters); on the NumPy backend bit for
+bit, since each model's step runs the single model's loops and products.
+Then the searches against scikit-learn's own search run one fit at a time over
+the same estimators (same splits, same scores), the ensembles, the memory
+planner's chunks, dispatch through joblib to a local Dask cluster, and the
+CUDA backend (a GPU or Numba's simulator) against NumPy.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn", reason="the searches and ensembles need scikit-learn (the extra 'sklearn')")
+
+from sklearn import model_selection as sk_ms  # noqa: E402
+from sklearn.base import clone  # noqa: E402
+from sklearn.datasets import load_digits, make_regression  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+from sklearn.model_selection import KFold, StratifiedKFold  # noqa: E402
+
+import mlp  # noqa: E402
+from mlp.estimator import MLPClassifier, MLPRegressor  # noqa: E402
+from mlp.search import (GridSearchCV, MLPEnsembleClassifier, MLPEnsembleRegressor, RandomizedSearchCV,  # noqa: E402
+                        StackSplitWarning, fit_many)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_convergence():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        yield
+
+
+def _digits(n: int = 300):
+    X, y = load_digits(n_class=4, return_X_y=True)
+    return X[:n] / 16.0, y[:n]
+
+
+def _jobs():
+    """Fits of two shapes with differing seeds, folds, hyperparameters, schedules and stopping."""
+    X, y = _digits()
+    folds = [train for train, _ in KFold(3, shuffle=True, random_state=0).split(X)]
+    jobs, rows = [], []
+    for i, (alpha, lr, extra) in enumerate([
+            (1e-4, 1e-3, {}), (1e-2, 3e-3, {}), (0.0, 1e-2, {"max_iter": 3}),
+            (1e-3, 1e-2, {"early_stopping": True, "validation_fraction": 0.2}),
+            (1e-3, 1e-2, {"tol": 10.0, "n_iter_no_change": 1})]):
+        for f, train in enumerate(folds):
+            params = dict(hidden_layer_sizes=(12,), alpha=alpha, learning_rate_init=lr, batch_size=64, max_iter=6,
+                          random_state=10 * i + f, backend="numpy")
+            jobs.append(MLPClassifier(**{**params, **extra}))
+            rows.append(train)
+    for f, train in enumerate(folds):  # a second shape: SGD with a schedule, another activation
+        jobs.append(MLPClassifier(hidden_layer_sizes=(8, 5), activation="tanh", solver="sgd",
+                                  learning_rate="invscaling", learning_rate_init=0.2, batch_size=64, max_iter=5,
+                                  random_state=f, backend="numpy"))
+        rows.append(train)
+    return X, y, jobs, rows
+
+
+def _assert_same_models(a, b, exact: bool = True) -> None:
+    assert a.n_iter_ == b.n_iter_ and a.t_ == b.t_
+    for u, v in zip(a.coefs_ + a.intercepts_, b.coefs_ + b.intercepts_):
+        if exact:
+            np.testing.assert_array_equal(u, v)
+        else:
+            np.testing.assert_allclose(u, v, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(a.loss_curve_, b.loss_curve_, rtol=0 if exact else 1e-9)
+    assert a.validation_scores_ == b.validation_scores_ or exact is False
+
+
+def test_every_model_of_a_stack_ends_as_its_own_fit():
+    X, y, jobs, rows = _jobs()
+    single = [clone(j).fit(X[r], y[r]) for j, r in zip(jobs, rows)]
+    stacked = fit_many([clone(j) for j in jobs], X, y, rows)
+    stops = {s.n_iter_ for s in single}
+    assert len(stops) > 2  # the models stopped at different epochs: frozen while the others trained on
+    for a, b in zip(stacked, single):
+        _assert_same_models(a, b)
+        np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+
+
+def test_sample_weights_and_regression_in_a_stack():
+    X, y = make_regression(n_samples=130, n_features=5, n_targets=2, random_state=0)
+    y = y / y.std()
+    w = np.random.default_rng(0).uniform(0.5, 2.0, len(X))
+    jobs = [MLPRegressor(hidden_layer_sizes=(6,), alpha=a, batch_size=32, max_iter=4, random_state=s,
+                         backend="numpy") for a in (0.0, 1e-2) for s in (0, 1)]
+    rows = [np.arange(0, 130), np.arange(10, 130), np.arange(0, 120), np.arange(5, 125)]
+    single = [clone(j).fit(X[r], y[r], sample_weight=w[r]) for j, r in zip(jobs, rows)]
+    stacked = fit_many([clone(j) for j in jobs], X, y, rows, sample_weight=w)
+    for a, b in zip(stacked, single):
+        _assert_same_models(a, b)
+
+
+@pytest.mark.parametrize("search", ["grid", "random"])
+def test_search_results_are_scikit_learns_search_one_fit_at_a_time(search):
+    X, y = _digits()
+    base = MLPClassifier(max_iter=5, batch_size=100, random_state=0, backend="numpy")
+    cv = StratifiedKFold(3, shuffle=True, random_state=1)
+    if search == "grid":
+        grid = {"hidden_layer_sizes": [(8,), (16,), (8, 4)], "alpha": [1e-4, 1e-2], "learning_rate_init": [1e-3, 1e-2]}
+        ours = GridSearchCV(base, grid, cv=cv).fit(X, y)
+        theirs = sk_ms.GridSearchCV(base, grid, cv=cv).fit(X, y)
+    else:
+        space = {"alpha": [1e-5, 1e-4, 1e-3, 1e-2], "learning_rate_init": [1e-3, 3e-3, 1e-2],
+                 "hidden_layer_sizes": [(8,), (16,)]}
+        ours = RandomizedSearchCV(base, space, n_iter=5, cv=cv, random_state=3).fit(X, y)
+        theirs = sk_ms.RandomizedSearchCV(base, space, n_iter=5, cv=cv, random_state=3).fit(X, y)
+    assert set(ours.cv_results_) == set(theirs.cv_results_)
+    assert ours.cv_results_["params"] == theirs.cv_results_["params"]
+    for key in ours.cv_results_:
+        if "test_score" in key:  # the split scores, their mean, std and rank (not the timings)
+            np.testing.assert_array_equal(ours.cv_results_[key], theirs.cv_results_[key])
+    assert ours.best_params_ == theirs.best_params_ and ours.best_score_ == theirs.best_score_
+    np.testing.assert_array_equal(ours.best_estimator_.predict_proba(X), theirs.best_estimator_.predict_proba(X))
+
+
+def test_a_search_over_a_pipeline_still_works_one_fit_at_a_time():
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = _digits(120)
+    pipe = make_pipeline(StandardScaler(), MLPClassifier(max_iter=3, random_state=0, backend="numpy"))
+    search = GridSearchCV(pipe, {"mlpclassifier__alpha": [1e-4, 1e-2]}, cv=2).fit(X, y)
+    assert len(search.cv_results_["params"]) == 2
+
+
+def test_the_planner_splits_into_chunks_and_says_so():
+    X, y, jobs, rows = _jobs()
+    whole = fit_many([clone(j) for j in jobs], X, y, rows)
+    with pytest.warns(StackSplitWarning, match="stacks"):
+        chunked = fit_many([clone(j) for j in jobs], X, y, rows, max_stack=4)
+    for a, b in zip(chunked, whole):
+        _assert_same_models(a, b)
+
+
+def test_ensembles_average_members_that_are_their_own_fits():
+    X, y = _digits()
+    ens = MLPEnsembleClassifier(MLPClassifier(hidden_layer_sizes=(10,), learning_rate_init=0.01, max_iter=20,
+                                              backend="numpy"),
+                                n_estimators=4, bootstrap=True, random_state=0).fit(X, y)
+    assert len(ens.estimators_) == 4
+    members = [clone(e).fit(X[r], y[r]) for e, r in zip(ens.estimators_, ens.estimators_samples_)]
+    np.testing.assert_array_equal(ens.predict_proba(X), np.mean([m.predict_proba(X) for m in members], axis=0))
+    assert ens.score(X, y) > 0.5
+    Xr, yr = make_regression(n_samples=80, n_features=4, random_state=0)
+    reg = MLPEnsembleRegressor(MLPRegressor(hidden_layer_sizes=(5,), max_iter=3, backend="numpy"), n_estimators=3,
+                               random_state=0).fit(Xr, yr / yr.std())
+    assert reg.predict(Xr).shape == (80,)
+
+
+def test_chunks_dispatched_to_a_local_dask_cluster():
+    distributed = pytest.importorskip("distributed", reason="the Dask test needs the extra 'dask'")
+    import joblib
+
+    X, y, jobs, rows = _jobs()
+    local = fit_many([clone(j) for j in jobs], X, y, rows)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            distributed.Client(cluster):
+        with joblib.parallel_backend("dask"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", StackSplitWarning)
+            remote = fit_many([clone(j) for j in jobs], X, y, rows, n_jobs=-1, max_stack=6)
+    for a, b in zip(remote, local):
+        _assert_same_models(a, b)
+
+
+@pytest.mark.gpu
+def test_a_stack_on_the_cuda_backend_trains_like_numpy():
+    try:
+        mlp.get_backend("cuda")
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+    X, y = _digits(24)  # tiny: the simulator runs every GPU thread in Python
+    jobs = [MLPClassifier(hidden_layer_sizes=(4,), alpha=a, batch_size=10, max_iter=2, random_state=s)
+            for a, s in ((0.0, 0), (1e-2, 1))]
+    rows = [np.arange(0, 24), np.arange(2, 23)]  # different counts: a padded last batch
+    host = fit_many([clone(j).set_params(backend="numpy") for j in jobs], X, y, rows)
+    device = fit_many([clone(j).set_params(backend="cuda") for j in jobs], X, y, rows)
+    for a, b in zip(device, host):
+        _assert_same_models(a, b, exact=False)
