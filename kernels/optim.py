@@ -16,7 +16,9 @@ step's bias corrections take effect.  Flags that change the code path
 (momentum on/off, Nesterov, decoupled decay) and ``n_decay`` are launch
 arguments.  L2 weight decay touches indices ``< n_decay`` only.  On a GPU
 the compiler may fuse a multiply and an add into one FMA, so results can
-differ from the twin in the last bit or so; never more.
+differ from the twin in the last bit or so; never more.  The SGD and Adam
+kernels' bodies are device functions (``_sgd_update``, ``_adam_update``)
+that the stacked updates (``stacked``) also run, once per model of a stack.
 """
 
 from __future__ import annotations
@@ -29,34 +31,71 @@ from numba import cuda
 from numba.cuda.np.numpy_support import from_dtype
 from numba.cuda.types import int64, void
 
-from ._config import check_float_dtype, kernel
+from ._config import check_float_dtype, device_function, kernel
 from ._launch import capped_blocks, ceil_div, configured
 
 THREADS = 256
 BLOCKS_PER_SM = 8
 
 
+@device_function
+def _sgd_update(p, g, buf, scalars, row, n_decay, use_momentum, nesterov):
+    """The SGD update of one flat buffer, a grid-stride loop over ``blockIdx.x`` and ``threadIdx.x``: the
+    body of :func:`sgd_kernel`, whose arguments it takes."""
+    lr = scalars[row, 0]
+    momentum = scalars[row, 1]
+    wd = scalars[row, 2]
+    lookahead = scalars[row, 3]
+    for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
+        d = g[i]
+        if i < n_decay:
+            d = d + wd * p[i]
+        if use_momentum != 0:
+            bi = momentum * buf[i] + d
+            buf[i] = bi
+            if nesterov != 0:
+                d = d + lookahead * bi
+            else:
+                d = bi
+        p[i] = p[i] - lr * d
+
+
+@device_function
+def _adam_update(p, g, m, v, scalars, row, decoupled, n_decay):
+    """The Adam/AdamW update of one flat buffer, a grid-stride loop over ``blockIdx.x`` and ``threadIdx.x``:
+    the body of :func:`adam_kernel`, whose arguments it takes."""
+    one_minus_b1 = scalars[row, 0]
+    beta2 = scalars[row, 1]
+    one_minus_b2 = scalars[row, 2]
+    eps = scalars[row, 3]
+    step_size = scalars[row, 4]
+    bc2_sqrt = scalars[row, 5]
+    wd = scalars[row, 6]
+    decay_factor = scalars[row, 7]
+    for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
+        d = g[i]
+        pi = p[i]
+        if i < n_decay:
+            if decoupled != 0:
+                pi = pi * decay_factor
+            else:
+                d = d + wd * pi
+        mi = m[i] + one_minus_b1 * (d - m[i])
+        m[i] = mi
+        vi = beta2 * v[i] + one_minus_b2 * d * d
+        v[i] = vi
+        p[i] = pi - step_size * (mi / (math.sqrt(vi) / bc2_sqrt + eps))
+
+
 @functools.lru_cache(maxsize=None)
 def sgd_kernel(dtype: Any):
-    """``(p, g, buf, scalars, row, n_decay, use_momentum, nesterov)``; scalars columns: lr, momentum, wd."""
+    """``(p, g, buf, scalars, row, n_decay, use_momentum, nesterov)``; scalars columns: lr, momentum, wd,
+    lookahead (Nesterov's coefficient: the momentum itself, except in the step after a learning-rate change
+    under scikit-learn's velocity rule, see ``mlp.optim.ScikitSGD``)."""
     dt = check_float_dtype(dtype)
 
     def sgd(p, g, buf, scalars, row, n_decay, use_momentum, nesterov):
-        lr = scalars[row, 0]
-        momentum = scalars[row, 1]
-        wd = scalars[row, 2]
-        for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
-            d = g[i]
-            if i < n_decay:
-                d = d + wd * p[i]
-            if use_momentum != 0:
-                bi = momentum * buf[i] + d
-                buf[i] = bi
-                if nesterov != 0:
-                    d = d + momentum * bi
-                else:
-                    d = bi
-            p[i] = p[i] - lr * d
+        _sgd_update(p, g, buf, scalars, row, n_decay, use_momentum, nesterov)
 
     nb = from_dtype(dt)
     vec = nb[::1]
@@ -103,27 +142,7 @@ def adam_kernel(dtype: Any):
     dt = check_float_dtype(dtype)
 
     def adam(p, g, m, v, scalars, row, decoupled, n_decay):
-        one_minus_b1 = scalars[row, 0]
-        beta2 = scalars[row, 1]
-        one_minus_b2 = scalars[row, 2]
-        eps = scalars[row, 3]
-        step_size = scalars[row, 4]
-        bc2_sqrt = scalars[row, 5]
-        wd = scalars[row, 6]
-        decay_factor = scalars[row, 7]
-        for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
-            d = g[i]
-            pi = p[i]
-            if i < n_decay:
-                if decoupled != 0:
-                    pi = pi * decay_factor
-                else:
-                    d = d + wd * pi
-            mi = m[i] + one_minus_b1 * (d - m[i])
-            m[i] = mi
-            vi = beta2 * v[i] + one_minus_b2 * d * d
-            v[i] = vi
-            p[i] = pi - step_size * (mi / (math.sqrt(vi) / bc2_sqrt + eps))
+        _adam_update(p, g, m, v, scalars, row, decoupled, n_decay)
 
     nb = from_dtype(dt)
     vec = nb[::1]

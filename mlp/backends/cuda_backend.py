@@ -29,7 +29,8 @@ from numba import cuda
 from numba.cuda.cudadrv import devicearray
 
 from mlp.kernels import fill as fill_kernels
-from mlp.kernels import gather, gemm, optim, softmax
+from mlp.kernels import gather, gemm, losses, optim, softmax
+from mlp.kernels import stacked as stacked_kernels
 from mlp.kernels._config import ON_SIMULATOR, sm_count
 
 from . import _cuda_graph
@@ -240,18 +241,22 @@ class CudaBackend(Backend):
 
         return _cuda_graph.capture(self.stream, counted, keepalive)
 
+    def graph_key(self) -> tuple:
+        """The product configuration: it picks the kernels and grids a captured epoch launches."""
+        return (self.gemm_config, self.split_k)
+
     # ----------------------------------------------------------------- gather
     def _take_rows(self, X: Any, idx: Any, out: Any) -> None:
         self.launch_count += gather.take_rows(X, idx, out, stream=self.stream)
 
     # ----------------------------------------------------------------- affine
-    def _affine_forward(self, x, W, b, relu, out) -> None:
-        self.launch_count += gemm.affine_forward(x, W, b, relu, out, **self._gemm_options)
+    def _affine_forward(self, x, W, b, act, out) -> None:
+        self.launch_count += gemm.affine_forward(x, W, b, act, out, **self._gemm_options)
 
-    def _affine_backward(self, dy, x, W, y, dx, dW, db) -> None:
-        self.launch_count += gemm.affine_backward_dw(dy, x, y, dW, db, **self._gemm_options)
+    def _affine_backward(self, dy, x, W, y, dx, dW, db, act=1) -> None:
+        self.launch_count += gemm.affine_backward_dw(dy, x, y, dW, db, act=act, **self._gemm_options)
         if dx is not None:
-            self.launch_count += gemm.affine_backward_dx(dy, W, y, dx, **self._gemm_options)
+            self.launch_count += gemm.affine_backward_dx(dy, W, y, dx, act=act, **self._gemm_options)
 
     @property
     def _gemm_options(self) -> dict:
@@ -261,8 +266,23 @@ class CudaBackend(Backend):
     def _softmax(self, logits, out) -> None:
         self.launch_count += softmax.softmax(logits, out, stream=self.stream)
 
-    def _softmax_xent(self, logits, labels, dlogits, stats, step) -> None:
-        self.launch_count += softmax.softmax_cross_entropy(logits, labels, dlogits, stats, step, stream=self.stream)
+    def _softmax_xent(self, logits, labels, dlogits, stats, step, weights=None) -> None:
+        self.launch_count += softmax.softmax_cross_entropy(logits, labels, dlogits, stats, step, weights,
+                                                           stream=self.stream)
+
+    # ------------------------------------------------------------------ losses
+    def _logistic_xent(self, logits, targets, dlogits, stats, step, weights=None) -> None:
+        self.launch_count += losses.logistic_cross_entropy(logits, targets, dlogits, stats, step, weights,
+                                                           stream=self.stream)
+
+    def _squared_error(self, pred, targets, dpred, stats, step, weights=None) -> None:
+        self.launch_count += losses.squared_error(pred, targets, dpred, stats, step, weights, stream=self.stream)
+
+    def _poisson_loss(self, logits, targets, dlogits, stats, step, weights=None) -> None:
+        self.launch_count += losses.poisson_loss(logits, targets, dlogits, stats, step, weights, stream=self.stream)
+
+    def _l2_penalty(self, params, n, scales, row, stats) -> None:
+        self.launch_count += losses.l2_penalty(params, n, scales, row, stats, stream=self.stream)
 
     # -------------------------------------------------------------- optimizers
     def _sgd_step(self, params, grads, buf, scalars, row, nesterov, n_decay) -> None:
@@ -277,13 +297,42 @@ class CudaBackend(Backend):
         self.launch_count += optim.adam_step(params, grads, exp_avg, exp_avg_sq, scalars, row, decoupled=decoupled,
                                              n_decay=n_decay, stream=self.stream)
 
+    # ---------------------------------------------------------- stacked models
+    # One launch per operation for the whole stack, the model index a grid dimension (``kernels/stacked``).
+    # The losses, L2 penalty and updates copy the step's ``counts``/``active`` (host arrays) to the device on
+    # this stream, so a stacked step cannot be captured into a CUDA graph yet.  The products stay on the
+    # base class's loop over the models.
+    def _fill_stacked_stats(self, stats) -> None:
+        self.launch_count += stacked_kernels.reset_stats(stats, stream=self.stream)
+
+    def _take_rows_stacked(self, X, idx, out) -> None:
+        self.launch_count += stacked_kernels.take_rows(X, idx, out, stream=self.stream)
+
+    def _loss_stacked(self, output, logits, targets, dlogits, stats, step, weights, counts, active) -> None:
+        self.launch_count += stacked_kernels.loss(output, logits, targets, dlogits, stats, step, weights, counts,
+                                                  active, stream=self.stream)
+
+    def _l2_penalty_stacked(self, params, n, scales, row, stats, active) -> None:
+        self.launch_count += stacked_kernels.l2_penalty(params, n, scales, row, stats, active, stream=self.stream)
+
+    def _sgd_step_stacked(self, params, grads, buf, table, row, nesterov, n_decay, active) -> None:
+        self.launch_count += stacked_kernels.sgd_step(params, grads, buf, table, row, nesterov=nesterov,
+                                                      n_decay=n_decay, active=active, stream=self.stream)
+
+    def _adam_step_stacked(self, params, grads, exp_avg, exp_avg_sq, table, row, decoupled, n_decay,
+                           active) -> None:
+        self.launch_count += stacked_kernels.adam_step(params, grads, exp_avg, exp_avg_sq, table, row,
+                                                       decoupled=decoupled, n_decay=n_decay, active=active,
+                                                       stream=self.stream)
+
     # ---------------------------------------------------------------- extras
     def warmup(self, dtype: Any = np.float32) -> dict[str, Any]:
         """Compile (or load from Numba's cache) every kernel a training step can pick for ``dtype``.
 
         The matrix products and softmax kernels are exactly those the
         launchers can choose (``gemm.selectable_kernels`` for this backend's
-        ``gemm_config``, ``softmax.selectable_kernels``), no more.  Returns
+        ``gemm_config``, each for every activation of ``activations.ACTIVATIONS``;
+        ``softmax.selectable_kernels``, unweighted and weighted; ``losses.selectable_kernels``), no more.  Returns
         ``{"kernels": count, "names": sorted kernel names, "seconds": wall
         time}``.  Idempotent: a second call for the same dtype builds nothing.
         """
@@ -291,9 +340,13 @@ class CudaBackend(Backend):
         if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
             raise TypeError(f"dtype: expected float32 or float64, got {dt}")
         start = time.perf_counter()
-        built = {f"gemm {c} {v}": gemm.gemm_kernel(dt, c, gemm.VARIANTS[v])
-                 for c, v in gemm.selectable_kernels(dt, self.gemm_config)}
+        built = {f"gemm {c} {v} {name}": gemm.gemm_kernel(dt, c, gemm.VARIANTS[v], act)
+                 for c, v in gemm.selectable_kernels(dt, self.gemm_config)
+                 for act, name in enumerate(gemm.ACTIVATIONS)}
         built.update({f"softmax {name}": k for name, k in softmax.selectable_kernels(dt).items()})
+        built.update({f"weighted softmax {name}": k
+                      for name, k in softmax.selectable_kernels(dt, weighted=True).items()})
+        built.update({f"losses {name}": k for name, k in losses.selectable_kernels(dt).items()})
         built.update({"sgd": optim.sgd_kernel(dt), "rmsprop": optim.rmsprop_kernel(dt), "adam": optim.adam_kernel(dt),
                       "take_rows_2d": gather.take_rows_2d_kernel(dt),
                       "take_rows_1d": gather.take_rows_1d_kernel(np.dtype(np.int64)),
