@@ -27,6 +27,8 @@ SUITES = {
     "training": "bench_training.py",
     "scaling": "bench_scaling.py",
     "launch": "bench_launch.py",
+    "sklearn": "bench_sklearn.py",
+    "search": "bench_search.py",
 }
 
 

@@ -24,6 +24,11 @@ from bench._measure import N_SAMPLES
 from bench.fmt import fmt_num, fmt_time
 
 _NUMPY_EPOCH_B128 = "suite == 'training' and op == 'epoch' and impl == 'mlp-numpy' and batch == 128"
+# bench_sklearn.py: ``group`` is "<data set>-<dtype>", ``optimizer`` the solver.
+_SKLEARN_FIT = "suite == 'sklearn' and op == 'fit'"
+# bench_search.py: one grid search on digits per engine (``impl``); ``group`` is "digits-<dtype>".
+_SEARCH = "suite == 'search' and op == 'search'"
+_STACKED_SEARCH = f"{_SEARCH} and impl == 'mlp-search'"
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,42 @@ TARGETS: tuple[Target, ...] = (
              needs=("cuda", "torch-cuda"), suite="training")
       for impl, peer, test, bound in (("torch-cuda", "PyTorch eager", "cuda", 0.25),
                                       ("torch-cuda-graphs", "PyTorch with CUDA graphs", "cuda-graphs", 1.0))),
+    *(Target(f"CPU: {estimator}.fit ({dataset}, solver='{solver}'), mlp NumPy backend / sklearn's, same arguments",
+             subject=f"{_SKLEARN_FIT} and impl == 'mlp-numpy' and optimizer == '{solver}' "
+                     f"and group in {[f'{dataset}-{dtype}' for dtype in ('float32', 'float64')]}",
+             reference=f"{_SKLEARN_FIT} and impl == 'sklearn' and optimizer == '{solver}'", on=("group",),
+             quantity="seconds", compare="<=", bound=bound,
+             source="bench_sklearn.py::test_fit_mlp[numpy] vs test_fit_sklearn (float32 and float64)",
+             needs=("numpy", "sklearn"), suite="sklearn", cpu_only=True,
+             note="worst at {group}: held-out {metric} {score:.3f} vs {score_ref:.3f}, "
+                  "{n_iter:.0f} vs {n_iter_ref:.0f} iterations")
+      for estimator, dataset in (("MLPClassifier", "digits"), ("MLPRegressor", "diabetes"))
+      for solver, bound in (("adam", 0.5), ("sgd", 0.5), ("lbfgs", 1.0))),
+    *(Target(f"CPU: digits grid search, {peer} / {ours} (speed-up){goal}",
+             subject=f"{_SEARCH} and impl == '{impl}'", reference=f"{_SEARCH} and impl == '{mine}'", on=("group",),
+             quantity="seconds", compare=">=", bound=bound,
+             source=f"bench_search.py::test_search[{impl}] vs test_search[{mine}]",
+             needs=("numpy", "sklearn"), suite="search", cpu_only=True,
+             note="at {group}: best {best} ({best_score:.4f}) vs {best_ref} ({best_score_ref:.4f})")
+      for impl, peer, mine, ours, bound, goal in (
+          ("sklearn-search", "sklearn's GridSearchCV(sklearn MLPClassifier, n_jobs=-1)", "mlp-search-all-cores",
+           "mlp.GridSearchCV(n_jobs=-1)", 3.0, ""),
+          ("sklearn-search", "sklearn's GridSearchCV(sklearn MLPClassifier, n_jobs=-1)", "mlp-search-all-cores",
+           "mlp.GridSearchCV(n_jobs=-1)", 10.0, " (goal)"),
+          ("sklearn-search-mlp", "sklearn's GridSearchCV(mlp.MLPClassifier), one fit at a time", "mlp-search",
+           "mlp.GridSearchCV, one process", 2.0, ""))),
+    Target("CPU: digits grid search, mlp.GridSearchCV (one process) / its stacked matrix products alone",
+           subject=_STACKED_SEARCH, reference="suite == 'search' and op == 'products'", on=("group",),
+           quantity="seconds", compare="<=", bound=1.5,
+           source="bench_search.py::test_search[mlp-search] vs test_search_products",
+           needs=("numpy", "sklearn"), suite="search", cpu_only=True,
+           note="at {group}: {products_ref:,.0f} products, one BLAS thread"),
+    Target("CPU: digits grid search, best parameters of GridSearchCV(mlp.MLPClassifier) one fit at a time "
+           "equal to mlp.GridSearchCV's",
+           subject=f"{_SEARCH} and impl == 'sklearn-search-mlp'", quantity="best_agrees", compare=">=", bound=1.0,
+           percent=True, source="bench_search.py::test_search[sklearn-search-mlp] vs test_search[mlp-search]",
+           needs=("numpy", "sklearn"), suite="search", cpu_only=True,
+           note="at {group}: {best} ({best_score:.4f}); candidates' mean accuracies differ by at most {score_gap:.1e}"),
 )
 
 _COMPARE: dict[str, Callable[[Any, Any], Any]] = {"<": operator.lt, "<=": operator.le, ">=": operator.ge}
@@ -128,6 +169,8 @@ class Outcome:
 
 def pairs(target: Target, df: pd.DataFrame) -> pd.DataFrame:
     """The subject rows joined with their reference rows, with the judged figure in ``ratio``."""
+    if target.quantity not in df.columns:  # recorded by no benchmark of this run
+        return df.iloc[:0].assign(ratio=pd.Series(dtype=float))
     subject = df.query(target.subject)
     if target.reference is None:
         return subject.assign(ratio=subject[target.quantity]).dropna(subset=["ratio"])
