@@ -61,7 +61,7 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
-from sklearn.utils import check_random_state, shuffle as shuffled
+from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_target, unique_labels
@@ -434,7 +434,9 @@ class StochasticRun:
         being the batch's size and ``S`` its sample-weight sum (``b`` without weights); None when alpha is 0."""
         est = self.est
         if est.shuffle:
-            self.sample_idx = shuffled(self.sample_idx, random_state=est._random_state)
+            # sklearn.utils.shuffle(sample_idx, random_state=...) draws exactly this permutation (it shuffles
+            # an arange with the same generator), without its parameter validation on every epoch
+            self.sample_idx = self.sample_idx[est._random_state.permutation(self.n)]
         if est.alpha == 0:
             return self.sample_idx, None, None
         n, b = self.n, self.batch_size

@@ -105,22 +105,25 @@ class StackedNetwork:
                 "grads_in": [be.empty((M, batch, n), dt) for n in self.layer_sizes[1:-1]],
                 "dlogits": be.empty((M, batch, self.layer_sizes[-1]), dt)}
 
-    def forward(self, x: Any, ws: dict) -> Any:
-        """Logits (M, B, outputs) of the batches ``x`` (M, B, inputs); every layer's output kept in ``ws``."""
+    def forward(self, x: Any, ws: dict, counts: Any = None, active: Any = None) -> Any:
+        """Logits (M, B, outputs) of the batches ``x`` (M, B, inputs); every layer's output kept in ``ws``.
+        ``counts``/``active``: each model's rows and the models that train (see the backend's stacked ops)."""
         be, last, a = self.backend, self.n_layers - 1, x
         for i in range(self.n_layers):
-            be._affine_forward_stacked(a, self._W[i], self._b[i], self._act if i < last else 0, ws["acts"][i])
+            be._affine_forward_stacked(a, self._W[i], self._b[i], self._act if i < last else 0, ws["acts"][i],
+                                       counts, active)
             a = ws["acts"][i]
         return a
 
-    def backward(self, x: Any, ws: dict) -> None:
+    def backward(self, x: Any, ws: dict, counts: Any = None, active: Any = None) -> None:
         """Gradients into :attr:`grads` from ``ws["dlogits"]`` (filled by the loss)."""
         be, last, dy = self.backend, self.n_layers - 1, ws["dlogits"]
         for i in range(last, -1, -1):
             x_in = ws["acts"][i - 1] if i > 0 else x
             y = ws["acts"][i] if i < last else None
             dx = ws["grads_in"][i - 1] if i > 0 else None
-            be._affine_backward_stacked(dy, x_in, self._W[i], y, dx, self._dW[i], self._db[i], self._act)
+            be._affine_backward_stacked(dy, x_in, self._W[i], y, dx, self._dW[i], self._db[i], self._act, counts,
+                                        active)
             dy = dx
 
     def params_numpy(self) -> np.ndarray:
@@ -231,10 +234,11 @@ class StackedLoop:
         be._take_rows_stacked(self.targets, self.idx[s], self.batch_y)
         if self.penalty is not None:
             be._l2_penalty_stacked(net.params, net.n_weights, self.penalty, s, self.stats, active)
-        logits = net.forward(self.batch_x, ws)
+        counts = self.counts[s]
+        logits = net.forward(self.batch_x, ws, counts, active)
         be._loss_stacked(net.output, logits, self.batch_y, ws["dlogits"], self.stats, s,
-                         None if self.weights is None else self.weights[s], self.counts[s], active)
-        net.backward(self.batch_x, ws)
+                         None if self.weights is None else self.weights[s], counts, active)
+        net.backward(self.batch_x, ws, counts, active)
         if self.kind[0] == "sgd":
             be._sgd_step_stacked(net.params, net.grads, self.state.get("momentum_buffer"), self.table, s,
                                  self.kind[1], net.n_weights, active)

@@ -17,24 +17,29 @@ from . import _cpu_losses as losses
 _jit = njit(cache=True, nogil=True, error_model="numpy")
 
 
+# counts (M,) int64: model m's batch is its first counts[m] rows; active (M,) bool: the models that train.
 @_jit
-def bias_act(out, b, act):
+def bias_act(out, b, act, counts, active):
     """out: (M, B, n), b: (M, n)."""
     for m in range(out.shape[0]):
-        loops.bias_act_inplace(out[m], b[m], act)
+        if active[m]:
+            loops.bias_act_inplace(out[m][:counts[m]], b[m], act)
 
 
 @_jit
-def act_grad_colsum(dy, y, act, dym, db):
-    """dym[m] = dy[m] * act'(y[m]); db[m] = column sums of dym[m]."""
+def act_grad_colsum(dy, y, act, dym, db, counts, active):
+    """dym[m] = dy[m] * act'(y[m]); db[m] = column sums of dym[m] (model m's first counts[m] rows)."""
     for m in range(dy.shape[0]):
-        loops.act_grad_colsum(dy[m], y[m], act, dym[m], db[m])
+        if active[m]:
+            r = counts[m]
+            loops.act_grad_colsum(dy[m][:r], y[m][:r], act, dym[m][:r], db[m])
 
 
 @_jit
-def colsum(dy, db):
+def colsum(dy, db, counts, active):
     for m in range(dy.shape[0]):
-        loops.colsum(dy[m], db[m])
+        if active[m]:
+            loops.colsum(dy[m][:counts[m]], db[m])
 
 
 # The loss loops: logits (M, B, C); labels (M, B) or targets (M, B, C); dlogits like the logits, or a

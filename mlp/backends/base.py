@@ -161,6 +161,13 @@ def adam_scalars(lr: float, beta1: float, beta2: float, eps: float, step: int,
             weight_decay, 1 - lr * weight_decay)
 
 
+def _stack_rows(models: int, rows: int, counts: Any, active: Any):
+    """``(m, rows of model m)`` for every active model of a stack (see the stacked operations)."""
+    for m in range(models):
+        if active is None or active[m]:
+            yield m, rows if counts is None else int(counts[m])
+
+
 class GraphCaptureError(RuntimeError):
     """A captured graph does not hold every launch that was made: one escaped the capture."""
 
@@ -675,15 +682,18 @@ class Backend(ABC):
         for m in range(idx.shape[0]):
             self._take_rows(X, idx[m], out[m])
 
-    def _affine_forward_stacked(self, x: Any, W: Any, b: Any, act: int, out: Any) -> None:
-        for m in range(x.shape[0]):
-            self._affine_forward(x[m], W[m], b[m], act, out[m])
+    # The products of model m use its first counts[m] rows only (all rows when counts is None), exactly as
+    # its own fit's shorter last batch; models that are not active are skipped.
+    def _affine_forward_stacked(self, x: Any, W: Any, b: Any, act: int, out: Any, counts: Any = None,
+                                active: Any = None) -> None:
+        for m, r in _stack_rows(x.shape[0], x.shape[1], counts, active):
+            self._affine_forward(x[m, :r], W[m], b[m], act, out[m, :r])
 
     def _affine_backward_stacked(self, dy: Any, x: Any, W: Any, y: Any, dx: Any, dW: Any, db: Any,
-                                 act: int = 1) -> None:
-        for m in range(dy.shape[0]):
-            self._affine_backward(dy[m], x[m], W[m], None if y is None else y[m], None if dx is None else dx[m],
-                                  dW[m], db[m], act)
+                                 act: int = 1, counts: Any = None, active: Any = None) -> None:
+        for m, r in _stack_rows(dy.shape[0], dy.shape[1], counts, active):
+            self._affine_backward(dy[m, :r], x[m, :r], W[m], None if y is None else y[m, :r],
+                                  None if dx is None else dx[m, :r], dW[m], db[m], act)
 
     def _loss_stacked(self, output: str, logits: Any, targets: Any, dlogits: Any, stats: Any, step: int,
                       weights: Any, counts: np.ndarray, active: np.ndarray) -> None:

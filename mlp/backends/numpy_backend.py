@@ -137,22 +137,26 @@ class NumpyBackend(Backend):
     # The products go model by model: NumPy's stacked matmul does not call BLAS when the models' weights
     # are views of one (M, P) buffer (measured 10x slower than this loop), and one 2-D product per model
     # is also exactly the single model's product.
-    def _affine_forward_stacked(self, x, W, b, act, out) -> None:
-        for m in range(x.shape[0]):
-            np.matmul(x[m], W[m], out=out[m])
-        stacked.bias_act(out, b, int(act))
+    def _affine_forward_stacked(self, x, W, b, act, out, counts=None, active=None) -> None:
+        counts, active = _rows_and_models(x, counts, active)
+        for m in np.flatnonzero(active):
+            r = counts[m]
+            np.matmul(x[m, :r], W[m], out=out[m, :r])
+        stacked.bias_act(out, b, int(act), counts, active)
 
-    def _affine_backward_stacked(self, dy, x, W, y, dx, dW, db, act=1) -> None:
+    def _affine_backward_stacked(self, dy, x, W, y, dx, dW, db, act=1, counts=None, active=None) -> None:
+        counts, active = _rows_and_models(dy, counts, active)
         if y is not None and act:
             dym = self._scratch(dy.shape, dy.dtype)
-            stacked.act_grad_colsum(dy, y, int(act), dym, db)
+            stacked.act_grad_colsum(dy, y, int(act), dym, db, counts, active)
         else:
             dym = dy
-            stacked.colsum(dy, db)
-        for m in range(dy.shape[0]):
-            np.matmul(x[m].T, dym[m], out=dW[m])
+            stacked.colsum(dy, db, counts, active)
+        for m in np.flatnonzero(active):
+            r = counts[m]
+            np.matmul(x[m, :r].T, dym[m, :r], out=dW[m])
             if dx is not None:
-                np.matmul(dym[m], W[m].T, out=dx[m])
+                np.matmul(dym[m, :r], W[m].T, out=dx[m, :r])
 
     def _loss_stacked(self, output, logits, targets, dlogits, stats, step, weights, counts, active) -> None:
         # stand-ins with one (empty) model, so that the loop's [0] stays in bounds
@@ -173,6 +177,14 @@ class NumpyBackend(Backend):
     def _adam_step_stacked(self, params, grads, exp_avg, exp_avg_sq, table, row, decoupled, n_decay,
                            active) -> None:
         stacked.adam(params, grads, exp_avg, exp_avg_sq, table, row, decoupled, n_decay, active)
+
+
+def _rows_and_models(a: np.ndarray, counts: Any, active: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(counts, active)`` as the stacked loops take them: every row and every model when not given."""
+    M, B = a.shape[0], a.shape[1]
+    counts = np.full(M, B, dtype=np.int64) if counts is None else np.asarray(counts, dtype=np.int64)
+    active = np.ones(M, dtype=np.bool_) if active is None else np.asarray(active, dtype=np.bool_)
+    return counts, active
 
 
 #: the stacked loss loop's codes of the real-target outputs
