@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import ctypes
 import os
+import zlib
 
+import numpy as np
 import pytest
 
 
@@ -47,6 +49,20 @@ def cuda():
         return mlp.get_backend("cuda")
     except RuntimeError as exc:
         pytest.skip(str(exc))
+
+
+@pytest.fixture
+def rng(request):
+    """A fresh random stream per test, reproducible from the test's name."""
+    return np.random.default_rng(zlib.crc32(request.node.name.encode()))
+
+
+@pytest.fixture
+def small_grids(monkeypatch):
+    """Cap grid-stride kernels at two blocks (per model, for a stack's) so that their loops run several times."""
+    from mlp.kernels import _launch
+
+    monkeypatch.setattr(_launch, "MAX_GRID_BLOCKS", 2)
 
 
 def pytest_report_header(config):

@@ -28,7 +28,6 @@ Tolerances
 from __future__ import annotations
 
 import math
-import zlib
 
 import numpy as np
 import pytest
@@ -56,18 +55,6 @@ SOFTMAX_RTOL = {F32: 1e-5, F64: 1e-12}
 OPTIM_RTOL = {F32: 2e-6, F64: 1e-13}
 
 NP = NumpyBackend()
-
-
-@pytest.fixture
-def rng(request):
-    # A fresh stream per test, reproducible from the test's name.
-    return np.random.default_rng(zlib.crc32(request.node.name.encode()))
-
-
-@pytest.fixture
-def small_grids(monkeypatch):
-    """Cap grid-stride kernels at two blocks so their loops run several times."""
-    monkeypatch.setattr(_launch, "MAX_GRID_BLOCKS", 2)
 
 
 def dev(a):

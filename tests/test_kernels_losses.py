@@ -30,7 +30,6 @@ Tolerances
 from __future__ import annotations
 
 import math
-import zlib
 
 import numpy as np
 import pytest
@@ -53,19 +52,6 @@ _usable, _why = cuda_status()
 def kernel_test(fn):
     """A test that launches kernels: marked ``gpu``, skipped (saying why) without the CUDA backend."""
     return pytest.mark.gpu(pytest.mark.skipif(not _usable, reason=f"CUDA backend unavailable: {_why}")(fn))
-
-
-@pytest.fixture
-def rng(request):
-    return np.random.default_rng(zlib.crc32(request.node.name.encode()))
-
-
-@pytest.fixture
-def small_grids(monkeypatch):
-    """Cap grid-stride kernels at two blocks so their loops run several times."""
-    from mlp.kernels import _launch
-
-    monkeypatch.setattr(_launch, "MAX_GRID_BLOCKS", 2)
 
 
 def empty_stats():

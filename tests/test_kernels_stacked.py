@@ -30,7 +30,6 @@ Tolerances
 from __future__ import annotations
 
 import math
-import zlib
 
 import numpy as np
 import pytest
@@ -48,19 +47,6 @@ N_DECAY = 30  # the first 30 are "weights" (decayed, penalised)
 
 _usable, _why = cuda_status()
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not _usable, reason=f"CUDA backend unavailable: {_why}")]
-
-
-@pytest.fixture
-def rng(request):
-    return np.random.default_rng(zlib.crc32(request.node.name.encode()))
-
-
-@pytest.fixture
-def small_grids(monkeypatch):
-    """Cap grid-stride kernels at two blocks (per model) so their loops run several times."""
-    from mlp.kernels import _launch
-
-    monkeypatch.setattr(_launch, "MAX_GRID_BLOCKS", 2)
 
 
 #: (models, batch rows, rows each model uses, which models are active): one model with a single row;
