@@ -32,6 +32,11 @@ cluster's workers.
 
 from __future__ import annotations
 
+try:
+    import sklearn  # noqa: F401
+except ImportError:
+    raise ImportError("mlp's searches and ensembles need scikit-learn: pip install 'numba-mlp[sklearn]'") from None
+
 import math
 import numbers
 import os

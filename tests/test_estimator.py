@@ -279,7 +279,7 @@ import numpy as np
 model = mlp.MLP([2, 3, 2])
 out = {"mlp_works": model.predict(np.zeros((1, 2))).shape == (1,)}
 for key, stmt in (("attribute", "mlp.MLPRegressor"), ("from_import", "from mlp import MLPClassifier"),
-                  ("module", "import mlp.estimator")):
+                  ("module", "import mlp.estimator"), ("search", "mlp.GridSearchCV")):
     try:
         exec(stmt)
     except ImportError as exc:
@@ -296,4 +296,5 @@ def test_without_sklearn_the_estimators_name_the_extra_to_install():
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out.pop("mlp_works") is True  # the rest of the package imports and runs without scikit-learn
     expected = "mlp.MLPClassifier and mlp.MLPRegressor need scikit-learn: pip install 'numba-mlp[sklearn]'"
-    assert out == {"attribute": expected, "from_import": expected, "module": expected}
+    searches = "mlp's searches and ensembles need scikit-learn: pip install 'numba-mlp[sklearn]'"
+    assert out == {"attribute": expected, "from_import": expected, "module": expected, "search": searches}
