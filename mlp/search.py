@@ -37,6 +37,7 @@ try:
 except ImportError:
     raise ImportError("mlp's searches and ensembles need scikit-learn: pip install 'numba-mlp[sklearn]'") from None
 
+import contextlib
 import math
 import numbers
 import os
@@ -120,9 +121,12 @@ def fit_many(estimators: Sequence[_BaseMLP], X: Any, y: Any, rows: Sequence[np.n
     chunks = _plan_chunks(estimators, X, rows, max_stack, workers)
     if progress is None:
         progress = sys.stderr.isatty()
-    show = bool(progress) and workers == 1
+    show = bool(progress) and workers == 1  # one bar per chunk, shown where it trains
+    # the cores left to each worker step ranges of a stack's models in threads (host backends)
+    threads = max(1, (os.cpu_count() or 1) // workers)
     results = Parallel(n_jobs=n_jobs)(
-        delayed(_fit_chunk)([estimators[i] for i in chunk], X, y, [rows[i] for i in chunk], sample_weight, show)
+        delayed(_fit_chunk)([estimators[i] for i in chunk], X, y, [rows[i] for i in chunk], sample_weight, show,
+                            threads)
         for chunk in chunks)
     fitted: list[Any] = [None] * len(estimators)
     for chunk, done in zip(chunks, results):
@@ -168,7 +172,7 @@ def _plan_chunks(estimators: Sequence[_BaseMLP], X: Any, rows: Sequence[np.ndarr
 
 
 def _fit_chunk(estimators: list[_BaseMLP], X: Any, y: Any, rows: list[np.ndarray], sample_weight: Any,
-               progress: bool) -> list[_BaseMLP]:
+               progress: bool, threads: int = 1) -> list[_BaseMLP]:
     """Fit a chunk's estimators: the stochastic ones grouped into stacks, any other one on its own."""
     bar = None
     if progress:
@@ -194,14 +198,18 @@ def _fit_chunk(estimators: list[_BaseMLP], X: Any, y: Any, rows: list[np.ndarray
         groups.setdefault(key, []).append((est, run, r))
     best_loss = math.inf
     for members in groups.values():
-        best_loss = min(best_loss, _train_stack(members, X, y, bar))
+        best_loss = min(best_loss, _train_stack(members, X, y, bar, threads))
     if bar is not None:
         bar.close()
     return estimators
 
 
-def _train_stack(members: list[tuple[_BaseMLP, StochasticRun, np.ndarray]], X: Any, y: Any, bar: Any) -> float:
-    """Train one stack to the end of every member's fit; returns the lowest training loss reached."""
+def _train_stack(members: list[tuple[_BaseMLP, StochasticRun, np.ndarray]], X: Any, y: Any, bar: Any,
+                 threads: int = 1) -> float:
+    """Train one stack to the end of every member's fit; returns the lowest training loss reached.
+
+    With ``threads`` > 1 on a host backend, ranges of the models step in threads, each product on one
+    BLAS thread (many small products gain more from a core each than from two cores sharing each)."""
     ests = [m[0] for m in members]
     runs = [m[1] for m in members]
     first = ests[0]
@@ -218,41 +226,29 @@ def _train_stack(members: list[tuple[_BaseMLP, StochasticRun, np.ndarray]], X: A
     net = StackedNetwork([e._network(dtype, host) for e in ests], backend)
     loop = StackedLoop(net, [e._optimizer for e in ests], backend, backend.asarray(X_all, dtype=dtype),
                        backend.asarray(targets), runs[0].batch_size, runs[0].steps,
-                       weighted=runs[0].sw_train is not None, l2_penalty=any(e.alpha > 0 for e in ests))
+                       weighted=runs[0].sw_train is not None, l2_penalty=any(e.alpha > 0 for e in ests),
+                       threads=threads)
     train_rows = [r[run.train_rows] for (_, run, r) in members]
     val_rows = [None if run.val_rows is None else r[run.val_rows] for (_, run, r) in members]
     best: list[np.ndarray | None] = [None] * len(ests)
     lowest = math.inf
+    blas: Any = contextlib.nullcontext()
+    if len(loop.parts) > 1:
+        from threadpoolctl import threadpool_limits
+
+        blas = threadpool_limits(limits=1, user_api="blas")
     try:
-        while not all(run.done for run in runs):
-            orders, decays, penalties, weights = [], [], [], []
-            for m, run in enumerate(runs):
-                if run.done:
-                    orders.append(None), decays.append(None), penalties.append(None), weights.append(None)
-                    continue
-                order, decay, penalty = run.plan_epoch()
-                orders.append(train_rows[m][order])
-                decays.append(decay)
-                penalties.append(penalty)
-                weights.append(None if run.sw_train is None else run.sw_train[order])
-            loop.stage(orders, decays, penalties, weights if loop.weights is not None else None)
-            sums = loop.epoch()
-            wanted = [val_rows[m] if orders[m] is not None and runs[m].early_stopping else None
-                      for m in range(len(runs))]
-            logits = loop.logits(wanted) if any(w is not None for w in wanted) else [None] * len(runs)
-            params = None
-            for m, run in enumerate(runs):
-                if orders[m] is None:
-                    continue
-                if run.end_epoch(float(sums[m]), logits[m]):
-                    params = net.params_numpy() if params is None else params
-                    best[m] = params[m].copy()
-                lowest = min(lowest, ests[m].loss_)
-            if bar is not None:
-                bar.update(sum(o is not None for o in orders))
-                bar.set_postfix_str(f"best loss {lowest:.4g}", refresh=False)
+        with blas:
+            while not all(run.done for run in runs):
+                epoch_lowest, ran = _stack_epoch(loop, net, ests, runs, train_rows, val_rows, best)
+                lowest = min(lowest, epoch_lowest)
+                if bar is not None:
+                    bar.update(ran)
+                    bar.set_postfix_str(f"best loss {lowest:.4g}", refresh=False)
     except KeyboardInterrupt:
         warnings.warn("Training interrupted by user.")
+    finally:
+        loop.close()
     final = net.params_numpy()
     for m, (est, run) in enumerate(zip(ests, runs)):
         model = MLP(net.layer_sizes, dtype=dtype, activation=net.activation, output=net.output)
@@ -266,9 +262,38 @@ def _train_stack(members: list[tuple[_BaseMLP, StochasticRun, np.ndarray]], X: A
         if run.early_stopping:
             est._best_coefs, est._best_intercepts = est.coefs_, est.intercepts_
         est._end_fit()
-        if bar is not None and run.done:
-            bar.update(max(0, est.max_iter - est.n_iter_))
+    if bar is not None:  # the epochs the models that stopped early did not need
+        bar.update(sum(max(0, est.max_iter - est.n_iter_) for est in ests))
     return lowest
+
+
+def _stack_epoch(loop: StackedLoop, net: StackedNetwork, ests: list[_BaseMLP], runs: list[StochasticRun],
+                 train_rows: list[np.ndarray], val_rows: list[np.ndarray | None], best: list) -> tuple[float, int]:
+    """One epoch of every member still training: plan, stage, run, record; returns the lowest loss and how
+    many members trained."""
+    orders, decays, penalties, weights = [], [], [], []
+    for m, run in enumerate(runs):
+        if run.done:
+            orders.append(None), decays.append(None), penalties.append(None), weights.append(None)
+            continue
+        order, decay, penalty = run.plan_epoch()
+        orders.append(train_rows[m][order])
+        decays.append(decay)
+        penalties.append(penalty)
+        weights.append(None if run.sw_train is None else run.sw_train[order])
+    loop.stage(orders, decays, penalties, weights if loop.weights is not None else None)
+    sums = loop.epoch()
+    wanted = [val_rows[m] if orders[m] is not None and runs[m].early_stopping else None for m in range(len(runs))]
+    logits = loop.logits(wanted) if any(w is not None for w in wanted) else [None] * len(runs)
+    params, lowest = None, math.inf
+    for m, run in enumerate(runs):
+        if orders[m] is None:
+            continue
+        if run.end_epoch(float(sums[m]), logits[m]):
+            params = net.params_numpy() if params is None else params
+            best[m] = params[m].copy()
+        lowest = min(lowest, ests[m].loss_)
+    return lowest, sum(o is not None for o in orders)
 
 
 def _as_matrix(X: Any) -> np.ndarray:

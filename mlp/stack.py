@@ -46,7 +46,11 @@ class _PerModel:
         size = int(np.prod(shape))
         self._views = [flat[m, start:start + size].reshape(shape) for m in range(flat.shape[0])]
 
-    def __getitem__(self, m: int) -> Any:
+    def __getitem__(self, m: Any) -> Any:
+        if isinstance(m, slice):
+            part = object.__new__(_PerModel)
+            part._views = self._views[m]
+            return part
         return self._views[m]
 
     def __len__(self) -> int:
@@ -105,25 +109,26 @@ class StackedNetwork:
                 "grads_in": [be.empty((M, batch, n), dt) for n in self.layer_sizes[1:-1]],
                 "dlogits": be.empty((M, batch, self.layer_sizes[-1]), dt)}
 
-    def forward(self, x: Any, ws: dict, counts: Any = None, active: Any = None) -> Any:
+    def forward(self, x: Any, ws: dict, counts: Any = None, active: Any = None, models: slice = slice(None)) -> Any:
         """Logits (M, B, outputs) of the batches ``x`` (M, B, inputs); every layer's output kept in ``ws``.
-        ``counts``/``active``: each model's rows and the models that train (see the backend's stacked ops)."""
+        ``counts``/``active``: each model's rows and the models that train (see the backend's stacked ops);
+        ``models``: the range of models ``x``, ``ws``, ``counts`` and ``active`` hold (all by default)."""
         be, last, a = self.backend, self.n_layers - 1, x
         for i in range(self.n_layers):
-            be._affine_forward_stacked(a, self._W[i], self._b[i], self._act if i < last else 0, ws["acts"][i],
-                                       counts, active)
+            be._affine_forward_stacked(a, self._W[i][models], self._b[i][models], self._act if i < last else 0,
+                                       ws["acts"][i], counts, active)
             a = ws["acts"][i]
         return a
 
-    def backward(self, x: Any, ws: dict, counts: Any = None, active: Any = None) -> None:
+    def backward(self, x: Any, ws: dict, counts: Any = None, active: Any = None, models: slice = slice(None)) -> None:
         """Gradients into :attr:`grads` from ``ws["dlogits"]`` (filled by the loss)."""
         be, last, dy = self.backend, self.n_layers - 1, ws["dlogits"]
         for i in range(last, -1, -1):
             x_in = ws["acts"][i - 1] if i > 0 else x
             y = ws["acts"][i] if i < last else None
             dx = ws["grads_in"][i - 1] if i > 0 else None
-            be._affine_backward_stacked(dy, x_in, self._W[i], y, dx, self._dW[i], self._db[i], self._act, counts,
-                                        active)
+            be._affine_backward_stacked(dy, x_in, self._W[i][models], y, dx, self._dW[i][models],
+                                        self._db[i][models], self._act, counts, active)
             dy = dx
 
     def params_numpy(self) -> np.ndarray:
@@ -153,7 +158,8 @@ class StackedLoop:
     """
 
     def __init__(self, net: StackedNetwork, optimizers: Sequence[Optimizer], backend: Backend, X: Any, targets: Any,
-                 batch_size: int, steps: int, weighted: bool = False, l2_penalty: bool = False) -> None:
+                 batch_size: int, steps: int, weighted: bool = False, l2_penalty: bool = False,
+                 threads: int = 1) -> None:
         if len(optimizers) != net.M:
             raise ValueError(f"optimizers: expected {net.M} (one per model), got {len(optimizers)}")
         kinds = {_optimizer_kind(o) for o in optimizers}
@@ -179,6 +185,16 @@ class StackedLoop:
         else:
             self.state = {"exp_avg": be.zeros((M, P), dt), "exp_avg_sq": be.zeros((M, P), dt)}
         self.table = None
+        # On a host backend the models' steps are independent work for several cores: the stack is cut into
+        # ranges of models, each stepped by its own thread (the products and the Numba loops release the GIL).
+        parts = max(1, min(int(threads), M)) if backend.stack_threads_help else 1
+        bounds = np.linspace(0, M, parts + 1).astype(int)
+        self.parts = [slice(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        self._pool = None
+        if len(self.parts) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=len(self.parts), thread_name_prefix="mlp-stack")
 
     def stage(self, orders: Sequence[np.ndarray | None], weight_decay: Sequence[Any] | None = None,
               penalty: Sequence[Any] | None = None, sample_weights: Sequence[np.ndarray | None] | None = None) -> None:
@@ -229,22 +245,41 @@ class StackedLoop:
     def _step(self, s: int) -> None:
         """Step ``s`` of the staged epoch, for every active model (the optimizers' counts advance in
         :meth:`epoch`, once the epoch has run)."""
-        be, net, ws, active = self.backend, self.net, self.workspace, self.active
-        be._take_rows_stacked(self.X, self.idx[s], self.batch_x)
-        be._take_rows_stacked(self.targets, self.idx[s], self.batch_y)
-        if self.penalty is not None:
-            be._l2_penalty_stacked(net.params, net.n_weights, self.penalty, s, self.stats, active)
-        counts = self.counts[s]
-        logits = net.forward(self.batch_x, ws, counts, active)
-        be._loss_stacked(net.output, logits, self.batch_y, ws["dlogits"], self.stats, s,
-                         None if self.weights is None else self.weights[s], counts, active)
-        net.backward(self.batch_x, ws, counts, active)
-        if self.kind[0] == "sgd":
-            be._sgd_step_stacked(net.params, net.grads, self.state.get("momentum_buffer"), self.table, s,
-                                 self.kind[1], net.n_weights, active)
+        if self._pool is None:
+            self._step_models(s, slice(None))
         else:
-            be._adam_step_stacked(net.params, net.grads, self.state["exp_avg"], self.state["exp_avg_sq"],
-                                  self.table, s, self.kind[1], net.n_weights, active)
+            for done in [self._pool.submit(self._step_models, s, part) for part in self.parts]:
+                done.result()
+
+    def _step_models(self, s: int, models: slice) -> None:
+        """Step ``s`` for the models of the range ``models`` (every array sliced to them)."""
+        be, net, active = self.backend, self.net, self.active[models]
+        ws = {k: [a[models] for a in v] if isinstance(v, list) else v[models] for k, v in self.workspace.items()}
+        idx, x, y = self.idx[s][models], self.batch_x[models], self.batch_y[models]
+        stats, params, grads = self.stats[models], net.params[models], net.grads[models]
+        be._take_rows_stacked(self.X, idx, x)
+        be._take_rows_stacked(self.targets, idx, y)
+        if self.penalty is not None:
+            be._l2_penalty_stacked(params, net.n_weights, self.penalty[models], s, stats, active)
+        counts = self.counts[s][models]
+        logits = net.forward(x, ws, counts, active, models)
+        be._loss_stacked(net.output, logits, y, ws["dlogits"], stats, s,
+                         None if self.weights is None else self.weights[s][models], counts, active)
+        net.backward(x, ws, counts, active, models)
+        table = self.table[models]
+        if self.kind[0] == "sgd":
+            buf = self.state.get("momentum_buffer")
+            be._sgd_step_stacked(params, grads, None if buf is None else buf[models], table, s, self.kind[1],
+                                 net.n_weights, active)
+        else:
+            be._adam_step_stacked(params, grads, self.state["exp_avg"][models], self.state["exp_avg_sq"][models],
+                                  table, s, self.kind[1], net.n_weights, active)
+
+    def close(self) -> None:
+        """Stop the stack's threads (if any)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
     def epoch(self) -> np.ndarray:
         """Run the staged epoch; returns every model's loss sum (M,) (stopped models: 0)."""

@@ -33,6 +33,7 @@ import math
 
 import numpy as np
 import pytest
+from _cases import matrix
 from conftest import ON_SIMULATOR
 from scipy.special import expit, xlogy
 
@@ -110,11 +111,8 @@ def _assert_stats_close(got, ref, rtol, atol=0.0):
 
 
 @kernel_test
-@pytest.mark.parametrize("weighted", [False, True])
-@pytest.mark.parametrize("c", [1, 3, 10, 33])
-@pytest.mark.parametrize("n", [1, 5, 37])
-@pytest.mark.parametrize("loss", LOSSES)
-@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize("dtype,loss,n,c,weighted", matrix([F32, F64], LOSSES, [1, 5, 37], [1, 3, 10, 33],
+                                                          [False, True]))
 def test_loss_kernels_match_their_twins(rng, small_grids, dtype, loss, n, c, weighted):
     z, t = _inputs(rng, loss, n, c, dtype)
     w = _weights(rng, n, dtype) if weighted else None

@@ -33,6 +33,7 @@ import math
 
 import numpy as np
 import pytest
+from _cases import matrix
 
 from mlp.backends import cuda_status
 from mlp.backends.base import STATS_CORRECT, STATS_FIRST_NONFINITE_STEP, STATS_LOSS_SUM, adam_scalars, sgd_scalars
@@ -171,11 +172,8 @@ def _check_loss(cuda, rng, output, stack, c, dtype, weighted, grad=True, step=5)
     _assert_untouched(dz, dz0, active)
 
 
-@pytest.mark.parametrize("weighted", [False, True])
-@pytest.mark.parametrize("stack", sorted(STACKS))
-@pytest.mark.parametrize("c", [1, 3, 10])
-@pytest.mark.parametrize("output", OUTPUTS)
-@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize("dtype,output,c,stack,weighted", matrix([F32, F64], OUTPUTS, [1, 3, 10], sorted(STACKS),
+                                                               [False, True]))
 def test_loss_stacked_matches_its_twin(cuda, rng, small_grids, dtype, output, c, stack, weighted):
     _check_loss(cuda, rng, output, stack, c, dtype, weighted)
 

@@ -668,6 +668,10 @@ class Backend(ABC):
     #   x (M, B, k), W (M, k, n), b (M, n), y/out (M, B, n); idx (M, B) int64; params (M, P);
     #   stats (M, STATS_SIZE); optimizer tables (M, steps, columns); L2 scales (M, steps);
     #   counts (M,) int64 host: model m's batch is its first counts[m] rows (a shorter last batch is padded).
+    #: whether several host threads stepping disjoint ranges of a stack's models run faster (a host backend's
+    #: work runs on the calling thread; a device's is queued on one stream, where threads gain nothing)
+    stack_threads_help: bool = False
+
     def new_stacked_stats(self, models: int) -> Any:
         """A fresh ``(models, STATS_SIZE)`` accumulator (see :meth:`new_stats`)."""
         stats = np.zeros((models, STATS_SIZE))

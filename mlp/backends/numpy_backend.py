@@ -22,6 +22,7 @@ class NumpyBackend(Backend):
     """Host arrays (``numpy.ndarray``), BLAS matrix products, fused Numba loops."""
 
     name = "numpy"
+    stack_threads_help = True
 
     def __init__(self) -> None:
         # Per-thread scratch for the masked gradient of affine_backward, so a
