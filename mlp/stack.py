@@ -195,6 +195,18 @@ class StackedLoop:
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(max_workers=len(self.parts), thread_name_prefix="mlp-stack")
+        # every buffer a step touches, cut to each range of models once (views: nothing is copied)
+        self._views = {(part.start, part.stop): self._cut(part) for part in self.parts}
+
+    def _cut(self, models: slice) -> dict:
+        """The buffers of a step restricted to the models of the range ``models`` (views)."""
+        net = self.net
+        return {"ws": {k: [a[models] for a in v] if isinstance(v, list) else v[models]
+                       for k, v in self.workspace.items()},
+                "x": self.batch_x[models], "y": self.batch_y[models], "stats": self.stats[models],
+                "params": net.params[models], "grads": net.grads[models],
+                "penalty": None if self.penalty is None else self.penalty[models],
+                "state": {k: v[models] for k, v in self.state.items()}}
 
     def stage(self, orders: Sequence[np.ndarray | None], weight_decay: Sequence[Any] | None = None,
               penalty: Sequence[Any] | None = None, sample_weights: Sequence[np.ndarray | None] | None = None) -> None:
@@ -246,7 +258,7 @@ class StackedLoop:
         """Step ``s`` of the staged epoch, for every active model (the optimizers' counts advance in
         :meth:`epoch`, once the epoch has run)."""
         if self._pool is None:
-            self._step_models(s, slice(None))
+            self._step_models(s, self.parts[0])
         else:
             for done in [self._pool.submit(self._step_models, s, part) for part in self.parts]:
                 done.result()
@@ -254,26 +266,26 @@ class StackedLoop:
     def _step_models(self, s: int, models: slice) -> None:
         """Step ``s`` for the models of the range ``models`` (every array sliced to them)."""
         be, net, active = self.backend, self.net, self.active[models]
-        ws = {k: [a[models] for a in v] if isinstance(v, list) else v[models] for k, v in self.workspace.items()}
-        idx, x, y = self.idx[s][models], self.batch_x[models], self.batch_y[models]
-        stats, params, grads = self.stats[models], net.params[models], net.grads[models]
+        v = self._views[(models.start, models.stop)]
+        ws, x, y, stats, params, grads = v["ws"], v["x"], v["y"], v["stats"], v["params"], v["grads"]
+        idx = self.idx[s][models]
         be._take_rows_stacked(self.X, idx, x)
         be._take_rows_stacked(self.targets, idx, y)
-        if self.penalty is not None:
-            be._l2_penalty_stacked(params, net.n_weights, self.penalty[models], s, stats, active)
+        if v["penalty"] is not None:
+            be._l2_penalty_stacked(params, net.n_weights, v["penalty"], s, stats, active)
         counts = self.counts[s][models]
         logits = net.forward(x, ws, counts, active, models)
         be._loss_stacked(net.output, logits, y, ws["dlogits"], stats, s,
                          None if self.weights is None else self.weights[s][models], counts, active)
         net.backward(x, ws, counts, active, models)
         table = self.table[models]
+        state = v["state"]
         if self.kind[0] == "sgd":
-            buf = self.state.get("momentum_buffer")
-            be._sgd_step_stacked(params, grads, None if buf is None else buf[models], table, s, self.kind[1],
-                                 net.n_weights, active)
+            be._sgd_step_stacked(params, grads, state.get("momentum_buffer"), table, s, self.kind[1], net.n_weights,
+                                 active)
         else:
-            be._adam_step_stacked(params, grads, self.state["exp_avg"][models], self.state["exp_avg_sq"][models],
-                                  table, s, self.kind[1], net.n_weights, active)
+            be._adam_step_stacked(params, grads, state["exp_avg"], state["exp_avg_sq"], table, s, self.kind[1],
+                                  net.n_weights, active)
 
     def close(self) -> None:
         """Stop the stack's threads (if any)."""
