@@ -18,17 +18,16 @@ body (the device functions ``softmax._rows_small`` / ``softmax._rows_wide``,
 So a model of a stack computes its loss, gradient and update with exactly
 the arithmetic of its own fit's kernels; only the launches are shared.
 
-Which models take part, and how many rows of its batch each has, are host
-arrays of the step (``counts``, ``active``).  The launchers copy them to a
-small device buffer on the launch's stream, as one int64 per model: for
-the losses, model m's rows (the batch is its first ``counts[m]`` rows; the
-padding's gradient rows are zeroed and add nothing to its statistics) or
--1 when it is stopped; elsewhere 1 (active) or 0.  A stopped model's arrays
-are neither read nor written.  That host-to-device copy is why a stacked
-step cannot yet be captured into a CUDA graph (a capture admits no copy
-from host memory, and would bake in one step's values): capturing it needs
-the counts and flags staged per epoch in device tables, read by the step's
-row as the optimizer scalars are.
+Which models take part, and how many rows of its batch each has, is one
+int64 per model, ``rows``: model m's batch is its first ``rows[m]`` rows
+(the padding's gradient rows are zeroed and add nothing to its statistics),
+and ``rows[m] == -1`` when it has stopped: a stopped model's arrays are
+neither read nor written.  ``rows`` is a device array (a stack stages a
+``(steps, M)`` table per epoch and passes row s of it at step s, so that a
+captured epoch reads each step's values from device memory), or a host
+array, which the launcher copies into a small device buffer of its stream
+(``model_flags``; a capture admits no copy from host memory, so such a
+launch cannot be captured).
 
 The model index is ``blockIdx.y``, so a stack holds at most 65 535 models.
 Every launcher takes ``stream`` (0 or a Numba stream) and returns the number
@@ -82,6 +81,11 @@ def model_flags(values: np.ndarray, stream=0):
             entry = _flags.setdefault(key, (stream, cuda.device_array(host.shape[0], np.int64, stream=stream)))
     entry[1].copy_to_device(host, stream=stream)
     return entry[1]
+
+
+def device_rows(rows, stream=0):
+    """``rows`` (M,) int64 as a device array: itself when it is one, else copied by :func:`model_flags`."""
+    return model_flags(rows, stream) if isinstance(rows, np.ndarray) else rows
 
 
 def _check_models(m: int) -> None:
@@ -205,18 +209,17 @@ def _loss_plan(output: str, b: int, c: int, dt: np.dtype, weighted: bool):
     return loss_kernel(dt, REAL, losses.LOSSES[REAL_OUTPUTS[output]], weighted), blocks, (group, rows, 1)
 
 
-def loss(output: str, logits, targets, dlogits, stats, step: int, weights, counts: np.ndarray,
-         active: np.ndarray, *, stream=0) -> int:
-    """The output layer's loss, statistics and gradient of every active model's batch.
+def loss(output: str, logits, targets, dlogits, stats, step: int, weights, rows, *, stream=0) -> int:
+    """The output layer's loss, statistics and gradient of every training model's batch.
 
     twin: ``NumpyBackend._loss_stacked``.  output: ``"softmax"`` (targets
     (M, B) int64 labels), ``"logistic"``, ``"identity"`` (squared error) or
     ``"exp"`` (Poisson), targets (M, B, C); logits and dlogits (M, B, C)
     of one float dtype, dlogits None for statistics only; stats float64
     (M, STATS_SIZE), model m's row accumulated as the single-model kernel
-    accumulates; weights None or (M, B) of the dtype; counts (M,) int64 and
-    active (M,) bool, host arrays.  Model m's batch is its first
-    ``counts[m]`` rows; its gradient rows past them are zeroed.  Returns
+    accumulates; weights None or (M, B) of the dtype; rows (M,) int64 (device or
+    host).  Model m's batch is its first ``rows[m]`` rows; its gradient
+    rows past them are zeroed; -1: stopped.  Returns
     launches (1; 0 for an empty stack or batch).
     """
     m, b, c = logits.shape
@@ -226,7 +229,7 @@ def loss(output: str, logits, targets, dlogits, stats, step: int, weights, count
     dt = np.dtype(logits.dtype)
     weighted = weights is not None
     kern, blocks, block = _loss_plan(output, b, c, dt, weighted)
-    rows = model_flags(np.where(active, counts, -1), stream)
+    rows = device_rows(rows, stream)
     args = (logits, targets, weights if weighted else placeholder(dt, 2), placeholder(dt, 3) if dlogits is None
             else dlogits, stats, rows, c, float(step), int(dlogits is not None))
     configured(kern, (blocks, m, 1), block, stream)(*args)
@@ -236,13 +239,13 @@ def loss(output: str, logits, targets, dlogits, stats, step: int, weights, count
 # ------------------------------------------------------------ L2 penalty
 @functools.lru_cache(maxsize=None)
 def l2_penalty_kernel(dtype: Any):
-    """``(params, n, scales, row, stats, active)``: ``stats[m, STATS_LOSS_SUM] += scales[m, row] *
-    sum(params[m, :n]**2)`` for every active model; grid ``(chunks, M)``."""
+    """``(params, n, scales, row, stats, rows)``: ``stats[m, STATS_LOSS_SUM] += scales[m, row] *
+    sum(params[m, :n]**2)`` for every model that trains (``rows[m] >= 0``); grid ``(chunks, M)``."""
     dt = check_float_dtype(dtype)
 
-    def stacked_l2_penalty(params, n, scales, row, stats, active):
+    def stacked_l2_penalty(params, n, scales, row, stats, rows):
         model = cuda.blockIdx.y
-        if active[model] != 0:
+        if rows[model] >= 0:
             losses._l2_sum(params[model], n, scales[model], row, stats[model])
 
     nb = from_dtype(dt)
@@ -250,29 +253,29 @@ def l2_penalty_kernel(dtype: Any):
     return kernel(signature, launch_bounds=losses.L2_THREADS)(stacked_l2_penalty)
 
 
-def l2_penalty(params, n: int, scales, row: int, stats, active: np.ndarray, *, stream=0) -> int:
+def l2_penalty(params, n: int, scales, row: int, stats, rows, *, stream=0) -> int:
     """twin ``NumpyBackend._l2_penalty_stacked``.  params (M, P), scales (M, steps) of the params' dtype,
-    stats float64 (M, STATS_SIZE), active (M,) bool host.  Returns launches (0 when ``n`` is 0)."""
+    stats float64 (M, STATS_SIZE), rows (M,) int64 (-1: stopped).  Returns launches (0 when ``n`` is 0)."""
     models = params.shape[0]
     if n <= 0 or models == 0:
         return 0
     _check_models(models)
     blocks = capped_blocks(ceil_div(n, losses.L2_THREADS), losses.BLOCKS_PER_SM)
     configured(l2_penalty_kernel(np.dtype(params.dtype)), (blocks, models, 1), (losses.L2_THREADS, 1, 1), stream)(
-        params, int(n), scales, int(row), stats, model_flags(active, stream))
+        params, int(n), scales, int(row), stats, device_rows(rows, stream))
     return 1
 
 
 # ------------------------------------------------------------ optimizers
 @functools.lru_cache(maxsize=None)
 def sgd_kernel(dtype: Any):
-    """``(p, g, buf, table, row, n_decay, use_momentum, nesterov, active)``: ``optim.sgd_kernel``'s update of
-    every active model, its scalars from ``table[m, row]``; grid ``(chunks, M)``."""
+    """``(p, g, buf, table, row, n_decay, use_momentum, nesterov, rows)``: ``optim.sgd_kernel``'s update of
+    model that trains (``rows[m] >= 0``), its scalars from ``table[m, row]``; grid ``(chunks, M)``."""
     dt = check_float_dtype(dtype)
 
-    def stacked_sgd(p, g, buf, table, row, n_decay, use_momentum, nesterov, active):
+    def stacked_sgd(p, g, buf, table, row, n_decay, use_momentum, nesterov, rows):
         model = cuda.blockIdx.y
-        if active[model] != 0:
+        if rows[model] >= 0:
             optim._sgd_update(p[model], g[model], buf[model], table[model], row, n_decay, use_momentum, nesterov)
 
     nb = from_dtype(dt)
@@ -283,13 +286,13 @@ def sgd_kernel(dtype: Any):
 
 @functools.lru_cache(maxsize=None)
 def adam_kernel(dtype: Any):
-    """``(p, g, m, v, table, row, decoupled, n_decay, active)``: ``optim.adam_kernel``'s update of every
-    active model, its scalars from ``table[m, row]``; grid ``(chunks, M)``."""
+    """``(p, g, m, v, table, row, decoupled, n_decay, rows)``: ``optim.adam_kernel``'s update of every
+    model that trains (``rows[m] >= 0``), its scalars from ``table[m, row]``; grid ``(chunks, M)``."""
     dt = check_float_dtype(dtype)
 
-    def stacked_adam(p, g, m, v, table, row, decoupled, n_decay, active):
+    def stacked_adam(p, g, m, v, table, row, decoupled, n_decay, rows):
         model = cuda.blockIdx.y
-        if active[model] != 0:
+        if rows[model] >= 0:
             optim._adam_update(p[model], g[model], m[model], v[model], table[model], row, decoupled, n_decay)
 
     nb = from_dtype(dt)
@@ -304,27 +307,26 @@ def _optimizer_grid(params) -> tuple[tuple[int, int, int], tuple[int, int, int]]
     return (chunks, params.shape[0], 1), block
 
 
-def sgd_step(params, grads, buf, table, row: int, *, nesterov: bool, n_decay: int, active: np.ndarray,
-             stream=0) -> int:
-    """twin ``NumpyBackend._sgd_step_stacked``: in-place ``torch.optim.SGD`` steps of every active model.
+def sgd_step(params, grads, buf, table, row: int, *, nesterov: bool, n_decay: int, rows, stream=0) -> int:
+    """twin ``NumpyBackend._sgd_step_stacked``: in-place ``torch.optim.SGD`` steps of every training model.
 
     params, grads, buf (or None: no momentum) (M, P); table (M, steps, SGD_SCALARS) of the params' dtype;
-    active (M,) bool host.  Returns launches (0 for empty parameters).
+    rows (M,) int64 (-1: stopped).  Returns launches (0 for empty parameters).
     """
     if params.size == 0:
         return 0
     configured(sgd_kernel(params.dtype), *_optimizer_grid(params), stream)(
         params, grads, grads if buf is None else buf, table, int(row), int(n_decay), int(buf is not None),
-        int(nesterov), model_flags(active, stream))
+        int(nesterov), device_rows(rows, stream))
     return 1
 
 
 def adam_step(params, grads, exp_avg, exp_avg_sq, table, row: int, *, decoupled: bool, n_decay: int,
-              active: np.ndarray, stream=0) -> int:
+              rows, stream=0) -> int:
     """twin ``NumpyBackend._adam_step_stacked``: in-place Adam (``decoupled=False``) or AdamW steps of every
-    active model; arrays (M, P), table (M, steps, ADAM_SCALARS).  Returns launches."""
+    model that trains; arrays (M, P), table (M, steps, ADAM_SCALARS), rows (M,) int64.  Returns launches."""
     if params.size == 0:
         return 0
     configured(adam_kernel(params.dtype), *_optimizer_grid(params), stream)(
-        params, grads, exp_avg, exp_avg_sq, table, int(row), int(decoupled), int(n_decay), model_flags(active, stream))
+        params, grads, exp_avg, exp_avg_sq, table, int(row), int(decoupled), int(n_decay), device_rows(rows, stream))
     return 1

@@ -33,28 +33,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from .backends import Backend
-from .backends.base import STATS_LOSS_SUM
+from .backends.base import STATS_LOSS_SUM, StackedLayer
 from .model import MLP
 from .optim import SGD, Adam, Optimizer
-
-
-class _PerModel:
-    """Views of one layer for every model, indexable by model (for backends whose arrays cannot be
-    reshaped when not contiguous: their stacked operations take ``W[m]``)."""
-
-    def __init__(self, flat: Any, start: int, shape: tuple[int, ...]) -> None:
-        size = int(np.prod(shape))
-        self._views = [flat[m, start:start + size].reshape(shape) for m in range(flat.shape[0])]
-
-    def __getitem__(self, m: Any) -> Any:
-        if isinstance(m, slice):
-            part = object.__new__(_PerModel)
-            part._views = self._views[m]
-            return part
-        return self._views[m]
-
-    def __len__(self) -> int:
-        return len(self._views)
 
 
 def _layer_views(backend: Backend, flat: Any, sizes: Sequence[int]) -> tuple[list, list]:
@@ -64,10 +45,10 @@ def _layer_views(backend: Backend, flat: Any, sizes: Sequence[int]) -> tuple[lis
     M = flat.shape[0]
     host = isinstance(flat, np.ndarray)
     for k, n in zip(sizes[:-1], sizes[1:]):
-        Ws.append(flat[:, off:off + k * n].reshape(M, k, n) if host else _PerModel(flat, off, (k, n)))
+        Ws.append(flat[:, off:off + k * n].reshape(M, k, n) if host else StackedLayer(flat, off, (k, n)))
         off += k * n
     for n in sizes[1:]:
-        bs.append(flat[:, off:off + n] if host else _PerModel(flat, off, (n,)))
+        bs.append(flat[:, off:off + n] if host else StackedLayer(flat, off, (n,)))
         off += n
     return Ws, bs
 
@@ -109,18 +90,18 @@ class StackedNetwork:
                 "grads_in": [be.empty((M, batch, n), dt) for n in self.layer_sizes[1:-1]],
                 "dlogits": be.empty((M, batch, self.layer_sizes[-1]), dt)}
 
-    def forward(self, x: Any, ws: dict, counts: Any = None, active: Any = None, models: slice = slice(None)) -> Any:
+    def forward(self, x: Any, ws: dict, rows: Any = None, models: slice = slice(None)) -> Any:
         """Logits (M, B, outputs) of the batches ``x`` (M, B, inputs); every layer's output kept in ``ws``.
-        ``counts``/``active``: each model's rows and the models that train (see the backend's stacked ops);
-        ``models``: the range of models ``x``, ``ws``, ``counts`` and ``active`` hold (all by default)."""
+        ``rows``: each model's rows, -1 for a model that stopped (see the backend's stacked ops; None: all);
+        ``models``: the range of models ``x``, ``ws`` and ``rows`` hold (all by default)."""
         be, last, a = self.backend, self.n_layers - 1, x
         for i in range(self.n_layers):
             be._affine_forward_stacked(a, self._W[i][models], self._b[i][models], self._act if i < last else 0,
-                                       ws["acts"][i], counts, active)
+                                       ws["acts"][i], rows)
             a = ws["acts"][i]
         return a
 
-    def backward(self, x: Any, ws: dict, counts: Any = None, active: Any = None, models: slice = slice(None)) -> None:
+    def backward(self, x: Any, ws: dict, rows: Any = None, models: slice = slice(None)) -> None:
         """Gradients into :attr:`grads` from ``ws["dlogits"]`` (filled by the loss)."""
         be, last, dy = self.backend, self.n_layers - 1, ws["dlogits"]
         for i in range(last, -1, -1):
@@ -128,7 +109,7 @@ class StackedNetwork:
             y = ws["acts"][i] if i < last else None
             dx = ws["grads_in"][i - 1] if i > 0 else None
             be._affine_backward_stacked(dy, x_in, self._W[i][models], y, dx, self._dW[i][models],
-                                        self._db[i][models], self._act, counts, active)
+                                        self._db[i][models], self._act, rows)
             dy = dx
 
     def params_numpy(self) -> np.ndarray:
@@ -172,7 +153,10 @@ class StackedLoop:
         self.batch_size, self.steps = B, int(steps)
         self.idx = be.zeros((self.steps, M, B), np.int64)
         self.weights = be.zeros((self.steps, M, B), dt) if weighted else None
+        # each step's rows of every model (-1: stopped), staged per epoch: a host table, and the backend's
+        # copy the step reads (on a device, from device memory: a captured epoch reads each epoch's values)
         self.counts = np.zeros((self.steps, M), dtype=np.int64)
+        self.rows = be.zeros((self.steps, M), np.int64)
         self.active = np.ones(M, dtype=bool)
         self.batch_x = be.empty((M, B, net.layer_sizes[0]), dt)
         self.batch_y = be.empty((M, B, *targets.shape[1:]), targets.dtype)
@@ -246,6 +230,7 @@ class StackedLoop:
             if t is not None:
                 table[m] = t  # float64 -> the parameters' dtype, as the update computes in it
         be.copy_(self.idx, idx)
+        be.copy_(self.rows, np.where(self.active, self.counts, -1))
         if w is not None:
             be.copy_(self.weights, w)
         if self.table is None or tuple(self.table.shape) != table.shape:
@@ -265,27 +250,26 @@ class StackedLoop:
 
     def _step_models(self, s: int, models: slice) -> None:
         """Step ``s`` for the models of the range ``models`` (every array sliced to them)."""
-        be, net, active = self.backend, self.net, self.active[models]
+        be, net, rows = self.backend, self.net, self.rows[s][models]
         v = self._views[(models.start, models.stop)]
         ws, x, y, stats, params, grads = v["ws"], v["x"], v["y"], v["stats"], v["params"], v["grads"]
         idx = self.idx[s][models]
         be._take_rows_stacked(self.X, idx, x)
         be._take_rows_stacked(self.targets, idx, y)
         if v["penalty"] is not None:
-            be._l2_penalty_stacked(params, net.n_weights, v["penalty"], s, stats, active)
-        counts = self.counts[s][models]
-        logits = net.forward(x, ws, counts, active, models)
+            be._l2_penalty_stacked(params, net.n_weights, v["penalty"], s, stats, rows)
+        logits = net.forward(x, ws, rows, models)
         be._loss_stacked(net.output, logits, y, ws["dlogits"], stats, s,
-                         None if self.weights is None else self.weights[s][models], counts, active)
-        net.backward(x, ws, counts, active, models)
+                         None if self.weights is None else self.weights[s][models], rows)
+        net.backward(x, ws, rows, models)
         table = self.table[models]
         state = v["state"]
         if self.kind[0] == "sgd":
             be._sgd_step_stacked(params, grads, state.get("momentum_buffer"), table, s, self.kind[1], net.n_weights,
-                                 active)
+                                 rows)
         else:
             be._adam_step_stacked(params, grads, state["exp_avg"], state["exp_avg_sq"], table, s, self.kind[1],
-                                  net.n_weights, active)
+                                  net.n_weights, rows)
 
     def close(self) -> None:
         """Stop the stack's threads (if any)."""

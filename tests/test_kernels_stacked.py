@@ -60,6 +60,11 @@ def _stack(name):
     return m, b, np.array(counts, np.int64), np.array(active, bool)
 
 
+def _rows(counts, active):
+    """The stacked operations' ``rows``: each model's row count, -1 for a stopped model."""
+    return np.where(active, counts, -1)
+
+
 def _run_both(cuda, op, *arrays, **kwargs):
     """``op`` (a stacked operation's name) on the NumPy backend and on the CUDA backend with copies of
     the host arrays among ``arrays`` (other arguments, and ``kwargs`` such as the host array ``active``,
@@ -152,11 +157,11 @@ def _check_loss(cuda, rng, output, stack, c, dtype, weighted, grad=True, step=5)
     dz0 = np.full((m, b, c), np.nan, dtype) if grad else None
     st0 = _start_stats(m)
     host = [dz0 if dz0 is None else dz0.copy(), st0.copy()]
-    NP._loss_stacked(output, z, t, host[0], host[1], step, w, counts, active)
+    NP._loss_stacked(output, z, t, host[0], host[1], step, w, _rows(counts, active))
     dev = [None if dz0 is None else cuda.asarray(dz0), cuda.asarray(st0)]
     before = cuda.launch_count
     cuda._loss_stacked(output, cuda.asarray(z), cuda.asarray(t), dev[0], dev[1], step,
-                       None if w is None else cuda.asarray(w), counts, active)
+                       None if w is None else cuda.asarray(w), _rows(counts, active))
     assert cuda.launch_count - before == 1
     rtol = RTOL[dtype]
     st, st_ref = cuda.to_numpy(dev[1]), host[1]
@@ -195,7 +200,7 @@ def test_an_active_model_without_rows_gets_a_zero_gradient_and_no_statistics(cud
     counts, active = np.array([0, 4], np.int64), np.array([True, True])
     z, t, _ = _loss_inputs(rng, output, 2, 5, 3, counts, F64, False)
     dz, stats = cuda.asarray(np.full((2, 5, 3), np.nan)), cuda.asarray(_start_stats(2))
-    cuda._loss_stacked(output, cuda.asarray(z), cuda.asarray(t), dz, stats, 1, None, counts, active)
+    cuda._loss_stacked(output, cuda.asarray(z), cuda.asarray(t), dz, stats, 1, None, _rows(counts, active))
     assert (cuda.to_numpy(dz)[0] == 0).all() and np.isfinite(cuda.to_numpy(dz)[1]).all()
     np.testing.assert_array_equal(cuda.to_numpy(stats)[0], _start_stats(2)[0])
 
@@ -207,7 +212,7 @@ def test_a_non_finite_loss_marks_only_its_own_model(cuda):
     z[0, 1, 2] = np.nan
     labels = np.zeros((m, b), np.int64)
     stats = cuda.asarray(_start_stats(m))
-    cuda._loss_stacked("softmax", cuda.asarray(z), cuda.asarray(labels), None, stats, 4, None, counts, active)
+    cuda._loss_stacked("softmax", cuda.asarray(z), cuda.asarray(labels), None, stats, 4, None, _rows(counts, active))
     got = cuda.to_numpy(stats)
     assert got[0, STATS_FIRST_NONFINITE_STEP] == 4 and math.isnan(got[0, STATS_LOSS_SUM])
     assert got[2, STATS_FIRST_NONFINITE_STEP] == _start_stats(m)[2, STATS_FIRST_NONFINITE_STEP]
@@ -222,11 +227,11 @@ def _params(rng, m, dtype):
 @pytest.mark.parametrize("stack", sorted(STACKS))
 @pytest.mark.parametrize("dtype", [F32, F64])
 def test_l2_penalty_stacked_matches_its_twin(cuda, rng, small_grids, dtype, stack):
-    m, _, _, active = _stack(stack)
+    m, _, counts, active = _stack(stack)
     scales = rng.random((m, 4)).astype(dtype)
     st0 = _start_stats(m)
     (*_, ref), (*_, got), launches = _run_both(
-        cuda, "_l2_penalty_stacked", _params(rng, m, dtype), N_DECAY, scales, 2, st0, active=active)
+        cuda, "_l2_penalty_stacked", _params(rng, m, dtype), N_DECAY, scales, 2, st0, rows=_rows(counts, active))
     _assert_stats(got, ref, active, st0, RTOL[dtype])
     assert launches == 1
     assert (got[active, STATS_LOSS_SUM] > st0[active, STATS_LOSS_SUM]).all()
@@ -238,9 +243,11 @@ def _tables(rng, m, rows, make, dtype):
 
 
 def _check_update(cuda, op, arrays, table, active, dtype, **kwargs):
-    """Run an update on both backends; parameters and state must agree, stopped models untouched."""
+    """Run an update on both backends; parameters and state must agree, stopped models untouched.  Model m
+    trains when ``active[m]`` (its rows are not read by an update: 1 here)."""
     start = [a.copy() for a in arrays if a is not None]
-    ref, got, launches = _run_both(cuda, op, *arrays, table, 1, **kwargs, n_decay=N_DECAY, active=active)
+    ref, got, launches = _run_both(cuda, op, *arrays, table, 1, **kwargs, n_decay=N_DECAY,
+                                   rows=_rows(np.ones(len(active), np.int64), active))
     assert launches == 1
     for a0, r, g in zip(start, [a for a in ref if a is not None], [a for a in got if a is not None]):
         np.testing.assert_allclose(g[active], r[active], rtol=RTOL[dtype], atol=RTOL[dtype])
@@ -272,3 +279,21 @@ def test_adam_step_stacked_matches_its_twin(cuda, rng, small_grids, dtype, stack
     exp_avg_sq = np.abs(_params(rng, m, dtype)) * 0.01
     _check_update(cuda, "_adam_step_stacked", [_params(rng, m, dtype), _params(rng, m, dtype), exp_avg, exp_avg_sq],
                   table, active, dtype, decoupled=decoupled)
+
+
+def test_rows_on_the_device_are_read_there(cuda, rng):
+    """A stack passes each step's row of its device ``rows`` table (what a captured epoch reads): the same
+    update as with the host array, and a model marked -1 there is left alone."""
+    m, _, counts, active = _stack("three models")
+    table = _tables(rng, m, 3, lambda r, s: sgd_scalars(0.1, 0.9, 0.01, 0.0), F64)
+    p0, g = _params(rng, m, F64), _params(rng, m, F64)
+    got = {}
+    for where in ("host", "device"):
+        rows = _rows(counts, active)
+        p = cuda.asarray(p0)
+        cuda._sgd_step_stacked(p, cuda.asarray(g), None, cuda.asarray(table), 1, False, N_DECAY,
+                               cuda.asarray(rows) if where == "device" else rows)
+        got[where] = cuda.to_numpy(p)
+    np.testing.assert_array_equal(got["device"], got["host"])
+    _assert_untouched(got["device"], p0, active)
+    assert not np.array_equal(got["device"][active], p0[active])

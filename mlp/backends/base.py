@@ -161,11 +161,37 @@ def adam_scalars(lr: float, beta1: float, beta2: float, eps: float, step: int,
             weight_decay, 1 - lr * weight_decay)
 
 
-def _stack_rows(models: int, rows: int, counts: Any, active: Any):
-    """``(m, rows of model m)`` for every active model of a stack (see the stacked operations)."""
+def _stack_rows(models: int, batch: int, rows: Any):
+    """``(m, rows of model m)`` for every model of a stack that trains (see the stacked operations)."""
     for m in range(models):
-        if active is None or active[m]:
-            yield m, rows if counts is None else int(counts[m])
+        r = batch if rows is None else int(rows[m])
+        if r >= 0:
+            yield m, r
+
+
+class StackedLayer:
+    """One layer's weights (or biases) of every model of a stack, as views of the stack's flat ``(M, P)``
+    buffer: model m's are ``flat[m, offset:offset + prod(shape)]`` read as ``shape`` (row-major).
+
+    For backends whose arrays cannot be reshaped when not contiguous: ``layer[m]`` is model m's
+    ``shape`` array, ``layer[a:b]`` the same layer of models a to b; a device backend launches on
+    ``flat``/``offset`` directly (one launch for every model).
+    """
+
+    def __init__(self, flat: Any, offset: int, shape: tuple[int, ...]) -> None:
+        self.flat, self.offset, self.shape = flat, int(offset), tuple(shape)
+        size = int(np.prod(shape))
+        self._views = [flat[m, offset:offset + size].reshape(shape) for m in range(flat.shape[0])]
+
+    def __getitem__(self, m: Any) -> Any:
+        if isinstance(m, slice):
+            part = object.__new__(StackedLayer)
+            part.flat, part.offset, part.shape, part._views = self.flat[m], self.offset, self.shape, self._views[m]
+            return part
+        return self._views[m]
+
+    def __len__(self) -> int:
+        return len(self._views)
 
 
 class GraphCaptureError(RuntimeError):
@@ -662,12 +688,15 @@ class Backend(ABC):
     # --------------------------------------------------------- stacked models
     # M models of one shape trained at once (``mlp.stack``): every array has a leading model axis and model
     # m's slice is exactly what the single-model operation takes, so a model of a stack computes what its
-    # own fit would.  ``active`` (bool, (M,), host) skips the models that stopped training (they are frozen).
-    # The defaults here run the single-model operations model by model (correct on any backend); a backend
-    # overrides them with operations over the whole stack.
+    # own fit would.  The defaults here run the single-model operations model by model (correct on any
+    # backend); a backend overrides them with operations over the whole stack.
     #   x (M, B, k), W (M, k, n), b (M, n), y/out (M, B, n); idx (M, B) int64; params (M, P);
-    #   stats (M, STATS_SIZE); optimizer tables (M, steps, columns); L2 scales (M, steps);
-    #   counts (M,) int64 host: model m's batch is its first counts[m] rows (a shorter last batch is padded).
+    #   stats (M, STATS_SIZE); optimizer tables (M, steps, columns); L2 scales (M, steps).
+    #   On a device backend W/b (and dW/db) are :class:`StackedLayer` views of the (M, P) buffers.
+    #   rows (M,) int64, an array of this backend (a device backend also takes a host array, copied at
+    #   the launch: not capturable in a CUDA graph): model m's batch is its first rows[m] rows (a shorter
+    #   last batch is padded); rows[m] == -1: model m has stopped training, and none of its arrays is read
+    #   or written (it is frozen).  None (products only): every row of every model.
     #: whether several host threads stepping disjoint ranges of a stack's models run faster (a host backend's
     #: work runs on the calling thread; a device's is queued on one stream, where threads gain nothing)
     stack_threads_help: bool = False
@@ -686,26 +715,27 @@ class Backend(ABC):
         for m in range(idx.shape[0]):
             self._take_rows(X, idx[m], out[m])
 
-    # The products of model m use its first counts[m] rows only (all rows when counts is None), exactly as
-    # its own fit's shorter last batch; models that are not active are skipped.
-    def _affine_forward_stacked(self, x: Any, W: Any, b: Any, act: int, out: Any, counts: Any = None,
-                                active: Any = None) -> None:
-        for m, r in _stack_rows(x.shape[0], x.shape[1], counts, active):
+    def _host_rows(self, rows: Any) -> Any:
+        return None if rows is None else np.asarray(self.to_numpy(rows) if self.is_array(rows) else rows)
+
+    # The products of model m use its first rows[m] rows only, exactly as its own fit's shorter last batch.
+    def _affine_forward_stacked(self, x: Any, W: Any, b: Any, act: int, out: Any, rows: Any = None) -> None:
+        for m, r in _stack_rows(x.shape[0], x.shape[1], self._host_rows(rows)):
             self._affine_forward(x[m, :r], W[m], b[m], act, out[m, :r])
 
     def _affine_backward_stacked(self, dy: Any, x: Any, W: Any, y: Any, dx: Any, dW: Any, db: Any,
-                                 act: int = 1, counts: Any = None, active: Any = None) -> None:
-        for m, r in _stack_rows(dy.shape[0], dy.shape[1], counts, active):
+                                 act: int = 1, rows: Any = None) -> None:
+        for m, r in _stack_rows(dy.shape[0], dy.shape[1], self._host_rows(rows)):
             self._affine_backward(dy[m, :r], x[m, :r], W[m], None if y is None else y[m, :r],
                                   None if dx is None else dx[m, :r], dW[m], db[m], act)
 
     def _loss_stacked(self, output: str, logits: Any, targets: Any, dlogits: Any, stats: Any, step: int,
-                      weights: Any, counts: np.ndarray, active: np.ndarray) -> None:
-        """The output layer's loss (``output`` as :data:`mlp.model.OUTPUTS`) of every active model's batch."""
+                      weights: Any, rows: Any) -> None:
+        """The output layer's loss (``output`` as :data:`mlp.model.OUTPUTS`) of every training model's batch;
+        a padded row's gradient is zero."""
         op = {"softmax": self._softmax_xent, "logistic": self._logistic_xent, "identity": self._squared_error,
               "exp": self._poisson_loss}[output]
-        for m in np.flatnonzero(active):
-            r = int(counts[m])
+        for m, r in _stack_rows(logits.shape[0], logits.shape[1], self._host_rows(rows)):
             dz = None if dlogits is None else dlogits[m, :r]
             w = None if weights is None else weights[m, :r]
             if w is None:
@@ -715,19 +745,21 @@ class Backend(ABC):
             if dlogits is not None and r < dlogits.shape[1]:
                 self._fill(dlogits[m, r:], 0)
 
-    def _l2_penalty_stacked(self, params: Any, n: int, scales: Any, row: int, stats: Any,
-                            active: np.ndarray) -> None:
-        for m in np.flatnonzero(active):
+    def _training(self, rows: Any) -> np.ndarray:
+        return np.flatnonzero(self._host_rows(rows) >= 0)
+
+    def _l2_penalty_stacked(self, params: Any, n: int, scales: Any, row: int, stats: Any, rows: Any) -> None:
+        for m in self._training(rows):
             self._l2_penalty(params[m], n, scales[m], row, stats[m])
 
     def _sgd_step_stacked(self, params: Any, grads: Any, buf: Any, table: Any, row: int, nesterov: bool,
-                          n_decay: int, active: np.ndarray) -> None:
-        for m in np.flatnonzero(active):
+                          n_decay: int, rows: Any) -> None:
+        for m in self._training(rows):
             self._sgd_step(params[m], grads[m], None if buf is None else buf[m], table[m], row, nesterov, n_decay)
 
     def _adam_step_stacked(self, params: Any, grads: Any, exp_avg: Any, exp_avg_sq: Any, table: Any, row: int,
-                           decoupled: bool, n_decay: int, active: np.ndarray) -> None:
-        for m in np.flatnonzero(active):
+                           decoupled: bool, n_decay: int, rows: Any) -> None:
+        for m in self._training(rows):
             self._adam_step(params[m], grads[m], exp_avg[m], exp_avg_sq[m], table[m], row, decoupled, n_decay)
 
     def __repr__(self) -> str:

@@ -34,7 +34,7 @@ from mlp.kernels import stacked as stacked_kernels
 from mlp.kernels._config import ON_SIMULATOR, sm_count
 
 from . import _cuda_graph
-from .base import Backend, BackendStatus, is_c_contiguous
+from .base import Backend, BackendStatus, StackedLayer, is_c_contiguous
 
 # Element kinds the fill and conversion kernels handle; anything else (bool,
 # complex, ...) takes a round trip through host memory instead.
@@ -298,31 +298,50 @@ class CudaBackend(Backend):
                                              n_decay=n_decay, stream=self.stream)
 
     # ---------------------------------------------------------- stacked models
-    # One launch per operation for the whole stack, the model index a grid dimension (``kernels/stacked``).
-    # The losses, L2 penalty and updates copy the step's ``counts``/``active`` (host arrays) to the device on
-    # this stream, so a stacked step cannot be captured into a CUDA graph yet.  The products stay on the
-    # base class's loop over the models.
+    # One launch per operation for the whole stack, the model index a grid dimension (``kernels/stacked``,
+    # ``kernels/gemm_stacked``).  ``rows`` is the stack's device table row of the step, so a stacked epoch
+    # can be captured into a CUDA graph; a host array is copied at the launch (not capturable).
     def _fill_stacked_stats(self, stats) -> None:
         self.launch_count += stacked_kernels.reset_stats(stats, stream=self.stream)
 
     def _take_rows_stacked(self, X, idx, out) -> None:
         self.launch_count += stacked_kernels.take_rows(X, idx, out, stream=self.stream)
 
-    def _loss_stacked(self, output, logits, targets, dlogits, stats, step, weights, counts, active) -> None:
-        self.launch_count += stacked_kernels.loss(output, logits, targets, dlogits, stats, step, weights, counts,
-                                                  active, stream=self.stream)
+    def _affine_forward_stacked(self, x, W, b, act, out, rows=None) -> None:
+        if not (isinstance(W, StackedLayer) and isinstance(b, StackedLayer) and W.flat is b.flat):
+            return super()._affine_forward_stacked(x, W, b, act, out, rows)
+        self.launch_count += gemm_stacked.affine_forward(x, W.flat, W.offset, b.offset, int(act), out,
+                                                         self._all_rows(x) if rows is None else rows,
+                                                         stream=self.stream)
 
-    def _l2_penalty_stacked(self, params, n, scales, row, stats, active) -> None:
-        self.launch_count += stacked_kernels.l2_penalty(params, n, scales, row, stats, active, stream=self.stream)
+    def _affine_backward_stacked(self, dy, x, W, y, dx, dW, db, act=1, rows=None) -> None:
+        layers = (W, dW, db)
+        if not (all(isinstance(a, StackedLayer) for a in layers) and dW.flat is db.flat
+                and (W.offset, W.shape) == (dW.offset, dW.shape)):
+            return super()._affine_backward_stacked(dy, x, W, y, dx, dW, db, act, rows)
+        self.launch_count += gemm_stacked.affine_backward(dy, x, W.flat, y, dx, dW.flat, dW.offset, db.offset,
+                                                          int(act), self._all_rows(dy) if rows is None else rows,
+                                                          stream=self.stream)
 
-    def _sgd_step_stacked(self, params, grads, buf, table, row, nesterov, n_decay, active) -> None:
+    @staticmethod
+    def _all_rows(a) -> np.ndarray:
+        return np.full(a.shape[0], a.shape[1], dtype=np.int64)
+
+    def _loss_stacked(self, output, logits, targets, dlogits, stats, step, weights, rows) -> None:
+        self.launch_count += stacked_kernels.loss(output, logits, targets, dlogits, stats, step, weights, rows,
+                                                  stream=self.stream)
+
+    def _l2_penalty_stacked(self, params, n, scales, row, stats, rows) -> None:
+        self.launch_count += stacked_kernels.l2_penalty(params, n, scales, row, stats, rows, stream=self.stream)
+
+    def _sgd_step_stacked(self, params, grads, buf, table, row, nesterov, n_decay, rows) -> None:
         self.launch_count += stacked_kernels.sgd_step(params, grads, buf, table, row, nesterov=nesterov,
-                                                      n_decay=n_decay, active=active, stream=self.stream)
+                                                      n_decay=n_decay, rows=rows, stream=self.stream)
 
     def _adam_step_stacked(self, params, grads, exp_avg, exp_avg_sq, table, row, decoupled, n_decay,
-                           active) -> None:
+                           rows) -> None:
         self.launch_count += stacked_kernels.adam_step(params, grads, exp_avg, exp_avg_sq, table, row,
-                                                       decoupled=decoupled, n_decay=n_decay, active=active,
+                                                       decoupled=decoupled, n_decay=n_decay, rows=rows,
                                                        stream=self.stream)
 
     # ---------------------------------------------------------------- extras

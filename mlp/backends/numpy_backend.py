@@ -138,15 +138,15 @@ class NumpyBackend(Backend):
     # The products go model by model: NumPy's stacked matmul does not call BLAS when the models' weights
     # are views of one (M, P) buffer (measured 10x slower than this loop), and one 2-D product per model
     # is also exactly the single model's product.
-    def _affine_forward_stacked(self, x, W, b, act, out, counts=None, active=None) -> None:
-        counts, active = _rows_and_models(x, counts, active)
+    def _affine_forward_stacked(self, x, W, b, act, out, rows=None) -> None:
+        counts, active = _rows_and_models(x, rows)
         for m in np.flatnonzero(active):
             r = counts[m]
             np.matmul(x[m, :r], W[m], out=out[m, :r])
         stacked.bias_act(out, b, int(act), counts, active)
 
-    def _affine_backward_stacked(self, dy, x, W, y, dx, dW, db, act=1, counts=None, active=None) -> None:
-        counts, active = _rows_and_models(dy, counts, active)
+    def _affine_backward_stacked(self, dy, x, W, y, dx, dW, db, act=1, rows=None) -> None:
+        counts, active = _rows_and_models(dy, rows)
         if y is not None and act:
             dym = self._scratch(dy.shape, dy.dtype)
             stacked.act_grad_colsum(dy, y, int(act), dym, db, counts, active)
@@ -159,7 +159,8 @@ class NumpyBackend(Backend):
             if dx is not None:
                 np.matmul(dym[m, :r], W[m].T, out=dx[m, :r])
 
-    def _loss_stacked(self, output, logits, targets, dlogits, stats, step, weights, counts, active) -> None:
+    def _loss_stacked(self, output, logits, targets, dlogits, stats, step, weights, rows) -> None:
+        counts, active = _rows_and_models(logits, rows)
         # stand-ins with one (empty) model, so that the loop's [0] stays in bounds
         grad = (_absent(logits.dtype, 2)[None], False) if dlogits is None else (dlogits, True)
         w = (_absent(logits.dtype, 1)[None], False) if weights is None else (weights, True)
@@ -168,24 +169,26 @@ class NumpyBackend(Backend):
         else:
             stacked.loss(_REAL_LOSSES[output], logits, targets, *grad, stats, step, *w, counts, active)
 
-    def _l2_penalty_stacked(self, params, n, scales, row, stats, active) -> None:
-        stacked.l2_penalty(params, n, scales, row, stats, active)
+    def _l2_penalty_stacked(self, params, n, scales, row, stats, rows) -> None:
+        stacked.l2_penalty(params, n, scales, row, stats, _rows_and_models(params, rows)[1])
 
-    def _sgd_step_stacked(self, params, grads, buf, table, row, nesterov, n_decay, active) -> None:
+    def _sgd_step_stacked(self, params, grads, buf, table, row, nesterov, n_decay, rows) -> None:
         stacked.sgd(params, grads, params if buf is None else buf, table, row, nesterov, n_decay, buf is not None,
-                    active)
+                    _rows_and_models(params, rows)[1])
 
     def _adam_step_stacked(self, params, grads, exp_avg, exp_avg_sq, table, row, decoupled, n_decay,
-                           active) -> None:
-        stacked.adam(params, grads, exp_avg, exp_avg_sq, table, row, decoupled, n_decay, active)
+                           rows) -> None:
+        stacked.adam(params, grads, exp_avg, exp_avg_sq, table, row, decoupled, n_decay,
+                     _rows_and_models(params, rows)[1])
 
 
-def _rows_and_models(a: np.ndarray, counts: Any, active: Any) -> tuple[np.ndarray, np.ndarray]:
-    """``(counts, active)`` as the stacked loops take them: every row and every model when not given."""
-    M, B = a.shape[0], a.shape[1]
-    counts = np.full(M, B, dtype=np.int64) if counts is None else np.asarray(counts, dtype=np.int64)
-    active = np.ones(M, dtype=np.bool_) if active is None else np.asarray(active, dtype=np.bool_)
-    return counts, active
+def _rows_and_models(a: np.ndarray, rows: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(counts, active)`` as the stacked loops take them from the contract's ``rows`` (a stopped model's
+    count is never read): every row of every model of ``a`` (M, B, ...) when ``rows`` is None."""
+    if rows is None:
+        return np.full(a.shape[0], a.shape[1], dtype=np.int64), np.ones(a.shape[0], dtype=np.bool_)
+    counts = np.asarray(rows, dtype=np.int64)
+    return counts, counts >= 0
 
 
 #: the stacked loss loop's codes of the real-target outputs
