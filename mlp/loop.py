@@ -23,6 +23,27 @@ from .model import MLP
 from .optim import Optimizer
 
 
+def capture_epoch(backend: Backend, record: Callable[[], Any], keepalive: Any, owner: str) -> Any:
+    """``backend.capture(record)``, or None (with one warning) when capturing is not possible here.
+
+    A launch that escaped the capture (:class:`GraphCaptureError`) is a bug
+    and raises.  Any other failure to capture (a driver that refuses, a
+    launch the driver rejects while capturing, missing driver bindings) is
+    reported as a warning, and the caller goes on with eager launches, which
+    compute the same parameters: a capture runs nothing.  ``owner``: what
+    takes ``cuda_graphs=False`` to skip the attempt.
+    """
+    try:
+        return backend.capture(record, keepalive=keepalive)
+    except GraphCaptureError:
+        raise
+    except Exception as exc:  # CUDAError, CudaAPIError and ImportError are not RuntimeErrors
+        warnings.warn(f"CUDA graph capture failed ({type(exc).__name__}: {exc}); training goes on with eager "
+                      f"launches (pass cuda_graphs=False to {owner} to skip the attempt)", RuntimeWarning,
+                      stacklevel=5)
+        return None
+
+
 class TrainingLoop:
     """The training step, written once: gather a batch, forward, loss, backward, optimizer update.
 
@@ -158,30 +179,16 @@ class TrainingLoop:
                 self.backend.graph_key(), self.steps, self.batch_size)
 
     def _replay(self) -> bool:
-        """Replay the captured epoch (capturing it first if needed); False if capturing is not possible here.
-
-        A launch that escaped the capture (:class:`GraphCaptureError`) is a bug
-        and raises.  Any other failure to capture (a driver that refuses, a
-        launch the driver rejects while capturing, missing driver bindings) is
-        reported once as a warning and the loop goes on with eager launches,
-        which compute the same parameters: a capture runs nothing, so the
-        epoch has not started yet.
-        """
+        """Replay the captured epoch (capturing it first if needed); False if capturing is not possible here
+        (:func:`capture_epoch`: then the loop warns once and goes on with eager launches)."""
         key = self._baked()
         if self._graph is None or key != self._graph_key:
             if self._graph is not None:
                 self._graph.close()
                 self._graph = None
-            try:
-                self._graph = self.backend.capture(lambda: [self._launch_step(i) for i in range(self.steps)],
-                                                   keepalive=self._graph_buffers())
-            except GraphCaptureError:
-                raise
-            except Exception as exc:  # CUDAError, CudaAPIError and ImportError are not RuntimeErrors
-                warnings.warn(f"CUDA graph capture failed ({type(exc).__name__}: {exc}); training goes on "
-                              "with eager launches (pass cuda_graphs=False to the Trainer to skip the attempt)",
-                              RuntimeWarning,
-                              stacklevel=4)
+            self._graph = capture_epoch(self.backend, lambda: [self._launch_step(i) for i in range(self.steps)],
+                                        self._graph_buffers(), "the Trainer")
+            if self._graph is None:
                 self.use_graphs = False
                 return False
             self._graph_key = key

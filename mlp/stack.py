@@ -34,6 +34,7 @@ import numpy as np
 
 from .backends import Backend
 from .backends.base import STATS_LOSS_SUM, StackedLayer
+from .loop import capture_epoch
 from .model import MLP
 from .optim import SGD, Adam, Optimizer
 
@@ -136,11 +137,18 @@ class StackedLoop:
     padding adds nothing to the loss or the gradient).  ``optimizers`` are
     ``M`` optimizers of one rule (their own hyperparameters and step
     counts); their state lives here, stacked.
+
+    On a backend that captures CUDA graphs (and with ``cuda_graphs``), the
+    first complete epoch runs eagerly (it compiles every kernel and makes
+    every scratch buffer) and later epochs replay one captured graph of all
+    the steps: everything an epoch changes (each model's sample order,
+    rows per step, stopped models, optimizer scalars, L2 scales, weights) is
+    staged into device tables the captured launches read.
     """
 
     def __init__(self, net: StackedNetwork, optimizers: Sequence[Optimizer], backend: Backend, X: Any, targets: Any,
                  batch_size: int, steps: int, weighted: bool = False, l2_penalty: bool = False,
-                 threads: int = 1) -> None:
+                 threads: int = 1, cuda_graphs: bool = True) -> None:
         if len(optimizers) != net.M:
             raise ValueError(f"optimizers: expected {net.M} (one per model), got {len(optimizers)}")
         kinds = {_optimizer_kind(o) for o in optimizers}
@@ -181,6 +189,9 @@ class StackedLoop:
             self._pool = ThreadPoolExecutor(max_workers=len(self.parts), thread_name_prefix="mlp-stack")
         # every buffer a step touches, cut to each range of models once (views: nothing is copied)
         self._views = {(part.start, part.stop): self._cut(part) for part in self.parts}
+        self.use_graphs = bool(cuda_graphs) and backend.supports_graphs and self._pool is None
+        self._graph = self._graph_key = None
+        self.eager_epochs = self.replays = 0
 
     def _cut(self, models: slice) -> dict:
         """The buffers of a step restricted to the models of the range ``models`` (views)."""
@@ -272,19 +283,42 @@ class StackedLoop:
                                   net.n_weights, rows)
 
     def close(self) -> None:
-        """Stop the stack's threads (if any)."""
+        """Stop the stack's threads (if any) and release its captured graph."""
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
+        if self._graph is not None:
+            self._graph.close()
+            self._graph = None
 
     def epoch(self) -> np.ndarray:
         """Run the staged epoch; returns every model's loss sum (M,) (stopped models: 0)."""
         self.backend._fill_stacked_stats(self.stats)
-        for s in range(self.steps):
-            self._step(s)
+        if not (self.use_graphs and self.eager_epochs > 0 and self._replay()):
+            for s in range(self.steps):
+                self._step(s)
+            self.eager_epochs += 1
         for m in np.flatnonzero(self.active):
             self.optimizers[m].advance(self.steps)
         return self.backend.to_numpy(self.stats)[:, STATS_LOSS_SUM].copy()
+
+    def _replay(self) -> bool:
+        """Replay the captured epoch (capturing it first, or again when something it bakes in changed);
+        False when capturing is not possible here (then the stack warns once and runs eagerly)."""
+        key = (id(self.net.params), id(self.table), self.backend.graph_key(), self.steps, self.batch_size)
+        if self._graph is None or key != self._graph_key:
+            if self._graph is not None:
+                self._graph.close()
+            part = self.parts[0]
+            self._graph = capture_epoch(self.backend, lambda: [self._step_models(s, part) for s in range(self.steps)],
+                                        (self.net.params, self.net.grads, self.table), "the stack")
+            if self._graph is None:
+                self.use_graphs = False
+                return False
+            self._graph_key = key
+        self._graph.replay()
+        self.replays += 1
+        return True
 
     def logits(self, rows: Sequence[np.ndarray | None], chunk: int = 4096) -> list[np.ndarray | None]:
         """Every model's logits on its own rows of ``X`` (host arrays; None where ``rows[m]`` is None)."""

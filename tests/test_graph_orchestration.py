@@ -502,3 +502,48 @@ def test_a_capture_through_the_loop_never_runs_a_step_twice():
     steps = trainer.optimizer.steps
     loop.begin_epoch()
     assert loop._replay() and trainer.optimizer.steps == steps  # the caller (epoch) counts the replayed steps
+
+
+# ------------------------------------------------------------- stacks
+class OneStreamRecordingBackend(RecordingBackend):
+    """A device's stack runs on one stream (no host threads), as the CUDA backend's does."""
+
+    stack_threads_help = False
+
+
+def _stack_fits(backend):
+    """Six fits in one stack: differing seeds, folds (last batches of 10, 9 and 9 rows), hyperparameters and
+    stops (two stop early on their own validation split, one at a lower max_iter): what each epoch stages
+    differs from the last (orders, rows per step, stopped models, scalars)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import KFold
+
+    from mlp.search import fit_many
+
+    X, y = load_digits(n_class=3, return_X_y=True)
+    X, y = X[:160] / 16.0, y[:160]
+    folds = [train for train, _ in KFold(3, shuffle=True, random_state=0).split(X)]
+    jobs, rows = [], []
+    for i, extra in enumerate([{}, {"alpha": 1e-2, "max_iter": 4},
+                               {"early_stopping": True, "validation_fraction": 0.25, "n_iter_no_change": 1}]):
+        for f in (0, 1):
+            params = dict(hidden_layer_sizes=(8,), batch_size=32, max_iter=7, learning_rate_init=1e-2,
+                          random_state=3 * i + f, backend=backend)
+            jobs.append(mlp.MLPClassifier(**{**params, **extra}))
+            rows.append(folds[(i + f) % 3])
+    return fit_many(jobs, X, y, rows)
+
+
+def test_a_stack_replays_one_captured_epoch_and_ends_as_an_eager_stack():
+    eager = _stack_fits("numpy")
+    graphed = _stack_fits(OneStreamRecordingBackend())
+    be = graphed[0].backend
+    # two stacks (the early-stopping fits hold out rows: fewer batches per epoch), each captured once and
+    # replayed in every epoch after its first
+    stacks = [graphed[:4], graphed[4:]]
+    assert be.captures == 2 and be.replays == sum(max(e.n_iter_ for e in st) - 1 for st in stacks)
+    assert len({e.n_iter_ for e in graphed}) > 1  # models stopped at different epochs
+    for a, b in zip(graphed, eager):
+        assert a.n_iter_ == b.n_iter_ and a.loss_curve_ == b.loss_curve_
+        for u, v in zip(a.coefs_ + a.intercepts_, b.coefs_ + b.intercepts_):
+            np.testing.assert_array_equal(u, v)

@@ -171,22 +171,35 @@ def _stack_rows(models: int, batch: int, rows: Any):
 
 class StackedLayer:
     """One layer's weights (or biases) of every model of a stack, as views of the stack's flat ``(M, P)``
-    buffer: model m's are ``flat[m, offset:offset + prod(shape)]`` read as ``shape`` (row-major).
+    buffer ``source``: model m's are ``source[m, offset:offset + prod(shape)]`` read as ``shape`` (row-major).
 
     For backends whose arrays cannot be reshaped when not contiguous: ``layer[m]`` is model m's
-    ``shape`` array, ``layer[a:b]`` the same layer of models a to b; a device backend launches on
-    ``flat``/``offset`` directly (one launch for every model).
+    ``shape`` array, ``layer[a:b]`` the same layer of models a to b (``models``); a device backend
+    launches on :attr:`flat` and ``offset`` directly (one launch for every model).
     """
 
-    def __init__(self, flat: Any, offset: int, shape: tuple[int, ...]) -> None:
-        self.flat, self.offset, self.shape = flat, int(offset), tuple(shape)
+    def __init__(self, source: Any, offset: int, shape: tuple[int, ...]) -> None:
+        self.source, self.offset, self.shape = source, int(offset), tuple(shape)
+        self.models = range(source.shape[0])
         size = int(np.prod(shape))
-        self._views = [flat[m, offset:offset + size].reshape(shape) for m in range(flat.shape[0])]
+        self._views = [source[m, offset:offset + size].reshape(shape) for m in self.models]
+
+    @property
+    def flat(self) -> Any:
+        """The ``(len(models), P)`` rows of :attr:`source` this layer's models hold."""
+        return self.source[self.models.start:self.models.stop]
+
+    def same_models(self, other: "StackedLayer") -> bool:
+        """Whether ``other`` is a layer of the same buffer and models (a device launch reads both from it)."""
+        return other.source is self.source and other.models == self.models
 
     def __getitem__(self, m: Any) -> Any:
         if isinstance(m, slice):
+            if m.step not in (None, 1):
+                raise ValueError(f"models: expected a contiguous range, got step {m.step}")
             part = object.__new__(StackedLayer)
-            part.flat, part.offset, part.shape, part._views = self.flat[m], self.offset, self.shape, self._views[m]
+            part.source, part.offset, part.shape = self.source, self.offset, self.shape
+            part.models, part._views = self.models[m], self._views[m]
             return part
         return self._views[m]
 
