@@ -44,6 +44,50 @@ def capture_epoch(backend: Backend, record: Callable[[], Any], keepalive: Any, o
         return None
 
 
+class EpochGraph:
+    """One captured epoch of a loop: captured on first use, recaptured when what it bakes in changes.
+
+    ``replay(key, record, keepalive)`` captures ``record`` (every launch of
+    an epoch) when there is no graph yet or ``key`` (everything the capture
+    bakes in besides buffer contents) differs from the last capture's, then
+    replays it; it returns False, once a capture has failed (see
+    :func:`capture_epoch`), so that the loop runs eagerly from then on.
+    ``keepalive``: buffers the capture points at that others may replace,
+    kept with the graph so that none is freed while it lives.
+    """
+
+    def __init__(self, backend: Backend, owner: str) -> None:
+        self.backend, self.owner = backend, owner
+        self.graph: Any = None
+        self.key: Any = None
+        self.replays = 0
+        self.failed = False
+
+    def replay(self, key: Any, record: Callable[[], Any], keepalive: Any) -> bool:
+        if self.failed:
+            return False
+        if self.graph is None or key != self.key:
+            self.close()
+            self.graph = capture_epoch(self.backend, record, keepalive, self.owner)
+            if self.graph is None:
+                self.failed = True
+                return False
+            self.key = key
+        self.graph.replay()
+        self.replays += 1
+        return True
+
+    @property
+    def launches(self) -> int | None:
+        """Kernel launches recorded in the captured epoch (None before a capture)."""
+        return None if self.graph is None else self.graph.launches
+
+    def close(self) -> None:
+        if self.graph is not None:
+            self.graph.close()
+            self.graph = None
+
+
 class TrainingLoop:
     """The training step, written once: gather a batch, forward, loss, backward, optimizer update.
 
@@ -90,10 +134,8 @@ class TrainingLoop:
         optimizer.prepare(be, model.params)
         self.table = None
         self.use_graphs = bool(cuda_graphs) and be.supports_graphs
-        self._graph = None
-        self._graph_key = None
+        self._graph = EpochGraph(be, "the Trainer")
         self.eager_epochs = 0
-        self.replays = 0
 
     # ------------------------------------------------------------ the step
     def step(self, i: int) -> None:
@@ -181,20 +223,16 @@ class TrainingLoop:
     def _replay(self) -> bool:
         """Replay the captured epoch (capturing it first if needed); False if capturing is not possible here
         (:func:`capture_epoch`: then the loop warns once and goes on with eager launches)."""
-        key = self._baked()
-        if self._graph is None or key != self._graph_key:
-            if self._graph is not None:
-                self._graph.close()
-                self._graph = None
-            self._graph = capture_epoch(self.backend, lambda: [self._launch_step(i) for i in range(self.steps)],
-                                        self._graph_buffers(), "the Trainer")
-            if self._graph is None:
-                self.use_graphs = False
-                return False
-            self._graph_key = key
-        self._graph.replay()
-        self.replays += 1
-        return True
+        if self._graph.replay(self._baked(), lambda: [self._launch_step(i) for i in range(self.steps)],
+                              self._graph_buffers()):
+            return True
+        self.use_graphs = False
+        return False
+
+    @property
+    def replays(self) -> int:
+        """Epochs replayed from a captured graph."""
+        return self._graph.replays
 
     def _graph_buffers(self) -> tuple:
         """Buffers a capture points at that others may replace (the loop owns the rest): kept with the graph,
@@ -204,10 +242,8 @@ class TrainingLoop:
     @property
     def graph_launches(self) -> int | None:
         """Kernel launches recorded in the captured epoch (None before a capture)."""
-        return None if self._graph is None else self._graph.launches
+        return self._graph.launches
 
     def close(self) -> None:
         """Release the captured graph (the loop's buffers go with the loop)."""
-        if self._graph is not None:
-            self._graph.close()
-            self._graph = None
+        self._graph.close()

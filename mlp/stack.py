@@ -34,7 +34,7 @@ import numpy as np
 
 from .backends import Backend
 from .backends.base import STATS_LOSS_SUM, StackedLayer
-from .loop import capture_epoch
+from .loop import EpochGraph
 from .model import MLP
 from .optim import SGD, Adam, Optimizer
 
@@ -189,9 +189,9 @@ class StackedLoop:
             self._pool = ThreadPoolExecutor(max_workers=len(self.parts), thread_name_prefix="mlp-stack")
         # every buffer a step touches, cut to each range of models once (views: nothing is copied)
         self._views = {(part.start, part.stop): self._cut(part) for part in self.parts}
-        self.use_graphs = bool(cuda_graphs) and backend.supports_graphs and self._pool is None
-        self._graph = self._graph_key = None
-        self.eager_epochs = self.replays = 0
+        self._wants_graphs = bool(cuda_graphs) and backend.supports_graphs and self._pool is None
+        self._graph = EpochGraph(backend, "the stack")
+        self.eager_epochs = 0
 
     def _cut(self, models: slice) -> dict:
         """The buffers of a step restricted to the models of the range ``models`` (views)."""
@@ -282,14 +282,22 @@ class StackedLoop:
             be._adam_step_stacked(params, grads, state["exp_avg"], state["exp_avg_sq"], table, s, self.kind[1],
                                   net.n_weights, rows)
 
+    @property
+    def use_graphs(self) -> bool:
+        """Whether epochs after the first are replayed from a captured graph (False after a failed capture)."""
+        return self._wants_graphs and not self._graph.failed
+
+    @property
+    def replays(self) -> int:
+        """Epochs replayed from a captured graph."""
+        return self._graph.replays
+
     def close(self) -> None:
         """Stop the stack's threads (if any) and release its captured graph."""
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
-        if self._graph is not None:
-            self._graph.close()
-            self._graph = None
+        self._graph.close()
 
     def epoch(self) -> np.ndarray:
         """Run the staged epoch; returns every model's loss sum (M,) (stopped models: 0)."""
@@ -303,22 +311,12 @@ class StackedLoop:
         return self.backend.to_numpy(self.stats)[:, STATS_LOSS_SUM].copy()
 
     def _replay(self) -> bool:
-        """Replay the captured epoch (capturing it first, or again when something it bakes in changed);
-        False when capturing is not possible here (then the stack warns once and runs eagerly)."""
-        key = (id(self.net.params), id(self.table), self.backend.graph_key(), self.steps, self.batch_size)
-        if self._graph is None or key != self._graph_key:
-            if self._graph is not None:
-                self._graph.close()
-            part = self.parts[0]
-            self._graph = capture_epoch(self.backend, lambda: [self._step_models(s, part) for s in range(self.steps)],
-                                        (self.net.params, self.net.grads, self.table), "the stack")
-            if self._graph is None:
-                self.use_graphs = False
-                return False
-            self._graph_key = key
-        self._graph.replay()
-        self.replays += 1
-        return True
+        """Replay the captured epoch, capturing it first (again when something it bakes in changed): False
+        when capturing is not possible here (then the stack has warned, and runs eagerly from then on)."""
+        part = self.parts[0]
+        return self._graph.replay((id(self.net.params), id(self.table), self.backend.graph_key(), self.steps),
+                                  lambda: [self._step_models(s, part) for s in range(self.steps)],
+                                  (self.net.params, self.net.grads, self.table))
 
     def logits(self, rows: Sequence[np.ndarray | None], chunk: int = 4096) -> list[np.ndarray | None]:
         """Every model's logits on its own rows of ``X`` (host arrays; None where ``rows[m]`` is None)."""
