@@ -16,6 +16,7 @@ NumPy with a one-line notice.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import os
@@ -38,9 +39,11 @@ _classes: dict[str, type[Backend] | BaseException] = {}
 _auto_choice: str | None = None
 
 
-def _module_names() -> list[str]:
-    """Backend names from this package's ``<name>_backend`` modules (no import needed)."""
-    return sorted(m.name[:-len(_SUFFIX)] for m in pkgutil.iter_modules(__path__) if m.name.endswith(_SUFFIX))
+@functools.lru_cache(maxsize=1)
+def _module_names() -> tuple[str, ...]:
+    """Backend names from this package's ``<name>_backend`` modules (no import needed; read once: every
+    estimator call looks a backend up by name)."""
+    return tuple(sorted(m.name[:-len(_SUFFIX)] for m in pkgutil.iter_modules(__path__) if m.name.endswith(_SUFFIX)))
 
 
 def backend_names() -> tuple[str, ...]:

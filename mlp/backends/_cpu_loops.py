@@ -119,12 +119,15 @@ def softmax_rows(logits, out):
         for j in range(1, c):
             if logits[i, j] > mx:
                 mx = logits[i, j]
+        # each exponential computed once, kept in ``out`` (of the logits' dtype, as exp's result: exact)
         s = 0.0
         for j in range(c):
-            s += math.exp(logits[i, j] - mx)
+            e = math.exp(logits[i, j] - mx)
+            out[i, j] = e
+            s += e
         inv = 1.0 / s
         for j in range(c):
-            out[i, j] = math.exp(logits[i, j] - mx) * inv
+            out[i, j] = out[i, j] * inv
 
 
 @_jit
@@ -147,9 +150,6 @@ def softmax_xent(logits, labels, dlogits, write_grad, stats, step, weights, weig
             if logits[i, j] > mx:
                 mx = logits[i, j]
                 arg = j
-        s = 0.0
-        for j in range(c):
-            s += math.exp(logits[i, j] - mx)
         lab = labels[i]
         if lab < 0 or lab >= c:
             # Never index outside the row: the loss and the gradient row are
@@ -160,8 +160,17 @@ def softmax_xent(logits, labels, dlogits, write_grad, stats, step, weights, weig
                 for j in range(c):
                     dlogits[i, j] = math.nan
             continue
+        z_lab = logits[i, lab]
+        # each exponential computed once, kept in the gradient row (of the logits' dtype, as exp's result:
+        # exact) until it is scaled below
+        s = 0.0
+        for j in range(c):
+            e = math.exp(logits[i, j] - mx)
+            s += e
+            if write_grad:
+                dlogits[i, j] = e
         w = weights[i] if weighted else 1.0
-        loss = (mx + math.log(s) - logits[i, lab]) * (w * loss_unit)
+        loss = (mx + math.log(s) - z_lab) * (w * loss_unit)
         loss_sum += loss
         if arg == lab:
             correct += 1
@@ -171,7 +180,7 @@ def softmax_xent(logits, labels, dlogits, write_grad, stats, step, weights, weig
             inv_s = 1.0 / s
             g = w * grad_unit
             for j in range(c):
-                p = math.exp(logits[i, j] - mx) * inv_s
+                p = dlogits[i, j] * inv_s
                 if j == lab:
                     p -= 1.0
                 dlogits[i, j] = p * g
