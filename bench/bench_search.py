@@ -28,6 +28,11 @@ noisy), so that "one process" and "all cores" mean the same for every engine:
     the matrix products of ``mlp-search``'s stacks alone (:class:`StackProducts`,
     each model's own rows, as the stack computes them), in one process: the
     limit the one-process stacked search can reach on this machine.
+``stack-products-padded``
+    the same with the one-hidden-layer models padded to the widest hidden
+    layer in one stack (:func:`padded`): the products padding would compute
+    instead of one stack per shape (how ``mlp.search`` groups hidden sizes
+    that differ is decided by these two rows).
 
 The targets pair like with like: the all-cores searches with each other, the
 one-process ones with each other and with the products.
@@ -355,23 +360,45 @@ class StackProducts:
         return sum(self.epochs * st.steps * st.models * (3 * (len(st.layers) - 1) - 1) for st in self.stacks)
 
 
+def padded(found: Sequence[Stack]) -> list[Stack]:
+    """``found`` with the one-hidden-layer stacks of equal batches merged into one stack of the widest hidden
+    layer: what padding the narrower models to the widest (one stack instead of one per shape) would
+    multiply at least.  Deeper stacks stay as they are (a depth is its own group either way)."""
+    merged: dict[tuple, list[Stack]] = {}
+    rest = []
+    for st in found:
+        if len(st.layers) == 3:
+            merged.setdefault((st.layers[0], st.layers[2], st.batch, st.steps), []).append(st)
+        else:
+            rest.append(st)
+    out = [Stack((n_in, max(st.layers[1] for st in group), n_out), batch, steps,
+                 tuple(r for st in group for r in st.rows)) for (n_in, n_out, batch, steps), group in merged.items()]
+    return out + rest
+
+
 def products_budget(quick: bool) -> Budget:
     """A few rounds: the products take about a tenth of the stacked search."""
     return Budget(round_s=0.0, total_s=5.0 if quick else 30.0, min_rounds=3, max_rounds=5)
 
 
 @pytest.mark.cpu_heavy
+@pytest.mark.parametrize("layout", ["grouped", "padded"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_search_products(benchmark, settings, digits, dtype):
+def test_search_products(benchmark, settings, digits, dtype, layout):
     """The stacked search's matrix products alone, each model's own rows (its shorter last batch included),
-    in one process with one BLAS thread, as the one-process stacked search computes them."""
+    in one process with one BLAS thread, as the one-process stacked search computes them: one stack per
+    network shape (``grouped``, what ``mlp.search`` trains), and with the one-layer models padded to the
+    widest hidden layer in one stack (``padded``: the least padding would multiply)."""
     from threadpoolctl import threadpool_limits
 
     X, y = digits[0].astype(dtype), digits[1]
     p = plan(settings.quick)
     found = stacks(p, X, y)
+    if layout == "padded":
+        found = padded(found)
     products = StackProducts(found, p.epochs, dtype, exact=True)
-    info = dict(_info("stack-products", dtype, p, X, y), op="products")
+    info = dict(_info("stack-products" if layout == "grouped" else "stack-products-padded", dtype, p, X, y),
+                op="products")
     info.update(stacks=[{"layers": list(s.layers), "models": s.models, "batch": s.batch, "steps": s.steps}
                         for s in found], products=products.products, load_before=os.getloadavg()[0])
     with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):

@@ -391,7 +391,8 @@ _SEARCH_ENGINES = {"mlp-search": "mlp.GridSearchCV (stacked), one process",
                    "mlp-search-all-cores": "mlp.GridSearchCV (stacked), n_jobs=-1",
                    "sklearn-search-mlp": "scikit-learn GridSearchCV(mlp.MLPClassifier), one fit at a time",
                    "sklearn-search": "scikit-learn GridSearchCV(sklearn MLPClassifier, n_jobs=-1)",
-                   "stack-products": "the stacks' matrix products alone"}
+                   "stack-products": "the stacks' matrix products alone",
+                   "stack-products-padded": "the same products with the one-layer models padded to the widest"}
 
 
 def _search_section(df: pd.DataFrame) -> list[str]:
@@ -420,7 +421,9 @@ def _search_section(df: pd.DataFrame) -> list[str]:
             "`n_iter_` is checked), `refit=False`; the best candidate is scikit-learn's (first of rank 1). One round "
             "per search, after an untimed small one; the products alone are the median of a few rounds. Every "
             "process runs one BLAS thread; `n_jobs=-1` rows use one worker process per core, the others one process. "
-            "scikit-learn's own MLP may find other best parameters; one mlp fit at a time must find the same.", ""]
+            "scikit-learn's own MLP may find other best parameters; one mlp fit at a time must find the same. "
+            "The padded row multiplies every one-layer model at the widest hidden layer, in one stack: the least "
+            "that padding hidden sizes, instead of one stack per shape, would compute.", ""]
 
 
 def _launch_section(df: pd.DataFrame) -> list[str]:

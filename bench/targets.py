@@ -141,9 +141,10 @@ TARGETS: tuple[Target, ...] = (
           ("sklearn-search-mlp", "sklearn's GridSearchCV(mlp.MLPClassifier), one fit at a time", "mlp-search",
            "mlp.GridSearchCV, one process", 2.0, ""))),
     Target("CPU: digits grid search, mlp.GridSearchCV (one process) / its stacked matrix products alone",
-           subject=_STACKED_SEARCH, reference="suite == 'search' and op == 'products'", on=("group",),
+           subject=_STACKED_SEARCH, reference="suite == 'search' and op == 'products' and impl == 'stack-products'",
+           on=("group",),
            quantity="seconds", compare="<=", bound=1.5,
-           source="bench_search.py::test_search[mlp-search] vs test_search_products",
+           source="bench_search.py::test_search[mlp-search] vs test_search_products[grouped]",
            needs=("numpy", "sklearn"), suite="search", cpu_only=True,
            note="at {group}: {products_ref:,.0f} products, one BLAS thread"),
     Target("CPU: digits grid search, best parameters of GridSearchCV(mlp.MLPClassifier) one fit at a time "
