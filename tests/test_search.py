@@ -176,11 +176,27 @@ def test_chunks_dispatched_to_a_local_dask_cluster():
 
 
 @pytest.mark.gpu
-def test_a_stack_on_the_cuda_backend_trains_like_numpy():
+def test_a_stack_on_the_cuda_backend_trains_like_numpy(monkeypatch):
     try:
         mlp.get_backend("cuda")
     except RuntimeError as exc:
         pytest.skip(str(exc))
+    from mlp.kernels import gemm, gemm_stacked
+
+    calls = {"stacked": 0, "single": 0}
+
+    def counted(module, name, key):
+        f = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            calls[key] += 1
+            return f(*args, **kwargs)
+        monkeypatch.setattr(module, name, wrapper)
+
+    counted(gemm_stacked, "affine_forward", "stacked")
+    counted(gemm_stacked, "affine_backward", "stacked")
+    for name in ("affine_forward", "affine_backward_dx", "affine_backward_dw"):
+        counted(gemm, name, "single")
     X, y = _digits(24)  # tiny: the simulator runs every GPU thread in Python
     jobs = [MLPClassifier(hidden_layer_sizes=(4,), alpha=a, batch_size=10, max_iter=2, random_state=s)
             for a, s in ((0.0, 0), (1e-2, 1))]
@@ -189,3 +205,5 @@ def test_a_stack_on_the_cuda_backend_trains_like_numpy():
     device = fit_many([clone(j).set_params(backend="cuda") for j in jobs], X, y, rows)
     for a, b in zip(device, host):
         _assert_same_models(a, b, exact=False)
+    # every product of the stack's steps is one launch for both models, none model by model
+    assert calls["stacked"] > 0 and calls["single"] == 0

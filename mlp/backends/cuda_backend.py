@@ -29,7 +29,7 @@ from numba import cuda
 from numba.cuda.cudadrv import devicearray
 
 from mlp.kernels import fill as fill_kernels
-from mlp.kernels import gather, gemm, losses, optim, softmax
+from mlp.kernels import gather, gemm, gemm_stacked, losses, optim, softmax
 from mlp.kernels import stacked as stacked_kernels
 from mlp.kernels._config import ON_SIMULATOR, sm_count
 
@@ -308,7 +308,7 @@ class CudaBackend(Backend):
         self.launch_count += stacked_kernels.take_rows(X, idx, out, stream=self.stream)
 
     def _affine_forward_stacked(self, x, W, b, act, out, rows=None) -> None:
-        if not (isinstance(W, StackedLayer) and isinstance(b, StackedLayer) and W.flat is b.flat):
+        if not (isinstance(W, StackedLayer) and isinstance(b, StackedLayer) and W.same_models(b)):
             return super()._affine_forward_stacked(x, W, b, act, out, rows)
         self.launch_count += gemm_stacked.affine_forward(x, W.flat, W.offset, b.offset, int(act), out,
                                                          self._all_rows(x) if rows is None else rows,
@@ -316,8 +316,8 @@ class CudaBackend(Backend):
 
     def _affine_backward_stacked(self, dy, x, W, y, dx, dW, db, act=1, rows=None) -> None:
         layers = (W, dW, db)
-        if not (all(isinstance(a, StackedLayer) for a in layers) and dW.flat is db.flat
-                and (W.offset, W.shape) == (dW.offset, dW.shape)):
+        if not (all(isinstance(a, StackedLayer) for a in layers) and dW.same_models(db)
+                and W.models == dW.models and (W.offset, W.shape) == (dW.offset, dW.shape)):
             return super()._affine_backward_stacked(dy, x, W, y, dx, dW, db, act, rows)
         self.launch_count += gemm_stacked.affine_backward(dy, x, W.flat, y, dx, dW.flat, dW.offset, db.offset,
                                                           int(act), self._all_rows(dy) if rows is None else rows,
