@@ -10,29 +10,37 @@ runs, in priority order, each part as a child process with a hard deadline
 (its process group is killed on time, whether or not it prints anything):
 
 1. ``info``: device, driver and versions (``info.json``);
-2. ``tests``: the CUDA-graph tests, then the step, trainer and kernel tests
-   on the device (``tests.log`` and, when pytest finished, ``tests-junit.xml``);
+2. ``tests``: the CUDA-graph tests, then the step and trainer tests, the
+   stacked kernels and searches, and the other kernel tests, on the device
+   (``tests-junit.xml`` when pytest finished; its console output goes to
+   ``session.log``);
 3. ``training``: epoch times through ``fit`` with CUDA graphs and eager
    launches, PyTorch eager and PyTorch with CUDA graphs in the same run
    (Adam, batch 128 and 1024), launches per epoch and every epoch's time
    within each fit (``training.json``, rewritten after every row);
-4. ``kernels``: the kernel suite against cuBLAS(+epilogue) and the copy
+4. ``stacks``: many models at once (``bench/gpu_stacks.py``): the digits
+   grid search stacked on the GPU against scikit-learn's on every CPU core,
+   a stack of 64 reference networks against PyTorch's ``torch.func`` (eager
+   and compiled), and one stack per hidden size against one padded stack
+   (``stacks.json``, rewritten after every row);
+5. ``kernels``: the kernel suite against cuBLAS(+epilogue) and the copy
    bandwidth (``benchmark.json``);
-5. ``tune``: the per-shape tile table, with the time that is left
+6. ``tune``: the per-shape tile table, with the time that is left
    (``tuning.json``).
 
 Each part's results land in ``OUT`` as soon as it ends, so a run cut short
 still returns what it measured; ``session.json`` says what each part did
 (exit status, seconds, killed or skipped and why) and ``session.log`` holds
-the console output of the parts but the tests.  That is at most 8 files, each
-kept under 16 MiB.  ``python -m bench.gpu_session PART --work DIR`` runs one
+the console output of every part.  That is at most 8 files, each kept under
+16 MiB.  ``python -m bench.gpu_session PART --work DIR`` runs one
 part in this process.  Back on any machine, the returned folder becomes the
 committed record::
 
     python -m bench.gpu_session collect OUT --into bench/results/gpu-h100
 
 which merges the benchmark JSON files into ``benchmark.json``, writes
-``report.md`` and its plots (``bench/report.py``) and copies the rest.
+``report.md`` and its plots (``bench/report.py``), the tables ``training.md``
+and ``stacks.md``, and copies the rest.
 """
 
 from __future__ import annotations
@@ -53,17 +61,22 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Sequence
 
+from bench.gpu_stacks import part_stacks, stacks_table
+
 ROOT = Path(__file__).resolve().parents[1]
-#: the device tests in priority order: the graphs first, then the step and trainer, then the rest
+#: the device tests in priority order: the graphs first, then the step and trainer, the stacked kernels and
+#: searches, then the rest
 GPU_TESTS = ["tests/test_cuda_graphs.py", "tests/test_graph_orchestration.py", "tests/test_trainer_cuda.py",
-             "tests/test_device_scalars.py", "tests/test_cuda_backend.py", "tests/test_kernels.py",
+             "tests/test_device_scalars.py", "tests/test_cuda_backend.py", "tests/test_kernels_stacked.py",
+             "tests/test_kernels_gemm_stacked.py", "tests/test_search.py", "tests/test_kernels.py",
              "tests/test_kernels_tuning.py", "tests/test_kernels_naive.py", "tests/test_backend_contract.py",
              "tests/test_backend_selection.py"]
 #: the limits on what a session returns
 MAX_FILES = 8
 MAX_FILE_BYTES = 16 * 2**20
-#: a log stops growing here (and says how much it left out)
-LOG_LIMIT_BYTES = 4 * 2**20
+#: a log file stops growing here, whichever parts wrote to it (and says how much it left out): every part's
+#: output shares session.log, which must stay under MAX_FILE_BYTES
+LOG_LIMIT_BYTES = 8 * 2**20
 #: after SIGINT, seconds a part's processes get to wind up (pytest then still writes its JSON and JUnit
 #: files with what finished) before SIGKILL
 KILL_GRACE_S = 10.0
@@ -92,8 +105,8 @@ def _env() -> dict[str, str]:
 
 
 def _tee(pipe: BinaryIO, log: BinaryIO, echo: bool) -> None:
-    """Copy a child's output to its log (up to LOG_LIMIT_BYTES) and to this console."""
-    written = left_out = 0
+    """Copy a child's output to its log (until the file holds LOG_LIMIT_BYTES) and to this console."""
+    written, left_out = log.tell(), 0
     for line in iter(pipe.readline, b""):
         if echo:
             sys.stdout.buffer.write(line)
@@ -187,9 +200,11 @@ def plan(work: Path, backend: str, tiny: bool, tests: Sequence[str]) -> list[Par
     cuda_only = None if backend == "cuda" else "needs the CUDA backend"
     return [
         Part("info", [*me, "info", "--work", str(work / "info"), *opts], cap_s=60, results=("info.json",)),
-        Part("tests", pytest_cmd, cap_s=180, min_s=30, results=("tests-junit.xml",), log="tests.log"),
+        Part("tests", pytest_cmd, cap_s=180, min_s=30, results=("tests-junit.xml",)),
         Part("training", [*me, "training", "--work", str(work / "training"), *opts], cap_s=150, min_s=30,
              results=("training.json",), paced=True),
+        Part("stacks", [*me, "stacks", "--work", str(work / "stacks"), *opts], cap_s=120, min_s=30,
+             results=("stacks.json",), paced=True),
         Part("kernels", [*me, "kernels", "--work", str(work / "kernels"), *opts], cap_s=150, min_s=30,
              results=("benchmark.json",), skip=cuda_only),
         Part("tune", [*me, "tune", "--work", str(work / "tune"), *opts], cap_s=float("inf"), min_s=30,
@@ -426,6 +441,9 @@ def collect(folders: list[Path], into: Path) -> int:
     if (into / "training.json").is_file():
         (into / "training.md").write_text(training_table(json.loads((into / "training.json").read_text())))
         print(into / "training.md")
+    if (into / "stacks.json").is_file():
+        (into / "stacks.md").write_text(stacks_table(json.loads((into / "stacks.json").read_text())))
+        print(into / "stacks.md")
     return 0
 
 
@@ -450,7 +468,8 @@ def training_table(doc: dict[str, Any]) -> str:
     return head + markdown(pd.DataFrame(rows), align="rl" + "r" * 5 + "l") + "\n"
 
 
-PARTS = {"info": part_info, "training": part_training, "kernels": part_kernels, "tune": part_tune}
+PARTS = {"info": part_info, "training": part_training, "stacks": part_stacks, "kernels": part_kernels,
+         "tune": part_tune}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
