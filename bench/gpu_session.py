@@ -4,7 +4,7 @@ On a machine with an NVIDIA GPU, from the repository root (no install needed:
 ``PYTHONPATH=.`` runs the source tree; the kernels resolve as ``mlp.kernels``;
 nothing here needs pooch or platformdirs)::
 
-    PYTHONPATH=. python3 -m bench.gpu_session all --out OUT --budget 480
+    PYTHONPATH=. python3 -m bench.gpu_session all --out OUT --budget 500
 
 runs, in priority order, each part as a child process with a hard deadline
 (its process group is killed on time, whether or not it prints anything):
@@ -67,8 +67,8 @@ ROOT = Path(__file__).resolve().parents[1]
 #: the device tests in priority order: the graphs first, then the step and trainer, the stacked kernels and
 #: searches, then the rest
 GPU_TESTS = ["tests/test_cuda_graphs.py", "tests/test_graph_orchestration.py", "tests/test_trainer_cuda.py",
-             "tests/test_device_scalars.py", "tests/test_cuda_backend.py", "tests/test_kernels_stacked.py",
-             "tests/test_kernels_gemm_stacked.py", "tests/test_search.py", "tests/test_kernels.py",
+             "tests/test_device_scalars.py", "tests/test_cuda_backend.py", "tests/test_search.py",
+             "tests/test_kernels_stacked.py", "tests/test_kernels_gemm_stacked.py", "tests/test_kernels.py",
              "tests/test_kernels_tuning.py", "tests/test_kernels_naive.py", "tests/test_backend_contract.py",
              "tests/test_backend_selection.py"]
 #: the limits on what a session returns
@@ -199,13 +199,13 @@ def plan(work: Path, backend: str, tiny: bool, tests: Sequence[str]) -> list[Par
         pass
     cuda_only = None if backend == "cuda" else "needs the CUDA backend"
     return [
-        Part("info", [*me, "info", "--work", str(work / "info"), *opts], cap_s=60, results=("info.json",)),
-        Part("tests", pytest_cmd, cap_s=180, min_s=30, results=("tests-junit.xml",)),
-        Part("training", [*me, "training", "--work", str(work / "training"), *opts], cap_s=150, min_s=30,
+        Part("info", [*me, "info", "--work", str(work / "info"), *opts], cap_s=45, results=("info.json",)),
+        Part("tests", pytest_cmd, cap_s=150, min_s=30, results=("tests-junit.xml",)),
+        Part("training", [*me, "training", "--work", str(work / "training"), *opts], cap_s=120, min_s=30,
              results=("training.json",), paced=True),
         Part("stacks", [*me, "stacks", "--work", str(work / "stacks"), *opts], cap_s=120, min_s=30,
              results=("stacks.json",), paced=True),
-        Part("kernels", [*me, "kernels", "--work", str(work / "kernels"), *opts], cap_s=150, min_s=30,
+        Part("kernels", [*me, "kernels", "--work", str(work / "kernels"), *opts], cap_s=60, min_s=30,
              results=("benchmark.json",), skip=cuda_only),
         Part("tune", [*me, "tune", "--work", str(work / "tune"), *opts], cap_s=float("inf"), min_s=30,
              results=("tuning.json",), skip=cuda_only, paced=True),
@@ -478,7 +478,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="all: the whole session; a part name: that part in this process; collect: make the record")
     p.add_argument("folders", nargs="*", type=Path, help="collect: the folders a session returned")
     p.add_argument("--out", type=Path, help="all: the (new or empty) folder the results go to")
-    p.add_argument("--budget", type=float, default=480.0, help="all: seconds of wall time for the whole session")
+    p.add_argument("--budget", type=float, default=500.0, help="all: seconds of wall time for the whole session")
     p.add_argument("--parts", type=lambda s: s.split(","), help="all: only these parts (comma-separated)")
     p.add_argument("--tests", nargs="+", help="all: the test files of the tests part (default: the device tests)")
     p.add_argument("--backend", default="cuda", help="the backend measured (numpy: a check of the session itself)")
