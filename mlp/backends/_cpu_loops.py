@@ -130,13 +130,25 @@ def softmax_rows(logits, out):
             out[i, j] = out[i, j] * inv
 
 
+def row_exps(logits: np.ndarray, out: np.ndarray) -> None:
+    """``out = exp(logits - max of its row)`` over the last axis (``out`` may be ``logits``); a row holding
+    NaN or an infinity gives NaN, as the loss it feeds then is, and no warning."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        np.subtract(logits, logits.max(axis=-1, keepdims=True), out=out)
+        np.exp(out, out=out)
+
+
 @_jit
-def softmax_xent(logits, labels, dlogits, write_grad, stats, step, weights, weighted):
+def softmax_xent(logits, labels, exps, dlogits, write_grad, stats, step, weights, weighted):
     """One pass per row: max and argmax, log-sum-exp, loss, gradient.
 
-    Accumulates [sum of losses, correct count, first non-finite step] into
-    stats.  With ``weighted``, row i's gradient is scaled by ``w[i] / S``
-    instead of ``1 / N`` and its loss by ``N * w[i] / S`` (see ``_cpu_losses``).
+    ``exps``: ``exp(logits - row max)``, computed by the caller with NumPy's
+    vectorised ``exp`` (:func:`row_exps`; the exponentials are most of a
+    softmax's cost, and this loop cannot vectorise them); it may be
+    ``dlogits`` itself.  Accumulates [sum of losses, correct count, first
+    non-finite step] into stats.  With ``weighted``, row i's gradient is
+    scaled by ``w[i] / S`` instead of ``1 / N`` and its loss by
+    ``N * w[i] / S`` (see ``_cpu_losses``).
     """
     n, c = logits.shape
     grad_unit, loss_unit = batch_scales(weights, weighted, n)
@@ -161,14 +173,9 @@ def softmax_xent(logits, labels, dlogits, write_grad, stats, step, weights, weig
                     dlogits[i, j] = math.nan
             continue
         z_lab = logits[i, lab]
-        # each exponential computed once, kept in the gradient row (of the logits' dtype, as exp's result:
-        # exact) until it is scaled below
         s = 0.0
         for j in range(c):
-            e = math.exp(logits[i, j] - mx)
-            s += e
-            if write_grad:
-                dlogits[i, j] = e
+            s += exps[i, j]
         w = weights[i] if weighted else 1.0
         loss = (mx + math.log(s) - z_lab) * (w * loss_unit)
         loss_sum += loss
@@ -180,7 +187,7 @@ def softmax_xent(logits, labels, dlogits, write_grad, stats, step, weights, weig
             inv_s = 1.0 / s
             g = w * grad_unit
             for j in range(c):
-                p = dlogits[i, j] * inv_s
+                p = exps[i, j] * inv_s
                 if j == lab:
                     p -= 1.0
                 dlogits[i, j] = p * g

@@ -62,14 +62,15 @@ def loss(kind, logits, targets, dlogits, write_grad, stats, step, weights, weigh
 
 
 @_jit
-def softmax_loss(logits, labels, dlogits, write_grad, stats, step, weights, weighted, counts, active):
+def softmax_loss(logits, labels, exps, dlogits, write_grad, stats, step, weights, weighted, counts, active):
+    """exps: ``exp(logits - row max)`` (``_cpu_loops.row_exps``), as the single-model loop takes it."""
     for m in range(logits.shape[0]):
         if not active[m]:
             continue
         r = counts[m]
         dz = dlogits[m, :r] if write_grad else dlogits[0]
         w = weights[m, :r] if weighted else weights[0]
-        loops.softmax_xent(logits[m, :r], labels[m, :r], dz, write_grad, stats[m], step, w, weighted)
+        loops.softmax_xent(logits[m, :r], labels[m, :r], exps[m, :r], dz, write_grad, stats[m], step, w, weighted)
         if write_grad:
             dlogits[m, r:] = 0
 

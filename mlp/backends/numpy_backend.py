@@ -91,7 +91,10 @@ class NumpyBackend(Backend):
         loops.softmax_rows(logits, out)
 
     def _softmax_xent(self, logits, labels, dlogits, stats, step, weights=None) -> None:
-        loops.softmax_xent(logits, labels, *_grad_args(dlogits, logits), stats, step, *_weight_args(weights, logits))
+        exps = self._scratch(logits.shape, logits.dtype) if dlogits is None else dlogits
+        loops.row_exps(logits, exps)
+        loops.softmax_xent(logits, labels, exps, *_grad_args(dlogits, logits), stats, step,
+                           *_weight_args(weights, logits))
 
     # ------------------------------------------------------------------ losses
     def _logistic_xent(self, logits, targets, dlogits, stats, step, weights=None) -> None:
@@ -165,7 +168,10 @@ class NumpyBackend(Backend):
         grad = (_absent(logits.dtype, 2)[None], False) if dlogits is None else (dlogits, True)
         w = (_absent(logits.dtype, 1)[None], False) if weights is None else (weights, True)
         if output == "softmax":
-            stacked.softmax_loss(logits, targets, *grad, stats, step, *w, counts, active)
+            # into scratch, not dlogits: a stopped model's gradient rows are not written
+            exps = self._scratch(logits.shape, logits.dtype)
+            loops.row_exps(logits, exps)
+            stacked.softmax_loss(logits, targets, exps, *grad, stats, step, *w, counts, active)
         else:
             stacked.loss(_REAL_LOSSES[output], logits, targets, *grad, stats, step, *w, counts, active)
 
