@@ -130,11 +130,29 @@ def softmax_rows(logits, out):
             out[i, j] = out[i, j] * inv
 
 
+@_jit
+def _shift_rows(logits, out):
+    """out[i] = logits[i] - max(logits[i]) (2-D; NumPy's max along a short last axis is several times
+    slower than this loop)."""
+    n, c = logits.shape
+    for i in range(n):
+        mx = logits[i, 0]
+        for j in range(1, c):
+            if logits[i, j] > mx:
+                mx = logits[i, j]
+        for j in range(c):
+            out[i, j] = logits[i, j] - mx
+
+
 def row_exps(logits: np.ndarray, out: np.ndarray) -> None:
-    """``out = exp(logits - max of its row)`` over the last axis (``out`` may be ``logits``); a row holding
-    NaN or an infinity gives NaN, as the loss it feeds then is, and no warning."""
+    """``out = exp(logits - max of its row)`` over the last axis, 2-D or 3-D (``out`` may be ``logits``);
+    a row holding an infinity gives NaN, as the loss it feeds then is, and no warning."""
+    if logits.ndim == 3:
+        for m in range(logits.shape[0]):
+            _shift_rows(logits[m], out[m])
+    else:
+        _shift_rows(logits, out)
     with np.errstate(invalid="ignore", over="ignore"):
-        np.subtract(logits, logits.max(axis=-1, keepdims=True), out=out)
         np.exp(out, out=out)
 
 
