@@ -191,6 +191,7 @@ class StackedLoop:
         self._views = {(part.start, part.stop): self._cut(part) for part in self.parts}
         self._wants_graphs = bool(cuda_graphs) and backend.supports_graphs and self._pool is None
         self._graph = EpochGraph(backend, "the stack")
+        self._eval_cache: dict[int, tuple] = {}
         self.eager_epochs = 0
 
     def _cut(self, models: slice) -> dict:
@@ -318,6 +319,16 @@ class StackedLoop:
                                   lambda: [self._step_models(s, part) for s in range(self.steps)],
                                   (self.net.params, self.net.grads, self.table))
 
+    def _eval_buffers(self, width: int) -> tuple:
+        """``(indices, inputs, workspace)`` for evaluating ``width`` rows of every model, made once per width
+        and kept (early stopping evaluates the same validation rows every epoch)."""
+        cache = self._eval_cache
+        if width not in cache:
+            be, net, M = self.backend, self.net, self.net.M
+            cache[width] = (be.zeros((M, width), np.int64), be.empty((M, width, net.layer_sizes[0]), net.dtype),
+                            net.new_workspace(width))
+        return cache[width]
+
     def logits(self, rows: Sequence[np.ndarray | None], chunk: int = 4096) -> list[np.ndarray | None]:
         """Every model's logits on its own rows of ``X`` (host arrays; None where ``rows[m]`` is None)."""
         be, net, M = self.backend, self.net, self.net.M
@@ -330,10 +341,10 @@ class StackedLoop:
                 if r is not None and start < len(r):
                     part = r[start:stop]
                     idx[m, :len(part)] = part
-            idx_d = be.asarray(idx)
-            xb = be.empty((M, stop - start, net.layer_sizes[0]), net.dtype)
+            idx_d, xb, ws = self._eval_buffers(stop - start)
+            be.copy_(idx_d, idx)
             be._take_rows_stacked(self.X, idx_d, xb)
-            z = be.to_numpy(net.forward(xb, net.new_workspace(stop - start)))
+            z = be.to_numpy(net.forward(xb, ws))
             for m, r in enumerate(rows):
                 if r is not None and start < len(r):
                     n = min(len(r), stop) - start
