@@ -18,9 +18,14 @@ backend's ``*_stacked`` operations), while each model keeps
 * its own stopping: a model that stopped is frozen (its updates and loss
   are skipped) while the others go on.
 
-Each model's step is computed with exactly the arithmetic of its own fit
-(the same single-model loops and kernels, model by model), so a model of a
-stack ends with the parameters its own fit would have.
+On the NumPy backend each model's step is computed with exactly the
+arithmetic of its own fit (the same single-model loops and BLAS products,
+model by model), so a model of a stack ends with the parameters its own fit
+would have, bit for bit.  On CUDA the losses and updates run the
+single-model kernels' own code per model, while the products are the
+stacked kernels of ``kernels/gemm_stacked`` (one launch for every model),
+whose sums may round differently from the single-model products': there a
+model ends with its own fit's parameters within float tolerance.
 
 :class:`StackedNetwork` holds the parameters, :class:`StackedLoop` runs the
 steps.  The scikit-learn searches and ensembles (``mlp.search``) drive them.
