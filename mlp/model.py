@@ -313,7 +313,14 @@ class MLP:
         """``y`` validated for this model's loss: int64 labels (softmax) or ``(n, n_outputs)`` real targets."""
         if self.uses_labels:
             return check_labels(y, n_samples, self.n_classes, name)
-        return check_targets(y, n_samples, self.n_outputs, self.dtype, name)
+        targets = check_targets(y, n_samples, self.n_outputs, self.dtype, name)
+        # the Poisson deviance needs counts (>= 0); the logistic loss, probabilities in [0, 1]
+        low, high = {"exp": (0.0, np.inf), "logistic": (0.0, 1.0)}.get(self.output, (-np.inf, np.inf))
+        if targets.size and (targets.min() < low or targets.max() > high):
+            bad = targets.min() if targets.min() < low else targets.max()
+            raise ValueError(f"{name}: the {self.output!r} output expects targets in [{low:g}, {high:g}], "
+                             f"got {float(bad):g}")
+        return targets
 
     def loss_into(self, logits: Any, targets: Any, dlogits: Any, stats: Any, step: int, weights: Any = None) -> None:
         """The output layer's loss of a batch: accumulates into ``stats`` and writes the gradient with respect

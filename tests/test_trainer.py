@@ -305,6 +305,16 @@ def test_poisson_output_trains_on_counts():
     assert 0.3 < result["r2"] < 1 and math.isnan(result["accuracy"])
 
 
+@pytest.mark.parametrize("output,bad,shown", [("exp", [1.0, -2.0, 3.0], "-2"), ("logistic", [0.0, 1.5, 1.0], "1.5"),
+                                               ("logistic", [0.0, -0.25, 1.0], "-0.25")])
+def test_targets_outside_what_the_output_models_are_refused(output, bad, shown):
+    model = mlp.MLP([2, 4, 1], seed=0, output=output)
+    X = np.zeros((3, 2))
+    with pytest.raises(ValueError, match=rf"y: the '{output}' output expects targets in .*got {shown}"):
+        mlp.Trainer(model, optim.SGD(lr=0.1), backend="numpy").fit(X, np.array(bad), epochs=1, verbose=0)
+    model.check_targets(np.array([0.0, 1.0, 1.0]), 3)  # the edges are allowed
+
+
 def test_names_split_out_of_the_trainer_module_are_importable_from_it():
     import mlp.trainer
     from mlp import early_stopping, evaluation, history
