@@ -291,13 +291,21 @@ def test_a_repeated_call_allocates_nothing(rng, monkeypatch):
     both(d_rows)
     both(rows)
 
-    def refuse(*args, **kwargs):
-        raise AssertionError("device memory allocated by a repeated launch")
+    allocations = []
+
+    def record(name):
+        real = getattr(cuda, name)
+
+        def allocate(*args, **kwargs):
+            allocations.append(name)
+            return real(*args, **kwargs)
+        return allocate
 
     for name in ("device_array", "to_device", "device_array_like", "pinned_array", "mapped_array"):
-        monkeypatch.setattr(cuda, name, refuse)
+        monkeypatch.setattr(cuda, name, record(name))
     both(d_rows)
     both(rows)
+    assert allocations == [], f"device memory allocated by a repeated launch: {allocations}"
 
 
 def test_a_training_model_without_rows_gets_zero_gradients(rng):
