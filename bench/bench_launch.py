@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from bench._measure import measure
-from mlp.backends.base import ADAM_SCALARS, adam_scalars
+from mlp.kernels.scalars import ADAM_COLUMNS, adam_scalars
 
 CALLS = 200  # launches per timed call
 
@@ -60,7 +60,7 @@ def _launchers(be):
     p, g = be.zeros(535_818, f32), be.zeros(535_818, f32)  # the reference network's parameter count
     m, v = be.zeros(535_818, f32), be.zeros(535_818, f32)
     table = be.scalar_table([adam_scalars(1e-3, 0.9, 0.999, 1e-8, 1, 0.0)], f32)
-    assert table.shape == (1, len(ADAM_SCALARS))
+    assert table.shape == (1, len(ADAM_COLUMNS))
     be.affine_forward(x, W, b, True, out=y)  # y > 0 somewhere, so the ReLU mask has work
     return {
         "take_rows": lambda: be._take_rows(X, idx, x),

@@ -8,16 +8,16 @@ The update rules are those of ``torch.optim`` and the expressions are written
 in the twin's order.  Every floating-point scalar of a step (learning rate,
 momentum, Adam's step size and bias correction, ...) is read from row ``row``
 of a ``scalars`` table in device memory, computed on the host in float64 and
-cast to the parameter dtype by the caller (``mlp.backends.base``'s
-``*_scalars``; the columns are listed on each kernel).  A launch captured in
+cast to the parameter dtype by the caller (``mlp.optim``; the columns are
+named in ``scalars``).  A launch captured in
 a CUDA graph therefore bakes in only the table's address and the row: the
 host rewrites the table between replays, and a new learning rate or the next
 step's bias corrections take effect.  Flags that change the code path
 (momentum on/off, Nesterov, decoupled decay) and ``n_decay`` are launch
 arguments.  L2 weight decay touches indices ``< n_decay`` only.  On a GPU
 the compiler may fuse a multiply and an add into one FMA, so results can
-differ from the twin in the last bit or so; never more.  The SGD and Adam
-kernels' bodies are device functions (``_sgd_update``, ``_adam_update``)
+differ from the twin in the last bit or so; never more.  Each kernel's body
+is a device function (``_sgd_update``, ``_rmsprop_update``, ``_adam_update``)
 that the stacked updates (``stacked``) also run, once per model of a stack.
 """
 
@@ -33,6 +33,10 @@ from numba.cuda.types import int64, void
 
 from ._config import check_float_dtype, device_function, kernel
 from ._launch import capped_blocks, ceil_div, configured
+from .scalars import (ADAM_BC2_SQRT, ADAM_BETA2, ADAM_DECAY_FACTOR, ADAM_EPS, ADAM_ONE_MINUS_BETA1,
+                      ADAM_ONE_MINUS_BETA2, ADAM_STEP_SIZE, ADAM_WEIGHT_DECAY, RMSPROP_ALPHA, RMSPROP_EPS,
+                      RMSPROP_LR, RMSPROP_MOMENTUM, RMSPROP_ONE_MINUS_ALPHA, RMSPROP_WEIGHT_DECAY, SGD_LOOKAHEAD,
+                      SGD_LR, SGD_MOMENTUM, SGD_WEIGHT_DECAY)
 
 THREADS = 256
 BLOCKS_PER_SM = 8
@@ -42,10 +46,10 @@ BLOCKS_PER_SM = 8
 def _sgd_update(p, g, buf, scalars, row, n_decay, use_momentum, nesterov):
     """The SGD update of one flat buffer, a grid-stride loop over ``blockIdx.x`` and ``threadIdx.x``: the
     body of :func:`sgd_kernel`, whose arguments it takes."""
-    lr = scalars[row, 0]
-    momentum = scalars[row, 1]
-    wd = scalars[row, 2]
-    lookahead = scalars[row, 3]
+    lr = scalars[row, SGD_LR]
+    momentum = scalars[row, SGD_MOMENTUM]
+    wd = scalars[row, SGD_WEIGHT_DECAY]
+    lookahead = scalars[row, SGD_LOOKAHEAD]
     for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
         d = g[i]
         if i < n_decay:
@@ -64,14 +68,14 @@ def _sgd_update(p, g, buf, scalars, row, n_decay, use_momentum, nesterov):
 def _adam_update(p, g, m, v, scalars, row, decoupled, n_decay):
     """The Adam/AdamW update of one flat buffer, a grid-stride loop over ``blockIdx.x`` and ``threadIdx.x``:
     the body of :func:`adam_kernel`, whose arguments it takes."""
-    one_minus_b1 = scalars[row, 0]
-    beta2 = scalars[row, 1]
-    one_minus_b2 = scalars[row, 2]
-    eps = scalars[row, 3]
-    step_size = scalars[row, 4]
-    bc2_sqrt = scalars[row, 5]
-    wd = scalars[row, 6]
-    decay_factor = scalars[row, 7]
+    one_minus_b1 = scalars[row, ADAM_ONE_MINUS_BETA1]
+    beta2 = scalars[row, ADAM_BETA2]
+    one_minus_b2 = scalars[row, ADAM_ONE_MINUS_BETA2]
+    eps = scalars[row, ADAM_EPS]
+    step_size = scalars[row, ADAM_STEP_SIZE]
+    bc2_sqrt = scalars[row, ADAM_BC2_SQRT]
+    wd = scalars[row, ADAM_WEIGHT_DECAY]
+    decay_factor = scalars[row, ADAM_DECAY_FACTOR]
     for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
         d = g[i]
         pi = p[i]
@@ -87,11 +91,34 @@ def _adam_update(p, g, m, v, scalars, row, decoupled, n_decay):
         p[i] = pi - step_size * (mi / (math.sqrt(vi) / bc2_sqrt + eps))
 
 
+@device_function
+def _rmsprop_update(p, g, sq, buf, scalars, row, n_decay, use_momentum):
+    """The RMSprop update of one flat buffer, a grid-stride loop over ``blockIdx.x`` and ``threadIdx.x``: the
+    body of :func:`rmsprop_kernel`, whose arguments it takes."""
+    lr = scalars[row, RMSPROP_LR]
+    alpha = scalars[row, RMSPROP_ALPHA]
+    one_minus_alpha = scalars[row, RMSPROP_ONE_MINUS_ALPHA]
+    eps = scalars[row, RMSPROP_EPS]
+    momentum = scalars[row, RMSPROP_MOMENTUM]
+    wd = scalars[row, RMSPROP_WEIGHT_DECAY]
+    for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
+        d = g[i]
+        if i < n_decay:
+            d = d + wd * p[i]
+        s = alpha * sq[i] + one_minus_alpha * d * d
+        sq[i] = s
+        avg = math.sqrt(s) + eps
+        if use_momentum != 0:
+            bi = momentum * buf[i] + d / avg
+            buf[i] = bi
+            p[i] = p[i] - lr * bi
+        else:
+            p[i] = p[i] - lr * (d / avg)
+
+
 @functools.lru_cache(maxsize=None)
 def sgd_kernel(dtype: Any):
-    """``(p, g, buf, scalars, row, n_decay, use_momentum, nesterov)``; scalars columns: lr, momentum, wd,
-    lookahead (Nesterov's coefficient: the momentum itself, except in the step after a learning-rate change
-    under scikit-learn's velocity rule, see ``mlp.optim.ScikitSGD``)."""
+    """``(p, g, buf, scalars, row, n_decay, use_momentum, nesterov)``; scalars columns: ``SGD_COLUMNS``."""
     dt = check_float_dtype(dtype)
 
     def sgd(p, g, buf, scalars, row, n_decay, use_momentum, nesterov):
@@ -104,30 +131,11 @@ def sgd_kernel(dtype: Any):
 
 @functools.lru_cache(maxsize=None)
 def rmsprop_kernel(dtype: Any):
-    """``(p, g, sq, buf, scalars, row, n_decay, use_momentum)``; scalars columns: lr, alpha,
-    1 - alpha, eps, momentum, wd."""
+    """``(p, g, sq, buf, scalars, row, n_decay, use_momentum)``; scalars columns: ``RMSPROP_COLUMNS``."""
     dt = check_float_dtype(dtype)
 
     def rmsprop(p, g, sq, buf, scalars, row, n_decay, use_momentum):
-        lr = scalars[row, 0]
-        alpha = scalars[row, 1]
-        one_minus_alpha = scalars[row, 2]
-        eps = scalars[row, 3]
-        momentum = scalars[row, 4]
-        wd = scalars[row, 5]
-        for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
-            d = g[i]
-            if i < n_decay:
-                d = d + wd * p[i]
-            s = alpha * sq[i] + one_minus_alpha * d * d
-            sq[i] = s
-            avg = math.sqrt(s) + eps
-            if use_momentum != 0:
-                bi = momentum * buf[i] + d / avg
-                buf[i] = bi
-                p[i] = p[i] - lr * bi
-            else:
-                p[i] = p[i] - lr * (d / avg)
+        _rmsprop_update(p, g, sq, buf, scalars, row, n_decay, use_momentum)
 
     nb = from_dtype(dt)
     vec = nb[::1]
@@ -137,8 +145,7 @@ def rmsprop_kernel(dtype: Any):
 
 @functools.lru_cache(maxsize=None)
 def adam_kernel(dtype: Any):
-    """``(p, g, m, v, scalars, row, decoupled, n_decay)``; scalars columns: 1 - beta1, beta2,
-    1 - beta2, eps, step size ``lr / (1 - beta1**t)``, ``sqrt(1 - beta2**t)``, wd, ``1 - lr * wd``."""
+    """``(p, g, m, v, scalars, row, decoupled, n_decay)``; scalars columns: ``ADAM_COLUMNS``."""
     dt = check_float_dtype(dtype)
 
     def adam(p, g, m, v, scalars, row, decoupled, n_decay):

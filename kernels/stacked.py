@@ -6,6 +6,7 @@ twin (losses):      mlp.backends.numpy_backend.NumpyBackend._loss_stacked
                     (``_cpu_stacked.softmax_loss`` / ``_cpu_stacked.loss``)
 twin (L2 penalty):  mlp.backends.numpy_backend.NumpyBackend._l2_penalty_stacked (``_cpu_stacked.l2_penalty``)
 twin (SGD):         mlp.backends.numpy_backend.NumpyBackend._sgd_step_stacked   (``_cpu_stacked.sgd``)
+twin (RMSprop):     mlp.backends.numpy_backend.NumpyBackend._rmsprop_step_stacked (``_cpu_stacked.rmsprop``)
 twin (Adam/W):      mlp.backends.numpy_backend.NumpyBackend._adam_step_stacked  (``_cpu_stacked.adam``)
 
 Every array has a leading model axis and model m's slice is exactly what
@@ -13,7 +14,7 @@ the single-model kernel takes.  A launch covers the whole stack: the grid's
 y index is the model, and each block runs the single-model kernel's own
 body (the device functions ``softmax._rows_small`` / ``softmax._rows_wide``,
 ``losses._loss_rows``, ``losses._l2_sum``, ``optim._sgd_update``,
-``optim._adam_update``) on its model's slices, with ``blockIdx.x`` of
+``optim._rmsprop_update``, ``optim._adam_update``) on its model's slices, with ``blockIdx.x`` of
 ``gridDim.x`` striding over rows or elements as in the single-model launch.
 So a model of a stack computes its loss, gradient and update with exactly
 the arithmetic of its own fit's kernels; only the launches are shared.
@@ -285,6 +286,24 @@ def sgd_kernel(dtype: Any):
 
 
 @functools.lru_cache(maxsize=None)
+def rmsprop_kernel(dtype: Any):
+    """``(p, g, sq, buf, table, row, n_decay, use_momentum, rows)``: ``optim.rmsprop_kernel``'s update of every
+    model that trains (``rows[m] >= 0``), its scalars from ``table[m, row]``; grid ``(chunks, M)``."""
+    dt = check_float_dtype(dtype)
+
+    def stacked_rmsprop(p, g, sq, buf, table, row, n_decay, use_momentum, rows):
+        model = cuda.blockIdx.y
+        if rows[model] >= 0:
+            optim._rmsprop_update(p[model], g[model], sq[model], buf[model], table[model], row, n_decay,
+                                  use_momentum)
+
+    nb = from_dtype(dt)
+    mat = nb[:, ::1]
+    signature = void(mat, mat, mat, mat, nb[:, :, ::1], int64, int64, int64, int64[::1])
+    return kernel(signature, launch_bounds=optim.THREADS)(stacked_rmsprop)
+
+
+@functools.lru_cache(maxsize=None)
 def adam_kernel(dtype: Any):
     """``(p, g, m, v, table, row, decoupled, n_decay, rows)``: ``optim.adam_kernel``'s update of every
     model that trains (``rows[m] >= 0``), its scalars from ``table[m, row]``; grid ``(chunks, M)``."""
@@ -310,7 +329,7 @@ def _optimizer_grid(params) -> tuple[tuple[int, int, int], tuple[int, int, int]]
 def sgd_step(params, grads, buf, table, row: int, *, nesterov: bool, n_decay: int, rows, stream=0) -> int:
     """twin ``NumpyBackend._sgd_step_stacked``: in-place ``torch.optim.SGD`` steps of every training model.
 
-    params, grads, buf (or None: no momentum) (M, P); table (M, steps, SGD_SCALARS) of the params' dtype;
+    params, grads, buf (or None: no momentum) (M, P); table (M, steps, SGD_COLUMNS) of the params' dtype;
     rows (M,) int64 (-1: stopped).  Returns launches (0 for empty parameters).
     """
     if params.size == 0:
@@ -321,10 +340,22 @@ def sgd_step(params, grads, buf, table, row: int, *, nesterov: bool, n_decay: in
     return 1
 
 
+def rmsprop_step(params, grads, square_avg, buf, table, row: int, *, n_decay: int, rows, stream=0) -> int:
+    """twin ``NumpyBackend._rmsprop_step_stacked``: in-place ``torch.optim.RMSprop`` steps of every training
+    model; params, grads, square_avg, buf (or None: no momentum) (M, P); table (M, steps, RMSPROP_COLUMNS);
+    rows (M,) int64 (-1: stopped).  Returns launches (0 for empty parameters)."""
+    if params.size == 0:
+        return 0
+    configured(rmsprop_kernel(params.dtype), *_optimizer_grid(params), stream)(
+        params, grads, square_avg, grads if buf is None else buf, table, int(row), int(n_decay),
+        int(buf is not None), device_rows(rows, stream))
+    return 1
+
+
 def adam_step(params, grads, exp_avg, exp_avg_sq, table, row: int, *, decoupled: bool, n_decay: int,
               rows, stream=0) -> int:
     """twin ``NumpyBackend._adam_step_stacked``: in-place Adam (``decoupled=False``) or AdamW steps of every
-    model that trains; arrays (M, P), table (M, steps, ADAM_SCALARS), rows (M,) int64.  Returns launches."""
+    model that trains; arrays (M, P), table (M, steps, ADAM_COLUMNS), rows (M,) int64.  Returns launches."""
     if params.size == 0:
         return 0
     configured(adam_kernel(params.dtype), *_optimizer_grid(params), stream)(

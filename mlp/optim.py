@@ -28,7 +28,7 @@ import numpy as np
 
 from ._validation import check_int, check_real, describe
 from .backends import Backend
-from .backends.base import adam_scalars, rmsprop_scalars, sgd_scalars
+from .kernels.scalars import COLUMNS, adam_scalars, rmsprop_scalars, sgd_scalars
 
 
 class Optimizer:

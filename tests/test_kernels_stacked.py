@@ -36,7 +36,8 @@ import pytest
 from _cases import matrix
 
 from mlp.backends import cuda_status
-from mlp.backends.base import STATS_CORRECT, STATS_FIRST_NONFINITE_STEP, STATS_LOSS_SUM, adam_scalars, sgd_scalars
+from mlp.backends.base import STATS_CORRECT, STATS_FIRST_NONFINITE_STEP, STATS_LOSS_SUM
+from mlp.kernels.scalars import adam_scalars, rmsprop_scalars, sgd_scalars
 from mlp.backends.numpy_backend import NumpyBackend
 
 F32, F64 = np.float32, np.float64
@@ -279,6 +280,19 @@ def test_adam_step_stacked_matches_its_twin(cuda, rng, small_grids, dtype, stack
     exp_avg_sq = np.abs(_params(rng, m, dtype)) * 0.01
     _check_update(cuda, "_adam_step_stacked", [_params(rng, m, dtype), _params(rng, m, dtype), exp_avg, exp_avg_sq],
                   table, active, dtype, decoupled=decoupled)
+
+
+@pytest.mark.parametrize("momentum", [False, True])
+@pytest.mark.parametrize("stack", sorted(STACKS))
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_rmsprop_step_stacked_matches_its_twin(cuda, rng, small_grids, dtype, stack, momentum):
+    m, _, _, active = _stack(stack)
+    table = _tables(rng, m, 3, lambda r, s: rmsprop_scalars(r.uniform(1e-3, 1e-1), r.uniform(0.8, 0.99), 1e-8,
+                                                            r.uniform(0.5, 0.95) * momentum, r.uniform(0, 0.1)), dtype)
+    square_avg = np.abs(_params(rng, m, dtype)) * 0.01
+    buf = _params(rng, m, dtype) if momentum else None
+    _check_update(cuda, "_rmsprop_step_stacked", [_params(rng, m, dtype), _params(rng, m, dtype), square_avg, buf],
+                  table, active, dtype)
 
 
 def test_rows_on_the_device_are_read_there(cuda, rng):

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from numba import njit
 
+from ..kernels.scalars import (ADAM_BC2_SQRT, ADAM_BETA2, ADAM_DECAY_FACTOR, ADAM_EPS, ADAM_ONE_MINUS_BETA1,
+                               ADAM_ONE_MINUS_BETA2, ADAM_STEP_SIZE, ADAM_WEIGHT_DECAY, RMSPROP_ALPHA, RMSPROP_EPS,
+                               RMSPROP_LR, RMSPROP_MOMENTUM, RMSPROP_ONE_MINUS_ALPHA, RMSPROP_WEIGHT_DECAY,
+                               SGD_LOOKAHEAD, SGD_LR, SGD_MOMENTUM, SGD_WEIGHT_DECAY)
 from . import _cpu_loops as loops
 from . import _cpu_losses as losses
 
@@ -88,7 +92,8 @@ def sgd(params, grads, buf, table, row, nesterov, n_decay, use_momentum, active)
     for m in range(params.shape[0]):
         if not active[m]:
             continue
-        lr, momentum, wd, lookahead = table[m, row, 0], table[m, row, 1], table[m, row, 2], table[m, row, 3]
+        t = table[m, row]
+        lr, momentum, wd, lookahead = t[SGD_LR], t[SGD_MOMENTUM], t[SGD_WEIGHT_DECAY], t[SGD_LOOKAHEAD]
         if use_momentum:
             loops.sgd_update(params[m], grads[m], buf[m], lr, momentum, nesterov, wd, n_decay, lookahead)
         else:
@@ -97,10 +102,23 @@ def sgd(params, grads, buf, table, row, nesterov, n_decay, use_momentum, active)
 
 
 @_jit
+def rmsprop(params, grads, square_avg, buf, table, row, n_decay, use_momentum, active):
+    for m in range(params.shape[0]):
+        if not active[m]:
+            continue
+        t = table[m, row]
+        momentum = t[RMSPROP_MOMENTUM] if use_momentum else t[RMSPROP_MOMENTUM] * 0
+        loops.rmsprop_update(params[m], grads[m], square_avg[m], buf[m] if use_momentum else params[m][:0],
+                             t[RMSPROP_LR], t[RMSPROP_ALPHA], t[RMSPROP_ONE_MINUS_ALPHA], t[RMSPROP_EPS], momentum,
+                             t[RMSPROP_WEIGHT_DECAY], n_decay)
+
+
+@_jit
 def adam(params, grads, exp_avg, exp_avg_sq, table, row, decoupled, n_decay, active):
     for m in range(params.shape[0]):
         if not active[m]:
             continue
         t = table[m, row]
-        loops.adam_update(params[m], grads[m], exp_avg[m], exp_avg_sq[m], t[0], t[1], t[2], t[3], t[4], t[5],
-                          t[6], t[7], decoupled, n_decay)
+        loops.adam_update(params[m], grads[m], exp_avg[m], exp_avg_sq[m], t[ADAM_ONE_MINUS_BETA1], t[ADAM_BETA2],
+                          t[ADAM_ONE_MINUS_BETA2], t[ADAM_EPS], t[ADAM_STEP_SIZE], t[ADAM_BC2_SQRT],
+                          t[ADAM_WEIGHT_DECAY], t[ADAM_DECAY_FACTOR], decoupled, n_decay)

@@ -47,6 +47,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import numpy as np
 
 from .._validation import check_float_array, check_index_range
+from ..kernels.scalars import adam_scalars, rmsprop_scalars, sgd_scalars
 
 INDEX_DTYPE = np.dtype(np.int64)
 STATS_LOSS_SUM = 0
@@ -131,34 +132,6 @@ def activation_code(value: str | bool, name: str = "activation") -> int:
             return ACTIVATIONS.index(value)
         raise ValueError(f"{name}: expected one of {ACTIVATIONS} (or a bool), got {value!r}")
     raise TypeError(f"{name}: expected one of {ACTIVATIONS} (or a bool), got {type(value).__name__} {value!r}")
-
-
-# --------------------------------------------------------- optimizer scalars
-# The columns of each optimizer's scalars table (see Backend's optimizer
-# section).  Derived scalars are computed here once, in float64 on the host
-# (as torch.optim does for its non-capturable path), for every backend.
-SGD_SCALARS = ("lr", "momentum", "weight_decay", "lookahead")
-RMSPROP_SCALARS = ("lr", "alpha", "one_minus_alpha", "eps", "momentum", "weight_decay")
-ADAM_SCALARS = ("one_minus_beta1", "beta2", "one_minus_beta2", "eps", "step_size", "bc2_sqrt",
-                "weight_decay", "decay_factor")
-
-
-def sgd_scalars(lr: float, momentum: float, weight_decay: float,
-                lookahead: float | None = None) -> tuple[float, ...]:
-    """SGD's row; ``lookahead`` (Nesterov's coefficient on the new buffer) defaults to ``momentum``."""
-    return (lr, momentum, weight_decay, momentum if lookahead is None else lookahead)
-
-
-def rmsprop_scalars(lr: float, alpha: float, eps: float, momentum: float, weight_decay: float) -> tuple[float, ...]:
-    return (lr, alpha, 1 - alpha, eps, momentum, weight_decay)
-
-
-def adam_scalars(lr: float, beta1: float, beta2: float, eps: float, step: int,
-                 weight_decay: float) -> tuple[float, ...]:
-    """Adam/AdamW at ``step`` (from 1): step size ``lr / (1 - beta1**step)``, ``sqrt(1 - beta2**step)``,
-    and AdamW's decoupled decay factor ``1 - lr * weight_decay``."""
-    return (1 - beta1, beta2, 1 - beta2, eps, lr / (1 - beta1**step), math.sqrt(1 - beta2**step),
-            weight_decay, 1 - lr * weight_decay)
 
 
 def _stack_rows(models: int, batch: int, rows: Any):
@@ -638,10 +611,11 @@ class Backend(ABC):
     # The public methods take the hyperparameters as numbers.  Underneath,
     # every update reads its floating-point scalars from row ``row`` of a
     # ``scalars`` table (an array of this backend, the parameters' dtype, one
-    # row per step, columns as in SGD_SCALARS / RMSPROP_SCALARS /
-    # ADAM_SCALARS), so that a captured update (a CUDA graph) picks up a new
-    # learning rate or Adam's next bias corrections from device memory.  The
-    # table's rows are computed once, on the host, by ``*_scalars`` above.
+    # row per step, columns named in ``mlp.kernels.scalars``), so that a
+    # captured update (a CUDA graph) picks up a new learning rate or Adam's
+    # next bias corrections from device memory.  The table's rows are computed
+    # once, on the host, by the formulas of ``mlp.kernels.scalars`` (the
+    # optimizers of ``mlp.optim`` stage them).
     def _check_flat(self, params: Any, **state: Any) -> None:
         check_vector(params, "params")
         check_float_array(params, "params")
@@ -769,6 +743,12 @@ class Backend(ABC):
                           n_decay: int, rows: Any) -> None:
         for m in self._training(rows):
             self._sgd_step(params[m], grads[m], None if buf is None else buf[m], table[m], row, nesterov, n_decay)
+
+    def _rmsprop_step_stacked(self, params: Any, grads: Any, square_avg: Any, buf: Any, table: Any, row: int,
+                              n_decay: int, rows: Any) -> None:
+        for m in self._training(rows):
+            self._rmsprop_step(params[m], grads[m], square_avg[m], None if buf is None else buf[m], table[m], row,
+                               n_decay)
 
     def _adam_step_stacked(self, params: Any, grads: Any, exp_avg: Any, exp_avg_sq: Any, table: Any, row: int,
                            decoupled: bool, n_decay: int, rows: Any) -> None:

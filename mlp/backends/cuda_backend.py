@@ -338,6 +338,10 @@ class CudaBackend(Backend):
         self.launch_count += stacked_kernels.sgd_step(params, grads, buf, table, row, nesterov=nesterov,
                                                       n_decay=n_decay, rows=rows, stream=self.stream)
 
+    def _rmsprop_step_stacked(self, params, grads, square_avg, buf, table, row, n_decay, rows) -> None:
+        self.launch_count += stacked_kernels.rmsprop_step(params, grads, square_avg, buf, table, row, n_decay=n_decay,
+                                                          rows=rows, stream=self.stream)
+
     def _adam_step_stacked(self, params, grads, exp_avg, exp_avg_sq, table, row, decoupled, n_decay,
                            rows) -> None:
         self.launch_count += stacked_kernels.adam_step(params, grads, exp_avg, exp_avg_sq, table, row,

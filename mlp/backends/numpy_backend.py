@@ -12,6 +12,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..kernels.scalars import (ADAM_BC2_SQRT, ADAM_BETA2, ADAM_DECAY_FACTOR, ADAM_EPS, ADAM_ONE_MINUS_BETA1,
+                               ADAM_ONE_MINUS_BETA2, ADAM_STEP_SIZE, ADAM_WEIGHT_DECAY, RMSPROP_ALPHA, RMSPROP_EPS,
+                               RMSPROP_LR, RMSPROP_MOMENTUM, RMSPROP_ONE_MINUS_ALPHA, RMSPROP_WEIGHT_DECAY,
+                               SGD_LOOKAHEAD, SGD_LR, SGD_MOMENTUM, SGD_WEIGHT_DECAY)
 from . import _cpu_losses as losses
 from . import _cpu_loops as loops
 from . import _cpu_stacked as stacked
@@ -113,21 +117,26 @@ class NumpyBackend(Backend):
     # The scalars of a step are one row of a host table, already in the
     # parameters' dtype (see Backend): unpacking it costs nothing here.
     def _sgd_step(self, params, grads, buf, scalars, row, nesterov, n_decay) -> None:
-        lr, momentum, wd, lookahead = scalars[row]
+        t = scalars[row]
+        momentum = t[SGD_MOMENTUM]
         if buf is None:
             buf, momentum = params[:0], momentum.dtype.type(0)
-        loops.sgd_update(params, grads, buf, lr, momentum, nesterov, wd, n_decay, lookahead)
+        loops.sgd_update(params, grads, buf, t[SGD_LR], momentum, nesterov, t[SGD_WEIGHT_DECAY], n_decay,
+                         t[SGD_LOOKAHEAD])
 
     def _rmsprop_step(self, params, grads, square_avg, buf, scalars, row, n_decay) -> None:
-        lr, alpha, one_minus_alpha, eps, momentum, wd = scalars[row]
+        t = scalars[row]
+        momentum = t[RMSPROP_MOMENTUM]
         if buf is None:
             buf, momentum = params[:0], momentum.dtype.type(0)
-        loops.rmsprop_update(params, grads, square_avg, buf, lr, alpha, one_minus_alpha, eps, momentum, wd,
-                             n_decay)
+        loops.rmsprop_update(params, grads, square_avg, buf, t[RMSPROP_LR], t[RMSPROP_ALPHA],
+                             t[RMSPROP_ONE_MINUS_ALPHA], t[RMSPROP_EPS], momentum, t[RMSPROP_WEIGHT_DECAY], n_decay)
 
     def _adam_step(self, params, grads, exp_avg, exp_avg_sq, scalars, row, decoupled, n_decay) -> None:
-        loops.adam_update(params, grads, exp_avg, exp_avg_sq, *scalars[row], decoupled, n_decay)
-
+        t = scalars[row]
+        loops.adam_update(params, grads, exp_avg, exp_avg_sq, t[ADAM_ONE_MINUS_BETA1], t[ADAM_BETA2],
+                          t[ADAM_ONE_MINUS_BETA2], t[ADAM_EPS], t[ADAM_STEP_SIZE], t[ADAM_BC2_SQRT],
+                          t[ADAM_WEIGHT_DECAY], t[ADAM_DECAY_FACTOR], decoupled, n_decay)
 
     # ---------------------------------------------------------- stacked models
     # One Numba loop over the models, each running the single-model loop (see _cpu_stacked); the products
@@ -181,6 +190,10 @@ class NumpyBackend(Backend):
     def _sgd_step_stacked(self, params, grads, buf, table, row, nesterov, n_decay, rows) -> None:
         stacked.sgd(params, grads, params if buf is None else buf, table, row, nesterov, n_decay, buf is not None,
                     _rows_and_models(params, rows)[1])
+
+    def _rmsprop_step_stacked(self, params, grads, square_avg, buf, table, row, n_decay, rows) -> None:
+        stacked.rmsprop(params, grads, square_avg, params if buf is None else buf, table, row, n_decay,
+                        buf is not None, _rows_and_models(params, rows)[1])
 
     def _adam_step_stacked(self, params, grads, exp_avg, exp_avg_sq, table, row, decoupled, n_decay,
                            rows) -> None:
