@@ -15,9 +15,7 @@ Every mlp row runs the trainer's own step (``mlp.TrainingLoop``), never a
 copy of it.  ``test_epoch_loop`` times the loop's epoch alone (the data
 already on the device): on a GPU with CUDA graphs (one replay per epoch) and
 without (``mlp-cuda-eager``), next to PyTorch eager and PyTorch with the step
-captured as a CUDA graph; on the CPU the same epoch through the backend's
-public, validating operations (``mlp-numpy-validated``, the step as it ran
-before the fast path) against the fast path itself.
+captured as a CUDA graph; on the CPU the fast path.
 """
 
 from __future__ import annotations
@@ -90,45 +88,6 @@ class StepCycle:
         self.count += 1
 
 
-class ValidatedEpoch:
-    """One epoch of the same step through the backend's public operations, each validating its inputs.
-
-    This is the step as the library ran it before the trainer took the
-    unchecked fast path; timing both in one run measures what validating on
-    every internal call cost.
-    """
-
-    def __init__(self, loop) -> None:
-        self.loop = loop
-        self.rng = np.random.default_rng(1)
-
-    def __call__(self) -> None:
-        loop = self.loop
-        be, model, opt = loop.backend, loop.model, loop.optimizer
-        loop.set_order(self.rng.permutation(loop.n_samples).astype(np.int64))
-        be.reset_stats(loop.stats)
-        last = model.n_layers - 1
-        Ws, bs = model.parameter_views()
-        gW, gb = model.gradient_views()
-        for i, idx in enumerate(loop.batch_idx):
-            b = idx.shape[0]
-            xb = be.take_rows(loop.X, idx, out=loop.batch_x[b])
-            yb = be.take_rows(loop.y, idx, out=loop.batch_y[b])
-            ws = loop.workspaces[b]
-            a = xb
-            for j in range(model.n_layers):
-                a = be.affine_forward(a, Ws[j], bs[j], activation="relu" if j < last else "identity",
-                                      out=ws.acts[j])
-            be.softmax_cross_entropy_into(a, yb, ws.dlogits, loop.stats, step=i)
-            dy = ws.dlogits
-            for j in range(last, -1, -1):
-                dy, _, _ = be.affine_backward(dy, ws.acts[j - 1] if j else xb, Ws[j],
-                                              y=ws.acts[j] if j < last else None, need_dx=j > 0,
-                                              dx_out=ws.grads_in[j - 1] if j else None, dW_out=gW[j], db_out=gb[j])
-            opt.step(be, model.params, model.grads, model.n_weights)
-        loop.totals()
-
-
 class LoopEpoch:
     """One epoch of the trainer's loop (a fresh shuffle, all steps, the statistics read back, which waits
     for the device); every call's wall time is kept in :attr:`seconds`."""
@@ -163,8 +122,8 @@ def _kernel_seconds_per_epoch(loop) -> float:
     the floor a replayed epoch could reach with no gaps between kernels."""
     be = loop.backend
     total = 0.0
-    ops = ("_take_rows", "_affine_forward", "_affine_backward", "_softmax_xent", "_sgd_step", "_rmsprop_step",
-           "_adam_step")
+    ops = ("_take_rows_stacked", "_affine_forward", "_affine_backward", "_loss_stacked", "_l2_penalty_stacked",
+           "_sgd_step_stacked", "_rmsprop_step_stacked", "_adam_step_stacked")
     saved = {name: getattr(be, name) for name in ops}
 
     def timed(fn):
@@ -258,8 +217,7 @@ LOOP_RUNS = [
 @pytest.mark.parametrize("backend,path", LOOP_RUNS)
 def test_epoch_loop(benchmark, request, settings, data, backend, path, optimizer, batch):
     """One epoch of the trainer's step loop, data already on the backend: the eager and CUDA-graph paths
-    on a GPU; on the CPU the fast path, with the same epoch through the validating public operations
-    timed before every round (paired, so that the machine's drift cancels out of each ratio)."""
+    on a GPU, the fast path on the CPU."""
     be = _backend(request, backend)
     if backend == "cuda" and path == "graphs" and not getattr(be, "supports_graphs", False):
         pytest.skip("CUDA graphs need a real GPU")
@@ -268,17 +226,6 @@ def test_epoch_loop(benchmark, request, settings, data, backend, path, optimizer
     epoch = LoopEpoch(loop)
     device = "gpu" if backend == "cuda" else "cpu"
     impl = f"mlp-{backend}-{path}"
-    between: Callable[[], None] | None = None
-    validated_seconds: list[float] = []
-    if backend == "numpy":
-        validated_epoch = ValidatedEpoch(loop)
-        validated_epoch()  # compile and settle
-
-        def between() -> None:
-            start = time.perf_counter()
-            validated_epoch()
-            validated_seconds.append(time.perf_counter() - start)
-
     epoch()  # the warm-up; on the graph path also the eager first epoch, then one capture
     epoch()
     info = _info("epoch", impl, device, optimizer=optimizer, batch=batch, samples=X.shape[0], steps=loop.steps,
@@ -295,11 +242,8 @@ def test_epoch_loop(benchmark, request, settings, data, backend, path, optimizer
             info["kernel_seconds_sum"] = _kernel_seconds_per_epoch(loop)
     else:
         info["threads"] = _env.blas_threads()
-    inner, rounds = measure(benchmark, epoch, budget=settings.epoch, sync=be.synchronize, info=info,
-                            between=between)
+    inner, rounds = measure(benchmark, epoch, budget=settings.epoch, sync=be.synchronize, info=info)
     benchmark.extra_info["epoch_seconds"] = epoch.seconds[-rounds * inner:]
-    if between is not None:  # validated_seconds[i] was timed right before epoch_seconds[i]
-        benchmark.extra_info["validated_seconds"] = validated_seconds[-rounds:]
     loop.close()
 
 

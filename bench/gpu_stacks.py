@@ -17,7 +17,7 @@ says so):
     64 networks of the reference size (784-512-256-10, ReLU, softmax
     cross-entropy, Adam lr 1e-3, batch 128, float32) on the same synthetic
     rows, each model with its own initialisation and its own shuffle: the
-    epoch of the whole stack through :class:`mlp.stack.StackedLoop` (as
+    epoch of the whole stack through :class:`mlp.TrainingLoop` (as
     ``mlp.search`` drives it; no L2 term), through PyTorch's ``torch.func``
     (:class:`TorchFuncStack`: ``stack_module_state`` and
     ``vmap(functional_call)``, one ``torch.optim.Adam`` over the stacked
@@ -108,20 +108,25 @@ def _time_epochs(stage: Callable[[], Any], epoch: Callable[[], Any], epochs: int
 def mlp_stack_epochs(backend: str, layers: tuple[int, ...], X: np.ndarray, y: np.ndarray, models: int, batch: int,
                      epochs: int, deadline: float, seed: int = 0) -> dict[str, Any]:
     """Epoch times of ``models`` networks of ``layers`` trained as one stack on all of ``X`` (n, features)
-    float32 and labels ``y`` (n,) int64: :class:`mlp.stack.StackedLoop` with Adam(lr=1e-3), model ``m``
+    float32 and labels ``y`` (n,) int64: :class:`mlp.TrainingLoop` with Adam(lr=1e-3), model ``m``
     initialised with seed ``seed + m`` and shuffled by its own generator each epoch."""
     import mlp
-    from mlp.stack import StackedLoop, StackedNetwork
+    from mlp.network import Networks
 
     be = mlp.get_backend(backend)
     n = X.shape[0]
-    net = StackedNetwork([mlp.MLP(layers, seed=seed + m, dtype="float32") for m in range(models)], be)
-    loop = StackedLoop(net, [mlp.optim.Adam(lr=1e-3) for _ in range(models)], be, be.asarray(X, dtype=np.float32),
-                       be.asarray(np.ascontiguousarray(y, dtype=np.int64)), batch, -(-n // batch))
+    net = Networks.stack([mlp.MLP(layers, seed=seed + m, dtype="float32") for m in range(models)], be)
+    loop = mlp.TrainingLoop(net, [mlp.optim.Adam(lr=1e-3) for _ in range(models)], be,
+                            be.asarray(X, dtype=np.float32), be.asarray(np.ascontiguousarray(y, dtype=np.int64)), batch,
+                            cuda_graphs=True)
     rngs = [np.random.default_rng(seed + m) for m in range(models)]
+
+    def epoch():
+        loop.epoch()
+        return loop.totals()[:, 0] / n
+
     try:
-        row = _time_epochs(lambda: loop.stage([r.permutation(n) for r in rngs]), lambda: loop.epoch() / n, epochs,
-                           deadline)
+        row = _time_epochs(lambda: loop.stage([r.permutation(n) for r in rngs]), epoch, epochs, deadline)
         row.update(models=models, layers=list(layers), replays=loop.replays, eager_epochs=loop.eager_epochs,
                    uses_graphs=loop.use_graphs, steps_per_epoch=loop.steps)
     finally:

@@ -25,13 +25,14 @@ import numpy as np
 
 import mlp
 from bench._measure import N_SAMPLES, REFERENCE_LAYERS
-from mlp.backends import _cpu_loops as loops
+from mlp.backends import _cpu_stacked as loops
 from mlp.backends.numpy_backend import NumpyBackend
 
-#: The NumPy backend's operations the model, trainer and optimizers call, timed by name.
-BACKEND_OPS = ("_take_rows", "_affine_forward", "_affine_backward", "_softmax_xent", "_adam_step", "_sgd_step")
+#: The NumPy backend's operations the training step calls, timed by name.
+BACKEND_OPS = ("_take_rows_stacked", "_affine_forward_stacked", "_affine_backward_stacked", "_loss_stacked",
+               "_adam_step_stacked", "_sgd_step_stacked")
 #: The Numba loops inside the affine operations, timed to split them into products and epilogues.
-LOOPS = ("bias_act_inplace", "act_grad_colsum", "colsum")
+LOOPS = ("bias_act", "act_grad_colsum", "colsum")
 REST = "the rest (trainer's Python per step)"
 
 
@@ -75,15 +76,16 @@ def instrument(seconds: collections.Counter, calls: collections.Counter) -> Call
 
 def breakdown(epoch_seconds: float, totals: collections.Counter) -> dict[str, float]:
     """Seconds per category of one epoch; the last, the rest, is what no timer saw."""
-    epilogues = totals["bias_act_inplace"]
+    epilogues = totals["bias_act"]
     masks = totals["act_grad_colsum"] + totals["colsum"]
     parts = {
-        "matrix products (BLAS)": totals["_affine_forward"] + totals["_affine_backward"] - epilogues - masks,
-        "optimizer update": totals["_adam_step"] + totals["_sgd_step"],
-        "batch gather (take_rows)": totals["_take_rows"],
+        "matrix products (BLAS)": (totals["_affine_forward_stacked"] + totals["_affine_backward_stacked"] - epilogues
+                                   - masks),
+        "optimizer update": totals["_adam_step_stacked"] + totals["_sgd_step_stacked"],
+        "batch gather (take_rows)": totals["_take_rows_stacked"],
         "bias + ReLU epilogues": epilogues,
         "ReLU mask + bias gradients": masks,
-        "softmax with cross-entropy": totals["_softmax_xent"],
+        "softmax with cross-entropy": totals["_loss_stacked"],
     }
     parts[REST] = epoch_seconds - sum(parts.values())
     return parts

@@ -443,32 +443,6 @@ def _launch_section(df: pd.DataFrame) -> list[str]:
             "a launcher adds on top is the project's own Python work.", ""]
 
 
-def _validation_section(df: pd.DataFrame) -> list[str]:
-    """What validating on every internal call cost: the public-op epoch against the trainer's fast path."""
-    e = select(df, suite="training", op="epoch", impl="mlp-numpy-fast")
-    if e.empty or "validated_seconds" not in e:
-        return []
-    e = e[e["validated_seconds"].map(lambda v: isinstance(v, list) and len(v) > 0)]
-    if e.empty:
-        return []
-    e = e.sort_values(["batch", "optimizer"])
-    rows = []
-    for r in e.itertuples():
-        n = min(len(r.validated_seconds), len(r.epoch_seconds))
-        before, after = np.array(r.validated_seconds[-n:]), np.array(r.epoch_seconds[-n:])
-        rows.append({"optimizer": r.optimizer, "batch": fmt_int(r.batch),
-                     "public ops, validated (before)": fmt_time(float(np.median(before))),
-                     "trainer's fast path (after)": fmt_time(float(np.median(after))),
-                     "ratio (median of pairs)": fmt_x(float(np.median(before / after))),
-                     "host time saved per step": fmt_time(float(np.median(before - after)) / r.steps),
-                     "pairs": fmt_int(n)})
-    return ["### Validating once: the epoch before and after", "", markdown(pd.DataFrame(rows), "lrrrrrr"), "",
-            "*Before*: the same step through the backend's public operations, each checking dtypes, shapes, "
-            "layouts and label ranges on every call (as the library ran it before the trainer took the unchecked "
-            "fast path). *After*: `TrainingLoop`, which trusts the data `fit` validated once. Each round times "
-            "one of each, back to back, so a drift of the machine's speed cancels out of the ratio.", ""]
-
-
 def _cpu_ratio_section(df: pd.DataFrame) -> list[str]:
     e = select(df, suite="training", op="epoch", impl="mlp-numpy").dropna(subset=["products_ratio"])
     if e.empty:
@@ -599,8 +573,7 @@ def render(df: pd.DataFrame, env: dict[str, Any], title: str, plots: list[str] |
                + _softmax_section(df, lim))
     lines += ["## Kernels", "", "### Limits measured in this run", ""] + _limits_section(lim)
     lines += (kernels or ["No kernel benchmark in this run.", ""]) + _figures(["gemm.png", "softmax.png"], shown)
-    training = (_epoch_section(df) + _graph_section(df) + _step_section(df) + _cpu_ratio_section(df)
-                + _validation_section(df))
+    training = (_epoch_section(df) + _graph_section(df) + _step_section(df) + _cpu_ratio_section(df))
     lines += ["## Training", ""] + (training or ["No training benchmark in this run.", ""])
     lines += _figures(["epoch.png"], shown)
     lines += ["## Scaling", ""] + (_scaling_section(df) or ["No scaling benchmark in this run.", ""])

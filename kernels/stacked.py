@@ -54,7 +54,7 @@ from ._launch import capped_blocks, ceil_div, configured, placeholder, stream_ke
 #: the loss kernels' row mappings: softmax's one thread per row and TX threads per row, and the
 #: real-target losses' (``losses``) TX threads per row
 SOFTMAX_SMALL, SOFTMAX_WIDE, REAL = 0, 1, 2
-#: ``output`` (as ``mlp.model.OUTPUTS``) -> the loss of ``losses.LOSSES`` computing it (softmax: its own module)
+#: ``output`` (as ``mlp.backends.base.OUTPUTS``) -> the loss of ``losses.LOSSES`` computing it (softmax: its own module)
 REAL_OUTPUTS = {"logistic": "logistic", "identity": "squared_error", "exp": "poisson"}
 MAX_MODELS = 65535  # the grid's y extent
 STATS_THREADS = 32

@@ -260,19 +260,19 @@ class _BaseMLP(BaseEstimator):
                         incremental: bool) -> None:
         run = StochasticRun(self, X, y, sample_weight, incremental, model.dtype)
         dev = backend.asarray
-        loop = TrainingLoop(model, self._optimizer, backend, dev(run.X_train, dtype=model.dtype), dev(run.targets),
-                            run.batch_size, cuda_graphs=backend.supports_graphs,
-                            weights=None if run.sw_train is None else dev(run.sw_train, dtype=model.dtype),
-                            l2_penalty=self.alpha > 0)
+        loop = TrainingLoop.for_model(model, self._optimizer, backend, dev(run.X_train, dtype=model.dtype),
+                                      dev(run.targets), run.batch_size, cuda_graphs=backend.supports_graphs,
+                                      weights=run.sw_train, l2_penalty=self.alpha > 0)
         X_val = None if run.X_val is None else dev(run.X_val, dtype=model.dtype)
         best = backend.empty(model.n_params, model.dtype) if run.early_stopping else None
         try:
             while not run.done:
                 order, decay, penalty = run.plan_epoch()
-                loop.set_order(order)
-                loop.epoch(weight_decay=decay, penalty=penalty)
+                loop.stage([order], weight_decay=[decay], penalty=[penalty],
+                           sample_weights=None if run.sw_train is None else [run.sw_train[order]])
+                loop.epoch()
                 val = None if X_val is None else model.decision_function(X_val)
-                if run.end_epoch(float(loop.totals()[STATS_LOSS_SUM]), val):
+                if run.end_epoch(float(loop.totals()[0, STATS_LOSS_SUM]), val):
                     backend.copy_(best, model.params)
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.")
@@ -605,7 +605,7 @@ class _FullBatchObjective:
         self.set(theta)
         be._fill_stats(self.stats)
         logits = model.forward(self.X, self.workspace)
-        model.loss_into(logits, self.targets, self.workspace.dlogits, self.stats, 0, self.weights)
+        model.loss_into(logits, self.targets, self.workspace.dlogits[0], self.stats, 0, self.weights)
         model.backward(self.X, self.workspace)
         grad = np.asarray(be.to_numpy(model.grads), dtype=np.float64).copy()
         loss = float(be.to_numpy(self.stats)[STATS_LOSS_SUM]) / self.n

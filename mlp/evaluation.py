@@ -9,12 +9,8 @@ import numpy as np
 
 from ._validation import check_features
 from .backends import Backend
-from .backends.base import STATS_CORRECT, STATS_LOSS_SUM
+from .backends.base import CLASSIFICATION_OUTPUTS, STATS_CORRECT, STATS_LOSS_SUM
 from .model import MLP, PREDICT_CHUNK, output_activation
-
-#: the outputs whose predictions are classes, so that an accuracy is defined
-CLASSIFICATION_OUTPUTS = ("softmax", "logistic")
-
 
 def has_accuracy(model: MLP) -> bool:
     """Whether ``model``'s output classifies (softmax, logistic), so that it has an accuracy."""

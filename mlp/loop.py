@@ -1,26 +1,38 @@
-"""The training step, written once: :class:`TrainingLoop`.
+"""The training step, written once: :class:`TrainingLoop`, for one network or a stack of many.
 
-``Trainer.fit`` runs it, and so do the benchmarks and the tests: gather a
-batch on the backend, forward, softmax cross-entropy, backward, optimizer
-update, with every buffer allocated once and kept.  On a backend that can
-capture CUDA graphs, the loop records an epoch's steps once and replays them
-with one call per epoch.  It uses only the public API of the model and the
-optimizer, and the backend's unchecked ``_``-prefixed operations: its
-callers validate the data once, before building it.
+Every training run of the package is this loop: ``Trainer.fit`` (one
+network), the scikit-learn estimators' ``fit`` (one network), and the
+searches and ensembles (a stack of ``M`` networks of one shape trained
+together, :mod:`mlp.search`).  A step gathers every network's batch on the
+backend, runs the forward pass, the output loss fused with its gradient,
+the backward pass and one optimizer update for all of them, with every
+buffer allocated once and kept.  Each network keeps its own training rows
+and order (indices into one copy of the data on the device), its own
+optimizer and hyperparameters (rows of one scalars table) and its own
+stopping (a network that stopped is frozen while the others go on).
+
+On a backend that can capture CUDA graphs, the loop runs epochs eagerly
+until one has run to its end, then records an epoch's steps once and
+replays them with one call per epoch: everything an epoch changes (orders,
+rows per step, stopped networks, optimizer scalars, L2 scales) is staged
+into device tables the captured launches read.  The loop uses the backend's
+unchecked ``_``-prefixed operations: its callers validate the data once,
+before building it.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from .backends import Backend
 from .backends.base import GraphCaptureError
-from .model import MLP
-from .optim import Optimizer
+from .network import Networks
+from .optim import Optimizer, OptimizerGroup
 
 
 def capture_epoch(backend: Backend, record: Callable[[], Any], keepalive: Any, owner: str) -> Any:
@@ -89,116 +101,184 @@ class EpochGraph:
 
 
 class TrainingLoop:
-    """The training step, written once: gather a batch, forward, loss, backward, optimizer update.
+    """The training step of ``net``'s networks: gather the batches, forward, loss, backward, update.
 
-    Built by :meth:`Trainer.training_loop` (or by ``fit``) for data already
-    validated and placed on the backend.  Everything a step touches is
-    allocated here, once, and kept for the loop's lifetime: the permutation
-    buffer (one view of it per step), the batch buffers, the model's
-    workspaces and gradients, the optimizer's state and its scalars table.
-    That is what lets an epoch be captured into a CUDA graph and replayed.
+    ``X`` (N, features) and ``targets`` (N,) int64 labels (softmax) or (N,
+    outputs) of the networks' dtype are one copy of the data on ``backend``,
+    validated by the caller.  Every epoch, :meth:`stage` takes each network's
+    sample order (indices into ``X``; None for a network that stopped) and
+    optionally its per-step weight decays, L2 loss scales and sample weights;
+    :meth:`epoch` runs it (or :meth:`begin_epoch` and :meth:`step` for each
+    step).  Batches have ``batch_size`` rows; a network's shorter last batch
+    is padded (the padding adds nothing to the loss or the gradient).
+    ``optimizers``: one per network, of one update rule (an
+    :class:`~mlp.optim.OptimizerGroup` applies them).
 
-    ``step(i)`` runs step ``i`` of the current order and can be called on
-    its own (the benchmarks time it); ``epoch()`` runs them all.  Either way
-    the optimizer's step count advances by one per update launched, so
-    ``begin_epoch()`` followed by ``step(i)`` for every ``i`` gives exactly
-    the parameters (and the next epoch's staged scalars) that ``epoch()``
-    gives.
+    A single network (``M = 1``) has the conveniences :meth:`set_order` and
+    :meth:`for_model`.  On a host backend (``backend.stack_threads_help``),
+    ``threads`` > 1 steps ranges of the networks in threads.
     """
 
-    def __init__(self, model: MLP, optimizer: Optimizer, backend: Backend, X: Any, y: Any, batch_size: int,
-                 cuda_graphs: bool = False, weights: Any = None, l2_penalty: bool = False) -> None:
-        """``y``: int64 labels (n,) for a softmax output, else real targets (n, n_outputs) of the model's dtype;
-        ``weights``: per-sample weights (n,) of the model's dtype, or None.  With ``l2_penalty`` every step
-        adds ``scale * ||W||^2`` (the weights before its update; scale staged per step by
-        :meth:`begin_epoch`) to the loss statistics: scikit-learn's L2 term of the loss."""
-        self.model, self.optimizer, self.backend = model, optimizer, backend
-        be = backend
-        self.X, self.y, self.weights = X, y, weights
-        n = int(X.shape[0])
-        self.n_samples = n
-        self.batch_size = B = min(batch_size, n)
-        self.steps = math.ceil(n / B)
-        self.perm = be.asarray(np.arange(n, dtype=np.int64), dtype=np.int64)
-        # Views of the permutation buffer, one per step, made once: refilling
-        # the buffer each epoch updates every batch's indices in place.
-        self.batch_idx = [self.perm[s * B:min(n, (s + 1) * B)] for s in range(self.steps)]
-        sizes = sorted({B, n - (self.steps - 1) * B})
-        self.batch_x = {b: be.empty((b, model.n_features), model.dtype) for b in sizes}
-        self.batch_y = {b: be.empty((b, *y.shape[1:]), y.dtype) for b in sizes}
-        self.batch_w = None if weights is None else {b: be.empty((b,), weights.dtype) for b in sizes}
-        self.penalty = be.zeros(self.steps, model.dtype) if l2_penalty else None
-        self.workspaces = {b: model.new_workspace(b) for b in sizes}
-        self.stats = be.new_stats()
-        model.grads  # noqa: B018  (allocate the gradient buffer before the first step)
-        optimizer.prepare(be, model.params)
-        self.table = None
-        self.use_graphs = bool(cuda_graphs) and be.supports_graphs
-        self._graph = EpochGraph(be, "the Trainer")
+    def __init__(self, net: Networks, optimizers: Sequence[Optimizer], backend: Backend, X: Any, targets: Any,
+                 batch_size: int, steps: int | None = None, *, weighted: bool = False, l2_penalty: bool = False,
+                 cuda_graphs: bool = False, threads: int = 1) -> None:
+        self.net, self.backend, self.X, self.targets = net, backend, X, targets
+        be, M, dt = backend, net.M, net.dtype
+        self.n_samples = n = int(X.shape[0])
+        self.batch_size = B = max(1, min(int(batch_size), n))
+        self.steps = S = math.ceil(n / B) if steps is None else int(steps)
+        self.group = OptimizerGroup(optimizers, be, net.params)
+        self.optimizers = self.group.optimizers
+        # each step's batch indices and row counts of every network (-1: stopped), staged per epoch into
+        # tables the step reads on the backend (on a device, from device memory: a captured epoch reads
+        # each epoch's values)
+        self.idx = be.zeros((S, M, B), np.int64)
+        self.rows = be.zeros((S, M), np.int64)
+        self.sample_weights = be.zeros((S, M, B), dt) if weighted else None
+        self.penalty = be.zeros((M, S), dt) if l2_penalty else None
+        self.active = np.ones(M, dtype=bool)
+        self._decays: list | None = None
+        self._staged = False
+        self.batch_x = be.empty((M, B, X.shape[1]), dt)
+        self.batch_y = be.empty((M, B, *targets.shape[1:]), targets.dtype)
+        self.workspace = net.new_workspace(B)
+        self.stats = be.new_stacked_stats(M)
+        parts = max(1, min(int(threads), M)) if be.stack_threads_help else 1
+        bounds = np.linspace(0, M, parts + 1).astype(int)
+        self.parts = [slice(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        self._pool = ThreadPoolExecutor(len(self.parts), thread_name_prefix="mlp-stack") if parts > 1 else None
+        self._views = {(p.start, p.stop): self._cut(p) for p in self.parts}
+        self._wants_graphs = bool(cuda_graphs) and be.supports_graphs and self._pool is None
+        self._graph = EpochGraph(be, "the Trainer" if M == 1 else "the stack")
+        self._eval_cache: dict[tuple, tuple] = {}
         self.eager_epochs = 0
 
-    # ------------------------------------------------------------ the step
-    def step(self, i: int) -> None:
-        """Training step ``i`` of the current order, with row ``i`` of the optimizer scalars staged by
-        :meth:`begin_epoch`; counts one optimizer update."""
-        self._launch_step(i)
-        self.optimizer.advance(1)
+    @classmethod
+    def for_model(cls, model: Any, optimizer: Optimizer, backend: Backend, X: Any, y: Any, batch_size: int,
+                  cuda_graphs: bool = False, weights: Any = None, l2_penalty: bool = False) -> "TrainingLoop":
+        """The loop of one :class:`mlp.MLP` (already on ``backend``), its order 0..n-1 staged; ``weights``:
+        per-sample weights (n,) as a host array, or None."""
+        loop = cls(model.networks(with_grads=True), [optimizer], backend, X, y, batch_size, weighted=weights is not None,
+                   l2_penalty=l2_penalty, cuda_graphs=cuda_graphs)
+        loop._host_weights = None if weights is None else np.asarray(weights)
+        loop.model, loop.optimizer = model, optimizer
+        loop.set_order(None)
+        return loop
 
-    def _launch_step(self, i: int) -> None:
-        """The operations of step ``i``, and nothing on the host: what a captured epoch records."""
-        be, model = self.backend, self.model
-        idx = self.batch_idx[i]
-        b = idx.shape[0]
-        xb, yb, ws = self.batch_x[b], self.batch_y[b], self.workspaces[b]
-        be._take_rows(self.X, idx, xb)
-        be._take_rows(self.y, idx, yb)
-        wb = None
-        if self.batch_w is not None:
-            wb = self.batch_w[b]
-            be._take_rows(self.weights, idx, wb)
+    def _cut(self, models: slice) -> dict:
+        """The buffers of a step restricted to the networks of the range ``models`` (views)."""
+        ws = self.workspace
+        return {"ws": type(ws)(acts=[a[models] for a in ws.acts], grads_in=[a[models] for a in ws.grads_in],
+                               dlogits=ws.dlogits[models]),
+                "x": self.batch_x[models], "y": self.batch_y[models], "stats": self.stats[models],
+                "params": self.net.params[models], "grads": self.net.grads[models],
+                "penalty": None if self.penalty is None else self.penalty[models]}
+
+    # ------------------------------------------------------------ staging
+    def stage(self, orders: Sequence[np.ndarray | None], *, weight_decay: Sequence[Any] | None = None,
+              penalty: Sequence[Any] | None = None, sample_weights: Sequence[np.ndarray | None] | None = None) -> None:
+        """Stage the next epoch of every network.
+
+        ``orders[m]``: network m's rows of ``X`` in this epoch's order (int64;
+        None for a network that stopped); ``weight_decay[m]``/``penalty[m]``:
+        its per-step decay and L2 loss scale (or None); ``sample_weights[m]``:
+        the weights of its rows in that order (or None).
+        """
+        be, M, S, B = self.backend, self.net.M, self.steps, self.batch_size
+        if len(orders) != M:
+            raise ValueError(f"orders: expected {M} (one per network), got {len(orders)}")
+        idx = np.zeros((S, M, B), dtype=np.int64)
+        counts = np.full((S, M), -1, dtype=np.int64)
+        w = np.zeros((S, M, B), dtype=self.net.dtype) if self.sample_weights is not None else None
+        scales = np.zeros((M, S), dtype=self.net.dtype)
+        for m, order in enumerate(orders):
+            self.active[m] = order is not None
+            if order is None:
+                continue
+            n = len(order)
+            if -(-n // B) != S:
+                raise ValueError(f"orders[{m}]: {n} rows make {-(-n // B)} batches of {B}, the loop has {S}")
+            padded = np.zeros(S * B, dtype=np.int64)
+            padded[:n] = order
+            idx[:, m] = padded.reshape(S, B)
+            counts[:, m] = np.minimum(B, n - np.arange(S) * B)
+            if w is not None:
+                wm = np.zeros(S * B, dtype=self.net.dtype)
+                wm[:n] = sample_weights[m]
+                w[:, m] = wm.reshape(S, B)
+            if penalty is not None and penalty[m] is not None:
+                scales[m] = penalty[m]
+        be.copy_(self.idx, idx)
+        be.copy_(self.rows, counts)
+        if w is not None:
+            be.copy_(self.sample_weights, w)
         if self.penalty is not None:
-            be._l2_penalty(model.params, model.n_weights, self.penalty, i, self.stats)
-        logits = model.forward(xb, ws)
-        model.loss_into(logits, yb, ws.dlogits, self.stats, i, wb)
-        model.backward(xb, ws)
-        self.optimizer.launch(be, model.params, model.grads, model.n_weights, self.table, i)
+            be.copy_(self.penalty, scales)
+        self._decays = None if weight_decay is None else list(weight_decay)
+        self._staged = True
 
-    # ----------------------------------------------------------- an epoch
     def set_order(self, order: np.ndarray | None) -> None:
-        """The sample order of the next epoch (a host int64 permutation; None keeps 0..n-1)."""
-        host = np.arange(self.n_samples, dtype=np.int64) if order is None else order
-        self.backend.copy_(self.perm, host)
+        """One network's sample order for the next epochs (a host int64 permutation of its rows; None:
+        0..n-1), with its sample weights in that order if the loop was made by :meth:`for_model` with some."""
+        if self.net.M != 1:
+            raise ValueError(f"set_order: this loop trains {self.net.M} networks; use stage()")
+        order = np.arange(self.n_samples, dtype=np.int64) if order is None else np.asarray(order, dtype=np.int64)
+        weights = getattr(self, "_host_weights", None)
+        self.stage([order], sample_weights=None if weights is None else [weights[order]])
 
-    def begin_epoch(self, weight_decay: Any = None, penalty: Any = None) -> None:
-        """Reset the loss statistics and stage this epoch's optimizer scalars (one small copy each).
+    # ------------------------------------------------------------ the step
+    def begin_epoch(self) -> None:
+        """Reset the loss statistics and stage the optimizers' scalars for this epoch's updates (one small
+        copy): call before the epoch's steps (:meth:`epoch` does)."""
+        if not self._staged:
+            raise RuntimeError("begin_epoch: stage the epoch first (stage() or set_order())")
+        self.backend._fill_stacked_stats(self.stats)
+        self.group.stage(self.steps, self._decays, self.active)
 
-        ``weight_decay``: one decay per step replacing the optimizer's (see :meth:`Optimizer.stage`);
-        ``penalty``: one L2 scale per step (needs ``l2_penalty=True``).
-        """
-        self.optimizer.prepare(self.backend, self.model.params)  # a no-op unless the state was reset
-        self.backend._fill_stats(self.stats)
-        self.table = self.optimizer.stage(self.backend, self.model.dtype, self.steps, weight_decay)
-        if penalty is not None:
-            if self.penalty is None:
-                raise ValueError("penalty: this loop was built without l2_penalty=True")
-            self.backend.copy_(self.penalty, np.asarray(penalty, dtype=self.model.dtype))
+    def step(self, i: int) -> None:
+        """Training step ``i`` of the staged epoch for every network that trains; counts one update each."""
+        self._run_step(i)
+        self.group.advance(np.flatnonzero(self.active), 1)
 
-    def epoch(self, on_step: Callable[[int], Any] | None = None, *, weight_decay: Any = None,
-              penalty: Any = None) -> int:
-        """Run every step of the current order; returns how many steps ran.
+    def _run_step(self, i: int) -> None:
+        if self._pool is None:
+            self._launch_step(i, self.parts[0])
+        else:
+            for done in [self._pool.submit(self._launch_step, i, part) for part in self.parts]:
+                done.result()
 
-        ``on_step(steps_done)`` is called after each step (eager path only;
-        a progress bar, an interrupt check) and ends the epoch early when it
+    def _launch_step(self, s: int, models: slice) -> None:
+        """The operations of step ``s`` for the networks ``models``, and nothing on the host: what a captured
+        epoch records."""
+        be, net, rows = self.backend, self.net, self.rows[s][models]
+        v = self._views[(models.start, models.stop)]
+        ws, x, stats = v["ws"], v["x"], v["stats"]
+        idx = self.idx[s][models]
+        be._take_rows_stacked(self.X, idx, x)
+        be._take_rows_stacked(self.targets, idx, v["y"])
+        if v["penalty"] is not None:
+            be._l2_penalty_stacked(v["params"], net.n_weights, v["penalty"], s, stats, rows)
+        logits = net.forward(x, ws, rows, models)
+        weights = None if self.sample_weights is None else self.sample_weights[s][models]
+        net.loss(logits, v["y"], ws.dlogits, stats, s, weights, rows)
+        net.backward(x, ws, rows, models)
+        self.group.launch(v["params"], v["grads"], net.n_weights, s, rows, models)
+
+    def epoch(self, on_step: Callable[[int], Any] | None = None) -> int:
+        """Run every step of the staged epoch; returns how many steps ran.
+
+        ``on_step(steps_done)`` is called after each step (eager path only; a
+        progress bar, an interrupt check) and ends the epoch early when it
         returns ``True``.  With CUDA graphs the loop runs eagerly until one
-        epoch has run to its end (that compiles every kernel and allocates
-        any scratch, the short last batch's included: nothing may be
-        allocated during a capture), later epochs replay one captured graph,
-        and an epoch is the unit of interruption.  The optimizer's step count
-        advances by the steps run.
+        epoch has run to its end (that compiles every kernel and allocates any
+        scratch: nothing may be allocated during a capture), later epochs
+        replay one captured graph, and an epoch is the unit of interruption.
+        Each training network's optimizer counts the steps run.
         """
-        self.begin_epoch(weight_decay, penalty)
+        self.begin_epoch()
+        active = np.flatnonzero(self.active)
         if self.use_graphs and self.eager_epochs > 0 and self._replay():
-            self.optimizer.advance(self.steps)
+            self.group.advance(active, self.steps)
             return self.steps
         ran = 0
         for i in range(self.steps):
@@ -211,33 +291,33 @@ class TrainingLoop:
         return ran
 
     def totals(self) -> np.ndarray:
-        """The epoch's statistics on the host (the epoch's one synchronisation)."""
-        return self.backend.to_numpy(self.stats)
+        """Every network's statistics of the epoch on the host, (M, STATS_SIZE) (the epoch's one
+        synchronisation); a network that did not train reads as empty."""
+        return np.array(self.backend.to_numpy(self.stats), copy=True)
 
     # ------------------------------------------------------------- graphs
+    @property
+    def use_graphs(self) -> bool:
+        """Whether epochs after the first complete one replay a captured graph (False after a failed capture)."""
+        return self._wants_graphs and not self._graph.failed
+
     def _baked(self) -> tuple:
         """Everything a captured epoch bakes in besides buffer contents; a change means recapture."""
-        return (id(self.model.params), id(self.model.grads), self.optimizer.structure(),
-                self.backend.graph_key(), self.steps, self.batch_size)
+        return (id(self.net.params), id(self.net.grads), self.group.structure(), self.backend.graph_key(),
+                self.steps, self.batch_size)
 
     def _replay(self) -> bool:
-        """Replay the captured epoch (capturing it first if needed); False if capturing is not possible here
+        """Replay the captured epoch (capturing it first if needed); False when capturing is not possible here
         (:func:`capture_epoch`: then the loop warns once and goes on with eager launches)."""
-        if self._graph.replay(self._baked(), lambda: [self._launch_step(i) for i in range(self.steps)],
-                              self._graph_buffers()):
-            return True
-        self.use_graphs = False
-        return False
+        part = self.parts[0]
+        keep = (self.net.params, self.net.grads, *self.group.buffers())
+        return self._graph.replay(self._baked(), lambda: [self._launch_step(s, part) for s in range(self.steps)],
+                                  keep)
 
     @property
     def replays(self) -> int:
         """Epochs replayed from a captured graph."""
         return self._graph.replays
-
-    def _graph_buffers(self) -> tuple:
-        """Buffers a capture points at that others may replace (the loop owns the rest): kept with the graph,
-        so that none is freed, or its identity reused, while the graph lives."""
-        return (self.model.params, self.model.grads, *self.optimizer.graph_buffers())
 
     @property
     def graph_launches(self) -> int | None:
@@ -245,5 +325,43 @@ class TrainingLoop:
         return self._graph.launches
 
     def close(self) -> None:
-        """Release the captured graph (the loop's buffers go with the loop)."""
+        """Stop the loop's threads (if any) and release its captured graph."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
         self._graph.close()
+
+    # --------------------------------------------------------- evaluation
+    def _eval_buffers(self, width: int, features: int) -> tuple:
+        """``(indices, inputs, workspace)`` for evaluating ``width`` rows of every network, made once per
+        width and kept (early stopping evaluates the same validation rows every epoch)."""
+        key = (width, features)
+        if key not in self._eval_cache:
+            be, net, M = self.backend, self.net, self.net.M
+            self._eval_cache[key] = (be.zeros((M, width), np.int64), be.empty((M, width, features), net.dtype),
+                                     net.new_workspace(width))
+        return self._eval_cache[key]
+
+    def logits(self, rows: Sequence[np.ndarray | None], X: Any = None, chunk: int = 4096) -> list[np.ndarray | None]:
+        """Every network's logits on its own rows of ``X`` (default: the loop's data), as host arrays (None
+        where ``rows[m]`` is None); the networks' current parameters."""
+        be, net, M = self.backend, self.net, self.net.M
+        X = self.X if X is None else X
+        width = max((len(r) for r in rows if r is not None), default=0)
+        out: list[Any] = [None if r is None else np.empty((len(r), net.layer_sizes[-1]), net.dtype) for r in rows]
+        for start in range(0, width, chunk):
+            stop = min(width, start + chunk)
+            idx = np.zeros((M, stop - start), dtype=np.int64)
+            for m, r in enumerate(rows):
+                if r is not None and start < len(r):
+                    part = r[start:stop]
+                    idx[m, :len(part)] = part
+            idx_d, xb, ws = self._eval_buffers(stop - start, X.shape[1])
+            be.copy_(idx_d, idx)
+            be._take_rows_stacked(X, idx_d, xb)
+            z = be.to_numpy(net.forward(xb, ws))
+            for m, r in enumerate(rows):
+                if r is not None and start < len(r):
+                    n = min(len(r), stop) - start
+                    out[m][start:start + n] = z[m, :n]
+        return out

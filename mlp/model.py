@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence, Union
 
@@ -12,9 +11,10 @@ import numpy as np
 from ._validation import (check_features, check_float_dtype, check_int, check_labels, check_layer_sizes,
                           check_targets, describe)
 from .backends import Backend, get_backend
-from .backends.base import ACTIVATIONS, activation_code
+from .backends.base import ACTIVATIONS, OUTPUTS, activation_code, layer_layout
 from .checkpoint import read_archive, save_model
 from .checkpoint import CHECKPOINT_FORMAT, atomic_write_bytes  # noqa: F401  (importable from here, as before)
+from .network import Networks, Workspace
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -42,15 +42,6 @@ def output_activation(z: np.ndarray, output: str) -> np.ndarray:
     if output == "exp":
         return np.exp(z)
     return z
-
-
-@dataclass
-class _Workspace:
-    """Buffers for one batch size, allocated once and reused every step."""
-
-    acts: list = field(default_factory=list)  # output of each layer, (B, size[i+1])
-    grads_in: list = field(default_factory=list)  # gradient w.r.t. each hidden layer's output
-    dlogits: Any = None
 
 
 class MLP:
@@ -101,7 +92,8 @@ class MLP:
         rng = np.random.default_rng(self.seed)
         self.set_weights([(rng.standard_normal((k, m)) * np.sqrt(2.0 / k), np.zeros(m)) for k, m in shapes])
         self._grads = None
-        self._workspaces: dict[int, _Workspace] = {}
+        self._net_views: tuple | None = None
+        self._workspaces: dict[int, Workspace] = {}
         #: free-form information stored in checkpoints (see :meth:`save`)
         self.metadata: dict = {}
 
@@ -146,14 +138,23 @@ class MLP:
         return self._grads
 
     def _views(self, flat: Any) -> tuple[list, list]:
-        Ws, bs, off = [], [], 0
-        for k, m in zip(self.layer_sizes[:-1], self.layer_sizes[1:]):
-            Ws.append(flat[off:off + k * m].reshape((k, m)))
-            off += k * m
-        for m in self.layer_sizes[1:]:
-            bs.append(flat[off:off + m])
-            off += m
-        return Ws, bs
+        layout = layer_layout(self.layer_sizes)
+        return ([flat[w:w + k * n].reshape((k, n)) for w, (k, n), _, _ in layout],
+                [flat[b:b + n] for _, _, b, n in layout])
+
+    def networks(self, with_grads: bool = False) -> Networks:
+        """This network as a stack of one, what the forward and backward passes run on: views of
+        :attr:`params` (and, ``with_grads``, of :attr:`grads`) as ``(1, P)`` arrays of the backend.  Made once
+        per parameter buffer and kept (it holds views only, so sharing it between threads is safe)."""
+        grads = self.grads if with_grads else None
+        key = (id(self._params), id(grads), id(self.backend))
+        cached = self._net_views
+        if cached is None or cached[0] != key:
+            P = self.n_params
+            net = Networks(self.backend, self.layer_sizes, self._act, self.output, self.dtype,
+                           self._params.reshape(1, P), None if grads is None else grads.reshape(1, P))
+            cached = self._net_views = (key, net, self._params, grads)  # the buffers, so no id is reused
+        return cached[1]
 
     def parameter_views(self) -> tuple[list, list]:
         """``(Ws, bs)``: every layer's weight (in, out) and bias as views of :attr:`params` on the backend."""
@@ -183,6 +184,7 @@ class MLP:
         host = self.backend.to_numpy(self._params)
         params = be.asarray(np.array(host, dtype=self.dtype), dtype=self.dtype)  # may raise MemoryError: then
         self.backend, self._params = be, params                                   # the model stays where it was
+        self._net_views = None
         self._bind_views()
         self._grads = None
         self._workspaces.clear()
@@ -263,17 +265,12 @@ class MLP:
         return output_activation(z, self.output)
 
     # ----------------------------------------------------- forward/backward
-    def new_workspace(self, batch: int) -> _Workspace:
-        """Buffers for one batch size on the model's backend, owned by the caller (the training loop
-        keeps its own for as long as it runs, so nothing it uses is ever evicted)."""
-        be, dt = self.backend, self.dtype
-        ws = _Workspace()
-        ws.acts = [be.empty((batch, m), dt) for m in self.layer_sizes[1:]]
-        ws.grads_in = [be.empty((batch, m), dt) for m in self.layer_sizes[1:-1]]
-        ws.dlogits = be.empty((batch, self.n_classes), dt)
-        return ws
+    def new_workspace(self, batch: int) -> Workspace:
+        """Buffers for one batch size on the model's backend, owned by the caller (the model's network as a
+        stack of one: every array has a leading axis of 1; ``ws.dlogits[0]`` is the batch's gradient rows)."""
+        return self.networks().new_workspace(batch)
 
-    def _workspace(self, batch: int) -> _Workspace:
+    def _workspace(self, batch: int) -> Workspace:
         """A cached workspace for inference: a few batch sizes (full chunks, the last one) at most."""
         ws = self._workspaces.get(batch)
         if ws is None:
@@ -283,30 +280,15 @@ class MLP:
             self._workspaces[batch] = ws
         return ws
 
-    def forward(self, x: Any, ws: _Workspace) -> Any:
-        """Logits of a batch ``x`` (a validated backend array of the model's dtype); every layer's output
-        is kept in ``ws`` for backward.  Calls the backend's unchecked fast path."""
-        be = self.backend
-        last = self.n_layers - 1
-        a = x
-        for i in range(self.n_layers):
-            be._affine_forward(a, self._W[i], self._b[i], self._act if i < last else 0, ws.acts[i])
-            a = ws.acts[i]
-        return a
+    def forward(self, x: Any, ws: Workspace) -> Any:
+        """Logits (B, outputs) of a batch ``x`` (B, inputs), a validated backend array of the model's dtype;
+        every layer's output is kept in ``ws`` (from :meth:`new_workspace`) for :meth:`backward`.  Calls the
+        backend's unchecked fast path."""
+        return self.networks().forward(_one(x), ws)[0]
 
-    def backward(self, x: Any, ws: _Workspace) -> Any:
-        """Gradients of the loss into :attr:`grads`, given ``ws.dlogits`` filled by the loss."""
-        be = self.backend
-        grads = self.grads  # noqa: F841  (allocates the views on first use)
-        last = self.n_layers - 1
-        dy = ws.dlogits
-        for i in range(last, -1, -1):
-            x_in = ws.acts[i - 1] if i > 0 else x
-            y = ws.acts[i] if i < last else None
-            dx = ws.grads_in[i - 1] if i > 0 else None
-            # the last layer has no y: no derivative, whatever act says
-            be._affine_backward(dy, x_in, self._W[i], y, dx, self._grad_W[i], self._grad_b[i], act=self._act)
-            dy = dx
+    def backward(self, x: Any, ws: Workspace) -> Any:
+        """Gradients of the loss into :attr:`grads` (returned), given ``ws.dlogits`` filled by the loss."""
+        self.networks(with_grads=True).backward(_one(x), ws)
         return self._grads
 
     def check_targets(self, y: Any, n_samples: int, name: str = "y") -> np.ndarray:
@@ -326,13 +308,8 @@ class MLP:
         """The output layer's loss of a batch: accumulates into ``stats`` and writes the gradient with respect
         to ``logits`` into ``dlogits`` (None: statistics only).  Backend arrays, validated by the caller;
         ``weights`` (n,) are per-sample weights or None (see the backend's loss operations)."""
-        be = self.backend
-        op = {"softmax": be._softmax_xent, "logistic": be._logistic_xent, "identity": be._squared_error,
-              "exp": be._poisson_loss}[self.output]
-        if weights is None:
-            op(logits, targets, dlogits, stats, step)
-        else:
-            op(logits, targets, dlogits, stats, step, weights)
+        self.networks().loss(_one(logits), _one(targets), None if dlogits is None else _one(dlogits), _one(stats),
+                             step, None if weights is None else _one(weights))
 
     def loss_and_gradients(self, X: Any, y: Any) -> tuple[float, list[tuple[np.ndarray, np.ndarray]]]:
         """Mean loss of ``(X, y)`` (see :attr:`loss`) and its gradient per layer ``(dW, db)`` as host arrays.
@@ -345,7 +322,7 @@ class MLP:
         ws = self._workspace(Xd.shape[0])
         logits = self.forward(Xd, ws)
         stats = self.backend.new_stats()
-        self.loss_into(logits, targets, ws.dlogits, stats, 0)
+        self.loss_into(logits, targets, ws.dlogits[0], stats, 0)
         loss = float(self.backend.to_numpy(stats)[0]) / Xd.shape[0]
         self.backward(Xd, ws)
         host = np.array(self.backend.to_numpy(self._grads), copy=True)
@@ -370,6 +347,11 @@ class MLP:
         Returns the path written.
         """
         return save_model(path, self, metadata)
+
+
+def _one(a: Any) -> Any:
+    """``a`` as the only model of a stack: a view with a leading axis of 1."""
+    return a.reshape((1, *a.shape))
 
 
 def _unpickle_mlp(layer_sizes, seed, dtype, params, metadata, activation="relu", output="softmax") -> MLP:

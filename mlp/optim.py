@@ -9,20 +9,24 @@ parameter group with ``weight_decay=0``.
 
 An optimizer keeps its state (momentum buffers, moment estimates) on the
 backend of the parameters it updates; the state is created on the first
-:meth:`Optimizer.step` and re-created if the model moves to another backend.
+update and re-created if the model moves to another backend.  A training
+loop applies the optimizers of its networks (one network, or a stack of
+many) as one :class:`OptimizerGroup`: their state stacked, one launch per
+update for all of them, whatever the rule (SGD, RMSprop, Adam, AdamW).
 
 The floating-point scalars of each step (learning rate, Adam's bias
-corrections, ...) are computed here, once, on the host, and handed to the
-backend as rows of a small table on the device (:meth:`Optimizer.stage`):
-the trainer stages a whole epoch's rows with one copy, and a captured epoch
-(a CUDA graph) reads them from device memory, so a changed learning rate
-takes effect without recapturing.
+corrections, ...) are computed here, once, on the host (the formulas are in
+``mlp.kernels.scalars``, beside the table's named columns), and handed to
+the backend as rows of a small table on the device
+(:meth:`OptimizerGroup.stage`): a loop stages a whole epoch's rows with one
+copy, and a captured epoch (a CUDA graph) reads them from device memory, so
+a changed learning rate takes effect without recapturing.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -32,8 +36,16 @@ from .kernels.scalars import COLUMNS, adam_scalars, rmsprop_scalars, sgd_scalars
 
 
 class Optimizer:
-    """Base class: hyperparameters, a step counter and lazily created state buffers."""
+    """Base class: hyperparameters, a step counter and lazily created state buffers.
 
+    An optimizer updates one network; it is always applied through an
+    :class:`OptimizerGroup` (a training loop's optimizers, one per network of
+    the loop, stacked), which stages the scalars of every network's updates as
+    one table and launches one stacked update for all of them.
+    """
+
+    #: the update rule: names the backend's stacked update and the scalars table's columns (``COLUMNS``)
+    rule: str = ""
     #: names of the state buffers, in the order the backend operation takes them
     _state_names: tuple[str, ...] = ()
 
@@ -45,8 +57,6 @@ class Optimizer:
         self._state_key: tuple | None = None
         self._backend: Backend | None = None
         self._loaded: dict[str, np.ndarray] | None = None
-        self._table: Any = None  # staged scalars, one row per step (see stage)
-        self._table_key: tuple | None = None
 
     def _needs(self, name: str) -> bool:
         return True
@@ -72,57 +82,46 @@ class Optimizer:
                 state[name] = buf
         self._state, self._state_key, self._backend = state, key, backend
 
+    def _bind_state(self, backend: Backend, state: dict[str, Any]) -> None:
+        """Take ``state`` (name -> this optimizer's (P,) rows of a group's buffers) as its own."""
+        any_buf = next(iter(state.values()), None)
+        if any_buf is not None:
+            self._state_key = (id(backend), int(any_buf.shape[0]), np.dtype(any_buf.dtype))
+        self._state, self._backend, self._loaded = dict(state), backend, None
+
     def step(self, backend: Backend, params: Any, grads: Any, n_decay: int) -> None:
         """Apply one update to ``params`` (flat) from ``grads``; decay applies to ``params[:n_decay]``."""
         backend._check_flat(params, grads=grads)
-        self.prepare(backend, params)
-        table = self.stage(backend, params.dtype, 1)
-        self.launch(backend, params, grads, n_decay, table, 0)
-        self.advance(1)
-
-    def prepare(self, backend: Backend, params: Any) -> None:
-        """Create (or move) the state buffers for ``params`` on ``backend``; a no-op when they exist."""
-        self._ensure_state(backend, params)
+        n = int(params.shape[0])
+        group = OptimizerGroup([self], backend, params.reshape(1, n))
+        group.stage(1)
+        group.launch(params.reshape(1, n), grads.reshape(1, n), n_decay, 0)
+        group.advance([0], 1)
 
     def scalars(self, step: int, weight_decay: float | None = None) -> tuple[float, ...]:
-        """The scalars row of update number ``step`` (from 1), in the backend's column order.
+        """The scalars row of update number ``step`` (from 1), in the order of ``COLUMNS[self.rule]``.
 
-        ``weight_decay`` replaces :attr:`weight_decay` for this row (see :meth:`stage`).
+        ``weight_decay`` replaces :attr:`weight_decay` for this row (see :meth:`scalar_rows`).
         """
         raise NotImplementedError
 
     def _decay(self, weight_decay: float | None) -> float:
         return self.weight_decay if weight_decay is None else weight_decay
 
-    def stage(self, backend: Backend, dtype: Any, count: int, weight_decay: Any = None) -> Any:
-        """Write the scalars of the next ``count`` updates into the device table; returns the table.
+    def scalar_rows(self, count: int, weight_decay: Any = None) -> np.ndarray:
+        """The scalars of the next ``count`` updates as a host float64 table ``(count, columns)``.
 
         Row ``i`` belongs to update ``steps + 1 + i``.  ``weight_decay``, when
         given, is a sequence of ``count`` decays, one per update, replacing
         :attr:`weight_decay` (scikit-learn's L2 term is ``alpha`` over each
         batch's sample count, so it changes with the last, shorter batch).
-        The table is one buffer, kept while ``count`` fits (a captured launch
-        points at it), grown otherwise.
         """
-        dt = np.dtype(dtype)
-        rows = self.scalar_rows(count, weight_decay)
-        key = (id(backend), dt)
-        if self._table is None or self._table_key != key or self._table.shape[0] < count:
-            self._table = backend.empty((count, rows.shape[1]), dt)
-            self._table_key = key
-        host = np.zeros(self._table.shape, dtype=dt)
-        host[:count] = rows  # float64 -> the parameter dtype, as the update computes in it
-        backend.copy_(self._table, host)
-        return self._table
-
-    def scalar_rows(self, count: int, weight_decay: Any = None) -> np.ndarray:
-        """The scalars of the next ``count`` updates as a host float64 table (see :meth:`stage`)."""
         decays = [None] * count if weight_decay is None else [float(d) for d in weight_decay]
         if len(decays) != count:
             raise ValueError(f"weight_decay: expected {count} values (one per update), got {len(decays)}")
         rows = np.array([self.scalars(self.steps + 1 + i, decays[i]) for i in range(count)], dtype=np.float64)
         self._staged(count)
-        return rows
+        return rows.reshape(count, len(COLUMNS[self.rule]))
 
     def _staged(self, count: int) -> None:
         """Called once a table of ``count`` rows is computed (rules that remember what they staged use it)."""
@@ -132,12 +131,19 @@ class Optimizer:
         """The current learning rate (scikit-learn's name for it on its optimizers)."""
         return self.lr
 
-    def launch(self, backend: Backend, params: Any, grads: Any, n_decay: int, table: Any, row: int) -> None:
-        """One update with the scalars of ``table[row]``; changes no counter (see :meth:`advance`).
+    def launch_flags(self) -> tuple:
+        """Settings a launch takes as arguments rather than from the table (every optimizer of a group shares
+        them; a change needs a new capture)."""
+        return ()
 
-        The trainer's fast path: ``params``, ``grads`` and the state were
-        validated and allocated by :meth:`prepare`, so nothing is checked.
-        """
+    def group_key(self) -> tuple:
+        """What the optimizers of one group must share: the rule and the launch flags."""
+        return (self.rule, *self.launch_flags())
+
+    @classmethod
+    def _launch(cls, backend: Backend, flags: tuple, params: Any, grads: Any, state: dict, table: Any, row: int,
+                n_decay: int, rows: Any) -> None:
+        """The backend's stacked update of this rule (``state``: name -> (M, P) buffer, absent when unused)."""
         raise NotImplementedError
 
     def advance(self, count: int) -> None:
@@ -150,23 +156,6 @@ class Optimizer:
         self._state = {}
         self._state_key = None
         self._loaded = None
-
-    def graph_buffers(self) -> tuple:
-        """The device buffers a captured update points at: the state buffers and the scalars table."""
-        return (*(self._state[name] for name in sorted(self._state)), self._table)
-
-    def launch_flags(self) -> tuple:
-        """Settings a launch takes as arguments rather than from the table (a change needs a new capture)."""
-        return ()
-
-    def structure(self) -> tuple:
-        """What a captured update bakes in besides the table's contents: the code path and its buffers.
-
-        Buffers are compared by identity; whoever keeps a capture also keeps
-        :meth:`graph_buffers` alive, so an identity is never reused meanwhile.
-        """
-        return (type(self).__name__, tuple(sorted(self._state)), self.launch_flags(),
-                tuple(id(b) for b in self.graph_buffers()))
 
     def state_numpy(self) -> dict[str, np.ndarray]:
         """Host copies of the state buffers (empty before the first step)."""
@@ -197,15 +186,13 @@ class Optimizer:
 
     def __getstate__(self) -> dict[str, Any]:
         # Pickle host copies only, so an optimizer trained on a GPU unpickles anywhere.
-        state = {k: v for k, v in self.__dict__.items()
-                 if k not in ("_state", "_state_key", "_backend", "_loaded", "_table", "_table_key")}
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_state", "_state_key", "_backend", "_loaded")}
         state["_loaded"] = self.state_numpy()
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._state, self._state_key, self._backend = {}, None, None
-        self._table, self._table_key = None, None
 
     def get_config(self) -> dict:
         """The constructor arguments, for ``type(opt)(**opt.get_config())``."""
@@ -216,9 +203,115 @@ class Optimizer:
         return f"{type(self).__name__}({args})"
 
 
+class OptimizerGroup:
+    """The optimizers of a training loop's ``M`` networks (one each, of one rule), applied together.
+
+    Their state lives in ``(M, P)`` buffers of the backend, each optimizer
+    holding its own row (so its :meth:`~Optimizer.state_dict` and a checkpoint
+    read it); for a single network the optimizer's own buffers are used
+    as they are, so its state carries over from one fit to the next.  The
+    scalars of every network's next updates are staged as one ``(M, steps,
+    columns)`` table (:meth:`stage`) and each update is one launch of the
+    backend's stacked update (:meth:`launch`) for every network that trains.
+    """
+
+    def __init__(self, optimizers: Sequence[Optimizer], backend: Backend, params: Any) -> None:
+        self.optimizers = list(optimizers)
+        M, P = int(params.shape[0]), int(params.shape[1])
+        if len(self.optimizers) != M:
+            raise ValueError(f"optimizers: expected {M} (one per network), got {len(self.optimizers)}")
+        for i, opt in enumerate(self.optimizers):
+            if not isinstance(opt, Optimizer):
+                raise TypeError(f"optimizers[{i}]: expected an mlp.optim.Optimizer, got {type(opt).__name__}")
+        self.backend, self.params = backend, params
+        self.dtype = np.dtype(params.dtype)
+        self.state: dict[str, Any] = {}
+        self._bound: list[dict[str, Any]] = []  # what each optimizer was given (its rows), to notice a reset
+        self.table: Any = None
+        self._sync()
+
+    def _sync(self) -> None:
+        """Take up what changed in the optimizers since the last epoch: a reset (new state), a rule or flag
+        changed by hand.  A group of one uses the optimizer's own buffers; a larger group re-stacks its state
+        only when some optimizer's buffers are no longer the rows it was given."""
+        keys = {opt.group_key() for opt in self.optimizers}
+        if len(keys) != 1:
+            raise ValueError(f"optimizers: expected one update rule and one set of launch flags, got {sorted(keys)}")
+        first, be, params = self.optimizers[0], self.backend, self.params
+        self.rule, self.flags = first.rule, first.launch_flags()
+        M, P = int(params.shape[0]), int(params.shape[1])
+        names = [n for n in first._state_names if any(o._needs(n) for o in self.optimizers)]
+        if M == 1:
+            first._ensure_state(be, params[0])
+            bound = {n: first._state[n] for n in names if n in first._state}
+            if not self._bound or any(self._bound[0].get(n) is not b for n, b in bound.items()) \
+                    or set(bound) != set(self._bound[0]):
+                self.state = {n: b.reshape(1, P) for n, b in bound.items()}
+                self._bound = [bound]
+            return
+        if self._bound and set(names) == set(self.state) and all(
+                opt._state.get(n) is rows[n] for opt, rows in zip(self.optimizers, self._bound) for n in names):
+            return
+        self.state = {}
+        for n in names:
+            host = np.zeros((M, P), dtype=self.dtype)
+            for m, opt in enumerate(self.optimizers):
+                have = opt.state_numpy()
+                if n in have and have[n].shape == (P,):
+                    host[m] = have[n]
+            self.state[n] = be.asarray(host, dtype=self.dtype)
+        self._bound = []
+        for opt in self.optimizers:
+            rows = {n: b[len(self._bound)] for n, b in self.state.items()}
+            opt._bind_state(be, rows)
+            self._bound.append(rows)
+
+    def stage(self, count: int, weight_decay: Sequence[Any] | None = None,
+              active: Sequence[bool] | None = None) -> Any:
+        """Stage the scalars of the next ``count`` updates of every network that trains (``active``, default
+        all); ``weight_decay[m]``: network m's per-update decays or None (see :meth:`Optimizer.scalar_rows`).
+        The device table ``(M, count, columns)`` is kept while its shape holds (a captured update points at
+        it) and returned."""
+        self._sync()
+        M, cols = len(self.optimizers), len(COLUMNS[self.rule])
+        host = np.zeros((M, count, cols), dtype=np.float64)
+        for m, opt in enumerate(self.optimizers):
+            if active is None or active[m]:
+                host[m] = opt.scalar_rows(count, None if weight_decay is None else weight_decay[m])
+        if self.table is None or tuple(self.table.shape) != host.shape:
+            self.table = self.backend.empty(host.shape, self.dtype)
+        # float64 -> the parameters' dtype, as the update computes in it
+        self.backend.copy_(self.table, host.astype(self.dtype))
+        return self.table
+
+    def launch(self, params: Any, grads: Any, n_decay: int, row: int, rows: Any = None,
+               models: slice = slice(None)) -> None:
+        """One update of the networks ``models`` of ``params`` (M, P) from ``grads`` with row ``row`` of the
+        staged table; ``rows`` (M,) int64 (-1: a network that does not train, see the backend's stacked
+        operations; None: all).  Counts nothing (see :meth:`advance`)."""
+        state = {n: b[models] for n, b in self.state.items()}
+        type(self.optimizers[0])._launch(self.backend, self.flags, params, grads, state, self.table[models], row,
+                                         n_decay, rows)
+
+    def advance(self, models: Sequence[int], count: int) -> None:
+        """Count ``count`` updates as done for the networks ``models`` (indices)."""
+        for m in models:
+            self.optimizers[m].advance(count)
+
+    def buffers(self) -> tuple:
+        """The device buffers a captured update points at: the state buffers and the scalars table."""
+        return (*(self.state[n] for n in sorted(self.state)), self.table)
+
+    def structure(self) -> tuple:
+        """What a captured update bakes in besides buffer contents: the rule, flags and buffers (by identity;
+        whoever keeps a capture keeps :meth:`buffers` alive, so that no identity is reused meanwhile)."""
+        return (self.rule, self.flags, tuple(sorted(self.state)), tuple(id(b) for b in self.buffers()))
+
+
 class SGD(Optimizer):
     """Stochastic gradient descent with optional (Nesterov) momentum, as ``torch.optim.SGD`` (dampening 0)."""
 
+    rule = "sgd"
     _state_names = ("momentum_buffer",)
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
@@ -240,8 +333,9 @@ class SGD(Optimizer):
     def launch_flags(self) -> tuple:
         return (self.nesterov,)
 
-    def launch(self, backend, params, grads, n_decay, table, row) -> None:
-        backend._sgd_step(params, grads, self._state.get("momentum_buffer"), table, row, self.nesterov, n_decay)
+    @classmethod
+    def _launch(cls, backend, flags, params, grads, state, table, row, n_decay, rows) -> None:
+        backend._sgd_step_stacked(params, grads, state.get("momentum_buffer"), table, row, flags[0], n_decay, rows)
 
     def get_config(self) -> dict:
         return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
@@ -251,6 +345,7 @@ class SGD(Optimizer):
 class RMSprop(Optimizer):
     """RMSprop (not centered), as ``torch.optim.RMSprop``."""
 
+    rule = "rmsprop"
     _state_names = ("square_avg", "momentum_buffer")
 
     def __init__(self, lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8, momentum: float = 0.0,
@@ -266,9 +361,10 @@ class RMSprop(Optimizer):
     def scalars(self, step: int, weight_decay: float | None = None) -> tuple[float, ...]:
         return rmsprop_scalars(self.lr, self.alpha, self.eps, self.momentum, self._decay(weight_decay))
 
-    def launch(self, backend, params, grads, n_decay, table, row) -> None:
-        backend._rmsprop_step(params, grads, self._state["square_avg"], self._state.get("momentum_buffer"),
-                              table, row, n_decay)
+    @classmethod
+    def _launch(cls, backend, flags, params, grads, state, table, row, n_decay, rows) -> None:
+        backend._rmsprop_step_stacked(params, grads, state["square_avg"], state.get("momentum_buffer"), table, row,
+                                      n_decay, rows)
 
     def get_config(self) -> dict:
         return {"lr": self.lr, "alpha": self.alpha, "eps": self.eps, "momentum": self.momentum,
@@ -278,6 +374,7 @@ class RMSprop(Optimizer):
 class Adam(Optimizer):
     """Adam, as ``torch.optim.Adam`` (L2 decay added to the gradient; ``amsgrad`` not supported)."""
 
+    rule = "adam"
     _state_names = ("exp_avg", "exp_avg_sq")
     _decoupled = False
 
@@ -293,9 +390,13 @@ class Adam(Optimizer):
     def scalars(self, step: int, weight_decay: float | None = None) -> tuple[float, ...]:
         return adam_scalars(self.lr, self.betas[0], self.betas[1], self.eps, step, self._decay(weight_decay))
 
-    def launch(self, backend, params, grads, n_decay, table, row) -> None:
-        backend._adam_step(params, grads, self._state["exp_avg"], self._state["exp_avg_sq"], table, row,
-                           self._decoupled, n_decay)
+    def launch_flags(self) -> tuple:
+        return (self._decoupled,)
+
+    @classmethod
+    def _launch(cls, backend, flags, params, grads, state, table, row, n_decay, rows) -> None:
+        backend._adam_step_stacked(params, grads, state["exp_avg"], state["exp_avg_sq"], table, row, flags[0],
+                                   n_decay, rows)
 
     def get_config(self) -> dict:
         return {"lr": self.lr, "betas": self.betas, "eps": self.eps, "weight_decay": self.weight_decay}

@@ -40,7 +40,7 @@ def step_callback(loop: TrainingLoop, bar: Any, interrupt: StopAtStepBoundary) -
     def on_step(done: int) -> bool:
         if bar is not None:
             if live_loss:
-                bar.set_postfix_str(f"loss {stats[STATS_LOSS_SUM] / min(done * batch, n):.4f}", refresh=False)
+                bar.set_postfix_str(f"loss {stats[0, STATS_LOSS_SUM] / min(done * batch, n):.4f}", refresh=False)
             bar.update()
         return interrupt.requested
 

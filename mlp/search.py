@@ -58,7 +58,9 @@ from .backends import Backend, get_backend
 from .estimator import (_STOCHASTIC_SOLVERS, MLPClassifier, MLPRegressor, StochasticRun, _BaseMLP, _dense,
                         fit_fingerprint, serving_prefitted)
 from .model import MLP
-from .stack import StackedLoop, StackedNetwork, _optimizer_kind
+from .backends.base import STATS_LOSS_SUM
+from .loop import TrainingLoop
+from .network import Networks
 
 __all__ = ["GridSearchCV", "RandomizedSearchCV", "MLPEnsembleClassifier", "MLPEnsembleRegressor", "fit_many",
            "StackSplitWarning"]
@@ -192,7 +194,7 @@ def _fit_chunk(estimators: list[_BaseMLP], X: Any, y: Any, rows: list[np.ndarray
         Xv, yv, swv, dtype = est._begin_fit(Xm, ym, swm, incremental=False)
         run = StochasticRun(est, Xv, yv, swv, False, dtype)
         key = (type(est), tuple(np.shape(c) for c in est.coefs_), est.activation, est.out_activation_,
-               np.dtype(dtype).str, _optimizer_kind(est._optimizer), run.batch_size, run.steps,
+               np.dtype(dtype).str, est._optimizer.group_key(), run.batch_size, run.steps,
                None if not hasattr(est, "classes_") else repr(np.asarray(est.classes_).tolist()),
                swv is not None, str(est.backend))
         groups.setdefault(key, []).append((est, run, r))
@@ -223,11 +225,11 @@ def _train_stack(members: list[tuple[_BaseMLP, StochasticRun, np.ndarray]], X: A
     else:
         y_all = np.asarray(y, dtype=dtype).reshape(np.shape(y)[0], -1)
     targets = first._targets(y_all, dtype)
-    net = StackedNetwork([e._network(dtype, host) for e in ests], backend)
-    loop = StackedLoop(net, [e._optimizer for e in ests], backend, backend.asarray(X_all, dtype=dtype),
-                       backend.asarray(targets), runs[0].batch_size, runs[0].steps,
-                       weighted=runs[0].sw_train is not None, l2_penalty=any(e.alpha > 0 for e in ests),
-                       threads=threads)
+    net = Networks.stack([e._network(dtype, host) for e in ests], backend)
+    loop = TrainingLoop(net, [e._optimizer for e in ests], backend, backend.asarray(X_all, dtype=dtype),
+                        backend.asarray(targets), runs[0].batch_size, runs[0].steps,
+                        weighted=runs[0].sw_train is not None, l2_penalty=any(e.alpha > 0 for e in ests),
+                        cuda_graphs=True, threads=threads)
     train_rows = [r[run.train_rows] for (_, run, r) in members]
     val_rows = [None if run.val_rows is None else r[run.val_rows] for (_, run, r) in members]
     best: list[np.ndarray | None] = [None] * len(ests)
@@ -251,7 +253,7 @@ def _train_stack(members: list[tuple[_BaseMLP, StochasticRun, np.ndarray]], X: A
         loop.close()
     final = net.params_numpy()
     for m, (est, run) in enumerate(zip(ests, runs)):
-        model = MLP(net.layer_sizes, dtype=dtype, activation=net.activation, output=net.output)
+        model = MLP(net.layer_sizes, dtype=dtype, activation=first.activation, output=net.output)
         if run.early_stopping and run.improved:
             model.backend.copy_(model.params, best[m])
         elif run.early_stopping:
@@ -267,7 +269,7 @@ def _train_stack(members: list[tuple[_BaseMLP, StochasticRun, np.ndarray]], X: A
     return lowest
 
 
-def _stack_epoch(loop: StackedLoop, net: StackedNetwork, ests: list[_BaseMLP], runs: list[StochasticRun],
+def _stack_epoch(loop: TrainingLoop, net: Networks, ests: list[_BaseMLP], runs: list[StochasticRun],
                  train_rows: list[np.ndarray], val_rows: list[np.ndarray | None], best: list) -> tuple[float, int]:
     """One epoch of every member still training: plan, stage, run, record; returns the lowest loss and how
     many members trained."""
@@ -281,8 +283,10 @@ def _stack_epoch(loop: StackedLoop, net: StackedNetwork, ests: list[_BaseMLP], r
         decays.append(decay)
         penalties.append(penalty)
         weights.append(None if run.sw_train is None else run.sw_train[order])
-    loop.stage(orders, decays, penalties, weights if loop.weights is not None else None)
-    sums = loop.epoch()
+    loop.stage(orders, weight_decay=decays, penalty=penalties,
+               sample_weights=weights if loop.sample_weights is not None else None)
+    loop.epoch()
+    sums = loop.totals()[:, STATS_LOSS_SUM]
     wanted = [val_rows[m] if orders[m] is not None and runs[m].early_stopping else None for m in range(len(runs))]
     logits = loop.logits(wanted) if any(w is not None for w in wanted) else [None] * len(runs)
     params, lowest = None, math.inf

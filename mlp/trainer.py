@@ -175,8 +175,8 @@ class Trainer:
         self.backend.warmup(self.model.dtype)
         if self.loop is not None:
             self.loop.close()
-        self.loop = TrainingLoop(self.model, self.optimizer, self.backend, Xd, yd, self.batch_size,
-                                 cuda_graphs=self.uses_cuda_graphs)
+        self.loop = TrainingLoop.for_model(self.model, self.optimizer, self.backend, Xd, yd, self.batch_size,
+                                           cuda_graphs=self.uses_cuda_graphs)
         return self.loop
 
     # ----------------------------------------------------------------- data
@@ -295,7 +295,7 @@ class Trainer:
                 be.copy_(start_of_epoch, model.params)
                 bar = bar_factory(steps, f"epoch {epoch}/{epochs}") if bar_factory else None
                 ran = loop.epoch(on_step=step_callback(loop, bar, interrupt))
-                totals = loop.totals()  # the epoch's one synchronisation
+                totals = loop.totals()[0]  # the epoch's one synchronisation
                 if bar is not None:
                     bar.close()
                 if math.isfinite(totals[STATS_FIRST_NONFINITE_STEP]):

@@ -2,7 +2,7 @@
 
 Every update kernel reads its learning rate, momentum, Adam's step size and
 bias correction, ... from one row of a small table in device memory, which
-the optimizer writes once per epoch (``Optimizer.stage``).  That is what lets
+the optimizers write once per epoch (``OptimizerGroup.stage``).  That is what lets
 a captured CUDA graph replay an epoch with the right constants.  These tests
 drive that path directly, on the CUDA backend (a GPU, or Numba's CUDA
 simulator) and on the NumPy backend, and compare every step with formulas
@@ -78,19 +78,19 @@ def _run_staged(be, opt, p0, grads, lrs):
 
     Returns the parameters after every update and the table of each epoch.
     """
-    params = be.asarray(p0.copy(), dtype=np.float64)  # the NumPy backend would use p0 itself
-    g = be.empty(N_PARAMS, np.float64)
-    opt.prepare(be, params)
+    params = be.asarray(p0.reshape(1, -1).copy(), dtype=np.float64)  # the NumPy backend would use p0 itself
+    g = be.empty((1, N_PARAMS), np.float64)
+    group = optim.OptimizerGroup([opt], be, params)
     seen, tables = [], []
     for epoch, lr in enumerate(lrs):
         opt.lr = lr
-        table = opt.stage(be, np.float64, STEPS)
+        table = group.stage(STEPS)
         tables.append(table)
         for i in range(STEPS):
-            be.copy_(g, grads[epoch * STEPS + i])
-            opt.launch(be, params, g, N_DECAY, table, i)
-            seen.append(be.to_numpy(params).copy())
-        opt.advance(STEPS)
+            be.copy_(g, grads[epoch * STEPS + i].reshape(1, -1))
+            group.launch(params, g, N_DECAY, i)
+            seen.append(be.to_numpy(params)[0].copy())
+        group.advance([0], STEPS)
     return seen, tables
 
 
@@ -146,16 +146,16 @@ def test_public_step_and_staged_epoch_agree_bit_for_bit():
     results = []
     for staged in (False, True):
         opt = optim.Adam(lr=3e-3, weight_decay=1e-3)
-        params = be.asarray(p0.astype(np.float32), dtype=np.float32)
-        g = be.empty(N_PARAMS, np.float32)
+        params = be.asarray(p0.astype(np.float32).reshape(1, -1), dtype=np.float32)
+        g = be.empty((1, N_PARAMS), np.float32)
         if staged:
-            opt.prepare(be, params)
-            table = opt.stage(be, np.float32, STEPS)
+            group = optim.OptimizerGroup([opt], be, params)
+            group.stage(STEPS)
         for i in range(STEPS):
-            be.copy_(g, grads[i].astype(np.float32))
+            be.copy_(g, grads[i].astype(np.float32).reshape(1, -1))
             if staged:
-                opt.launch(be, params, g, N_DECAY, table, i)
+                group.launch(params, g, N_DECAY, i)
             else:
-                opt.step(be, params, g, N_DECAY)
-        results.append(be.to_numpy(params))
+                opt.step(be, params[0], g[0], N_DECAY)
+        results.append(be.to_numpy(params)[0])
     np.testing.assert_array_equal(results[0], results[1])

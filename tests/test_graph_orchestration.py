@@ -201,7 +201,8 @@ def test_the_stand_in_replays_a_stale_launch_argument_when_the_key_misses_it(mon
     """The check above can fail: with ``nesterov`` left out of what the loop compares, the replayed
     epochs keep the value recorded at capture, and the parameters part from the eager ones."""
     p_eager, _ = _epochs(mlp.get_backend("numpy"), False, {2: _set(nesterov=True)})
-    monkeypatch.setattr(optim.SGD, "launch_flags", lambda self: ())
+    structure = optim.OptimizerGroup.structure
+    monkeypatch.setattr(optim.OptimizerGroup, "structure", lambda self: structure(self)[:1] + structure(self)[2:])
     be = RecordingBackend()
     p_graph, _ = _epochs(be, True, {2: _set(nesterov=True)})
     assert be.captures == 1

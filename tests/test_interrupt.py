@@ -79,11 +79,11 @@ def test_sigint_without_output_says_to_pass_o(tmp_path: Path):
     assert "interrupted: no checkpoint was written; pass -o FILE next time to be able to resume" in err
 
 
-def test_fit_stops_at_a_step_boundary_on_sigint_and_raises_keyboard_interrupt(tmp_path: Path):
+def test_fit_stops_at_a_step_boundary_on_sigint_and_raises_keyboard_interrupt(tmp_path: Path, monkeypatch):
     (X, y), _ = datasets.load("quadrants", n_train=400, n_test=1)
     opt = optim.Adam(lr=0.01)
     trainer = mlp.Trainer(mlp.MLP([2, 8, 4], seed=1), opt, backend="numpy", batch_size=40)  # 10 steps an epoch
-    launch, launched = opt.launch, []
+    launch, launched = trainer.backend._adam_step_stacked, []
 
     def launch_then_press_ctrl_c_at_step_25(*args):
         launch(*args)
@@ -91,7 +91,7 @@ def test_fit_stops_at_a_step_boundary_on_sigint_and_raises_keyboard_interrupt(tm
         if len(launched) == 25:  # epoch 3, step 5
             os.kill(os.getpid(), signal.SIGINT)
 
-    opt.launch = launch_then_press_ctrl_c_at_step_25
+    monkeypatch.setattr(trainer.backend, "_adam_step_stacked", launch_then_press_ctrl_c_at_step_25)
     handler_before = signal.getsignal(signal.SIGINT)
     ck = tmp_path / "ck.npz"
     with pytest.raises(KeyboardInterrupt, match=r"interrupted in epoch 3 after step 5 of 10.*/ck.npz holds the last"):
@@ -148,7 +148,7 @@ def test_step_callback_shows_the_running_loss_where_reading_it_is_free_and_stops
     bar, interrupt = _Bar(), StopAtStepBoundary()
     assert loop.epoch(on_step=step_callback(loop, bar, interrupt)) == 4
     assert bar.n == 4 and len(bar.postfix) == 4  # host statistics (NumPy): the loss at every step
-    assert bar.postfix[-1] == f"loss {loop.totals()[0] / 100:.4f}"
+    assert bar.postfix[-1] == f"loss {loop.totals()[0, 0] / 100:.4f}"
 
     # statistics held on a device (not a NumPy array): the bar counts steps only, with no read-back
     device_loop = type("DeviceLoop", (), {"stats": object(), "batch_size": 30, "n_samples": 100})()

@@ -112,6 +112,18 @@ def check_out(out: Any, name: str, shape: Sequence[int], dtype: Any) -> None:
         )
 
 
+# ------------------------------------------------------------------- outputs
+#: The output layers, by name, and the loss each is trained with.  Each pairs an output activation with its
+#: canonical loss, so the gradient with respect to the last layer's pre-activation is ``output - target``
+#: (scaled by the sample weights): softmax with cross-entropy (integer labels), logistic with binary
+#: cross-entropy per output (0/1 targets: binary and multilabel classification), identity with half the
+#: squared error, and exp with half the Poisson deviance (scikit-learn's ``loss="poisson"``).
+OUTPUTS = {"softmax": "cross_entropy", "logistic": "binary_cross_entropy", "identity": "squared_error",
+           "exp": "poisson"}
+#: the outputs whose predictions are classes (an accuracy is defined); the others are regressions
+CLASSIFICATION_OUTPUTS = ("softmax", "logistic")
+
+
 # --------------------------------------------------------------- activations
 #: The activations of an affine layer, by name; the code the underscored
 #: operations (and ``mlp.kernels``) take is the name's index.
@@ -132,6 +144,20 @@ def activation_code(value: str | bool, name: str = "activation") -> int:
             return ACTIVATIONS.index(value)
         raise ValueError(f"{name}: expected one of {ACTIVATIONS} (or a bool), got {value!r}")
     raise TypeError(f"{name}: expected one of {ACTIVATIONS} (or a bool), got {type(value).__name__} {value!r}")
+
+
+def layer_layout(sizes: Sequence[int]) -> list[tuple[int, tuple[int, int], int, int]]:
+    """Where each layer lives in a network's flat parameter buffer: ``(weights offset, (in, out), bias offset,
+    out)`` per layer, every weight matrix first (row-major, ``(in, out)``), then every bias.  The one
+    definition of the layout (``mlp.MLP``, the stacks and checkpoints all read it)."""
+    shapes = list(zip(sizes[:-1], sizes[1:]))
+    n_weights = sum(k * n for k, n in shapes)
+    out, w_off, b_off = [], 0, n_weights
+    for k, n in shapes:
+        out.append((w_off, (int(k), int(n)), b_off, int(n)))
+        w_off += k * n
+        b_off += n
+    return out
 
 
 def _stack_rows(models: int, batch: int, rows: Any):
@@ -229,6 +255,14 @@ class Backend(ABC):
     @abstractmethod
     def zeros(self, shape: int | Sequence[int], dtype: Any = np.float32) -> Any:
         """Zero-filled array of this backend."""
+
+    def layer_views(self, flat: Any, sizes: Sequence[int]) -> tuple[list, list]:
+        """``(Ws, bs)``: every layer's weights and biases of every model of ``flat`` (M, P), as the stacked
+        operations take them (see :func:`layer_layout`).  Here :class:`StackedLayer` views; a backend whose
+        arrays reshape freely returns arrays ``(M, in, out)`` and ``(M, out)``."""
+        layout = layer_layout(sizes)
+        return ([StackedLayer(flat, w, shape) for w, shape, _, _ in layout],
+                [StackedLayer(flat, b, (n,)) for _, _, b, n in layout])
 
     def copy_(self, dst: Any, src: Any) -> Any:
         """Copy ``src`` (a NumPy array or an array of this backend) into ``dst`` in place; returns ``dst``."""
@@ -718,7 +752,7 @@ class Backend(ABC):
 
     def _loss_stacked(self, output: str, logits: Any, targets: Any, dlogits: Any, stats: Any, step: int,
                       weights: Any, rows: Any) -> None:
-        """The output layer's loss (``output`` as :data:`mlp.model.OUTPUTS`) of every training model's batch;
+        """The output layer's loss (``output`` as :data:`OUTPUTS`) of every training model's batch;
         a padded row's gradient is zero."""
         op = {"softmax": self._softmax_xent, "logistic": self._logistic_xent, "identity": self._squared_error,
               "exp": self._poisson_loss}[output]

@@ -307,7 +307,13 @@ class CudaBackend(Backend):
     def _take_rows_stacked(self, X, idx, out) -> None:
         self.launch_count += stacked_kernels.take_rows(X, idx, out, stream=self.stream)
 
+    # A stack of one is a single network: its products run the tuned single-network kernels (split-K, per-GPU
+    # tiles) on model 0's views, over every row of its buffers.  Its loop never passes a stopped model (it ends
+    # when the network stops), and a short last batch's padding rows are multiplied but contribute nothing: the
+    # loss zeroes their gradient rows.
     def _affine_forward_stacked(self, x, W, b, act, out, rows=None) -> None:
+        if x.shape[0] == 1:
+            return self._affine_forward(x[0], W[0], b[0], act, out[0])
         if not (isinstance(W, StackedLayer) and isinstance(b, StackedLayer) and W.same_models(b)):
             return super()._affine_forward_stacked(x, W, b, act, out, rows)
         self.launch_count += gemm_stacked.affine_forward(x, W.flat, W.offset, b.offset, int(act), out,
@@ -315,6 +321,9 @@ class CudaBackend(Backend):
                                                          stream=self.stream)
 
     def _affine_backward_stacked(self, dy, x, W, y, dx, dW, db, act=1, rows=None) -> None:
+        if dy.shape[0] == 1:
+            return self._affine_backward(dy[0], x[0], W[0], None if y is None else y[0], None if dx is None else dx[0],
+                                         dW[0], db[0], act)
         layers = (W, dW, db)
         if not (all(isinstance(a, StackedLayer) for a in layers) and dW.same_models(db)
                 and W.models == dW.models and (W.offset, W.shape) == (dW.offset, dW.shape)):
@@ -327,25 +336,34 @@ class CudaBackend(Backend):
     def _all_rows(a) -> np.ndarray:
         return np.full(a.shape[0], a.shape[1], dtype=np.int64)
 
+    @staticmethod
+    def _every_model(params, rows) -> Any:
+        """``rows``, or (None) every model of ``params`` training (a host array, copied at the launch)."""
+        return np.zeros(params.shape[0], dtype=np.int64) if rows is None else rows
+
     def _loss_stacked(self, output, logits, targets, dlogits, stats, step, weights, rows) -> None:
+        rows = self._all_rows(logits) if rows is None else rows
         self.launch_count += stacked_kernels.loss(output, logits, targets, dlogits, stats, step, weights, rows,
                                                   stream=self.stream)
 
     def _l2_penalty_stacked(self, params, n, scales, row, stats, rows) -> None:
+        rows = self._every_model(params, rows)
         self.launch_count += stacked_kernels.l2_penalty(params, n, scales, row, stats, rows, stream=self.stream)
 
     def _sgd_step_stacked(self, params, grads, buf, table, row, nesterov, n_decay, rows) -> None:
         self.launch_count += stacked_kernels.sgd_step(params, grads, buf, table, row, nesterov=nesterov,
-                                                      n_decay=n_decay, rows=rows, stream=self.stream)
+                                                      n_decay=n_decay, rows=self._every_model(params, rows),
+                                                      stream=self.stream)
 
     def _rmsprop_step_stacked(self, params, grads, square_avg, buf, table, row, n_decay, rows) -> None:
         self.launch_count += stacked_kernels.rmsprop_step(params, grads, square_avg, buf, table, row, n_decay=n_decay,
-                                                          rows=rows, stream=self.stream)
+                                                          rows=self._every_model(params, rows), stream=self.stream)
 
     def _adam_step_stacked(self, params, grads, exp_avg, exp_avg_sq, table, row, decoupled, n_decay,
                            rows) -> None:
         self.launch_count += stacked_kernels.adam_step(params, grads, exp_avg, exp_avg_sq, table, row,
-                                                       decoupled=decoupled, n_decay=n_decay, rows=rows,
+                                                       decoupled=decoupled, n_decay=n_decay,
+                                                       rows=self._every_model(params, rows),
                                                        stream=self.stream)
 
     # ---------------------------------------------------------------- extras

@@ -19,7 +19,7 @@ from ..kernels.scalars import (ADAM_BC2_SQRT, ADAM_BETA2, ADAM_DECAY_FACTOR, ADA
 from . import _cpu_losses as losses
 from . import _cpu_loops as loops
 from . import _cpu_stacked as stacked
-from .base import Backend
+from .base import Backend, layer_layout
 
 
 class NumpyBackend(Backend):
@@ -49,6 +49,12 @@ class NumpyBackend(Backend):
 
     def zeros(self, shape: int | Sequence[int], dtype: Any = np.float32) -> np.ndarray:
         return np.zeros(shape, dtype=dtype)
+
+    def layer_views(self, flat: np.ndarray, sizes) -> tuple[list, list]:
+        M = flat.shape[0]
+        layout = layer_layout(sizes)
+        return ([flat[:, w:w + k * n].reshape(M, k, n) for w, (k, n), _, _ in layout],
+                [flat[:, b:b + n] for _, _, b, n in layout])
 
     def _copy(self, dst: np.ndarray, src: Any) -> None:
         np.copyto(dst, self.asarray(src), casting="same_kind")

@@ -1,0 +1,120 @@
+"""The forward and backward pass of ``M`` networks of one shape, written once.
+
+A single :class:`mlp.MLP` is a stack of one: its flat parameter buffer,
+seen as a ``(1, P)`` array, is what :class:`Networks` runs on.  A search's
+or an ensemble's many networks are a stack of ``M``: the rows of one
+``(M, P)`` buffer.  Every operation is the backend's stacked operation, with
+the model index as the leading axis of every array; the backend picks the
+kernels (on a GPU a stack of one runs the tuned single-network products, a
+stack of many the stacked ones), the Python here never forks on ``M``.
+
+Each row of the buffer is laid out as :attr:`mlp.MLP.params`: every layer's
+weights ``(in, out)`` first, then every bias (``mlp.backends.base.layer_layout``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from .backends import Backend
+
+
+@dataclass
+class Workspace:
+    """The activations of a batch of ``M`` networks, kept for the backward pass: each layer's output
+    ``(M, B, size)``, the gradient with respect to each hidden layer's output, and the loss's gradient with
+    respect to the logits ``(M, B, outputs)``.  Owned by whoever made it (one loop, one call)."""
+
+    acts: list = field(default_factory=list)
+    grads_in: list = field(default_factory=list)
+    dlogits: Any = None
+
+
+class Networks:
+    """``M`` networks of one shape (layer sizes, hidden activation code, output, dtype) on ``backend``.
+
+    ``params`` and ``grads`` are ``(M, P)`` arrays of the backend (views of a
+    single network's flat buffers for ``M = 1``; ``grads`` None for inference
+    only); each model's layers are read
+    through the backend's layer views (:meth:`Backend.layer_views`).
+    ``output`` names the output layer and its loss (``mlp.backends.base.OUTPUTS``).
+    """
+
+    def __init__(self, backend: Backend, layer_sizes: Sequence[int], act: int, output: str, dtype: Any,
+                 params: Any, grads: Any) -> None:
+        self.backend = backend
+        self.layer_sizes = tuple(int(s) for s in layer_sizes)
+        self.act, self.output = int(act), output
+        self.dtype = np.dtype(dtype)
+        self.params, self.grads = params, grads
+        self.M = int(params.shape[0])
+        self.n_weights = sum(k * n for k, n in zip(self.layer_sizes[:-1], self.layer_sizes[1:]))
+        self._W, self._b = backend.layer_views(params, self.layer_sizes)
+        self._dW, self._db = ([], []) if grads is None else backend.layer_views(grads, self.layer_sizes)
+
+    @classmethod
+    def stack(cls, models: Sequence[Any], backend: Backend) -> "Networks":
+        """A new stack on ``backend`` holding copies of the parameters of ``models`` (:class:`mlp.MLP` of one
+        shape: layer sizes, activation, output, dtype), and zeroed gradients."""
+        if not models:
+            raise ValueError("models: expected at least one network, got none")
+        first = models[0]
+        shape = (first.layer_sizes, first.activation, first.output, first.dtype)
+        for i, m in enumerate(models):
+            if (m.layer_sizes, m.activation, m.output, m.dtype) != shape:
+                raise ValueError(f"models[{i}]: expected the shape of models[0] {shape}, got "
+                                 f"{(m.layer_sizes, m.activation, m.output, m.dtype)}")
+        host = np.stack([np.asarray(m.backend.to_numpy(m.params), dtype=first.dtype) for m in models])
+        return cls(backend, first.layer_sizes, first._act, first.output, first.dtype,
+                   backend.asarray(host, dtype=first.dtype), backend.zeros(host.shape, first.dtype))
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layer_sizes) - 1
+
+    def params_numpy(self) -> np.ndarray:
+        """Host copy of the parameters, (M, P)."""
+        return np.array(self.backend.to_numpy(self.params), copy=True)
+
+    def new_workspace(self, batch: int, models: int | None = None) -> Workspace:
+        """Buffers for batches of ``batch`` rows of ``models`` networks (default: all of them)."""
+        be, dt, M = self.backend, self.dtype, self.M if models is None else int(models)
+        return Workspace(acts=[be.empty((M, batch, n), dt) for n in self.layer_sizes[1:]],
+                         grads_in=[be.empty((M, batch, n), dt) for n in self.layer_sizes[1:-1]],
+                         dlogits=be.empty((M, batch, self.layer_sizes[-1]), dt))
+
+    def forward(self, x: Any, ws: Workspace, rows: Any = None, models: slice = slice(None)) -> Any:
+        """Logits ``(M, B, outputs)`` of the batches ``x`` ``(M, B, inputs)``; each layer's output kept in ``ws``.
+
+        ``rows``: each model's row count in its batch, -1 for a model that does
+        not train (see the backend's stacked operations; None: every row);
+        ``models``: the range of models ``x``, ``ws`` and ``rows`` hold.
+        """
+        be, last, a = self.backend, self.n_layers - 1, x
+        for i in range(self.n_layers):
+            be._affine_forward_stacked(a, self._W[i][models], self._b[i][models], self.act if i < last else 0,
+                                       ws.acts[i], rows)
+            a = ws.acts[i]
+        return a
+
+    def backward(self, x: Any, ws: Workspace, rows: Any = None, models: slice = slice(None)) -> None:
+        """Gradients of the loss into :attr:`grads`, from ``ws.dlogits`` (written by the loss)."""
+        be, last, dy = self.backend, self.n_layers - 1, ws.dlogits
+        for i in range(last, -1, -1):
+            x_in = ws.acts[i - 1] if i > 0 else x
+            y = ws.acts[i] if i < last else None  # the last layer has no activation to differentiate
+            dx = ws.grads_in[i - 1] if i > 0 else None
+            be._affine_backward_stacked(dy, x_in, self._W[i][models], y, dx, self._dW[i][models],
+                                        self._db[i][models], self.act, rows)
+            dy = dx
+
+    def loss(self, logits: Any, targets: Any, dlogits: Any, stats: Any, step: int, weights: Any = None,
+             rows: Any = None) -> None:
+        """The output layer's loss of every model's batch: accumulated into ``stats`` (M, STATS_SIZE), its
+        gradient with respect to the logits written into ``dlogits`` (None: statistics only).  ``targets``
+        (M, B) int64 labels for a softmax, else (M, B, outputs); ``weights`` (M, B) per-sample weights or None;
+        ``step`` is recorded as the first non-finite step when a loss is not finite."""
+        self.backend._loss_stacked(self.output, logits, targets, dlogits, stats, step, weights, rows)
