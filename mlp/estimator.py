@@ -72,6 +72,7 @@ from ._validation import FLOAT_DTYPE_NAMES
 from .backends import BACKEND_NAMES, Backend, get_backend
 from .backends.base import STATS_LOSS_SUM
 from .loop import TrainingLoop
+from .runner import EpochPlan, Policy, train
 from .model import MLP, output_activation
 from .optim import Optimizer, ScikitAdam, ScikitSGD
 
@@ -264,24 +265,10 @@ class _BaseMLP(BaseEstimator):
                                       dev(run.targets), run.batch_size, cuda_graphs=backend.supports_graphs,
                                       weights=run.sw_train, l2_penalty=self.alpha > 0)
         X_val = None if run.X_val is None else dev(run.X_val, dtype=model.dtype)
-        best = backend.empty(model.n_params, model.dtype) if run.early_stopping else None
         try:
-            while not run.done:
-                order, decay, penalty = run.plan_epoch()
-                loop.stage([order], weight_decay=[decay], penalty=[penalty],
-                           sample_weights=None if run.sw_train is None else [run.sw_train[order]])
-                loop.epoch()
-                val = None if X_val is None else model.decision_function(X_val)
-                if run.end_epoch(float(loop.totals()[0, STATS_LOSS_SUM]), val):
-                    backend.copy_(best, model.params)
-        except KeyboardInterrupt:
-            warnings.warn("Training interrupted by user.")
+            train(loop, [run], validation_X=X_val, interrupt="warn")
         finally:
             loop.close()
-        if run.early_stopping and run.improved:
-            backend.copy_(model.params, best)
-        elif run.early_stopping:  # no epoch beat the best score of an earlier fit (or every score was NaN)
-            model.set_weights(list(zip(self._best_coefs, self._best_intercepts)))
         self._store(model)
         if run.early_stopping:
             self._best_coefs, self._best_intercepts = self.coefs_, self.intercepts_
@@ -372,17 +359,19 @@ class _BaseMLP(BaseEstimator):
         return tags
 
 
-class StochasticRun:
-    """One estimator's "sgd"/"adam" fit as scikit-learn runs it, epoch by epoch, whatever trains the network.
+class StochasticRun(Policy):
+    """One estimator's "sgd"/"adam" fit as scikit-learn runs it, epoch by epoch: its :class:`~mlp.runner.Policy`.
 
     It owns everything of a fit but the arithmetic: the optimizer's rule and
     learning-rate schedule, the validation split, the batch size, each
     epoch's shuffle (from the estimator's ``_random_state``, as scikit-learn
-    draws it), the per-step L2 terms, the loss curve, the stopping rule and
-    the warnings.  The engine that trains the network (one
-    :class:`mlp.TrainingLoop`, or a stack of many models trained at once)
-    asks :meth:`plan_epoch` what to run, runs it, and reports back with
-    :meth:`end_epoch` until :attr:`done`.
+    draws it), the per-step L2 terms, the loss curve, the stopping rule, the
+    weights the fit ends with and the warnings.  :func:`mlp.runner.train`
+    runs it, alone (one estimator's ``fit``) or beside many others (a stack
+    of a search or an ensemble).  ``row_map``: where the fit's training rows
+    sit in the data the loop holds (None: the loop holds exactly
+    :attr:`X_train`); :attr:`validation_rows` likewise for the validation
+    rows (default: rows of :attr:`X_val`).
     """
 
     def __init__(self, est: "_BaseMLP", X: np.ndarray, y: np.ndarray, sample_weight: Any, incremental: bool,
@@ -434,8 +423,29 @@ class StochasticRun:
         est.n_iter_ = 0
         self.done = False
         self.improved = False  # whether some epoch of this fit had the best validation score so far
+        self.row_map: np.ndarray | None = None
+        self.validation_rows = None if self.X_val is None else np.arange(self.X_val.shape[0], dtype=np.int64)
 
-    def plan_epoch(self) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    def plan_epoch(self) -> EpochPlan:
+        """The next epoch as the training loop takes it (see :meth:`plan`)."""
+        order, decay, penalty = self.plan()
+        weights = None if self.sw_train is None else self.sw_train[order]
+        return EpochPlan(order if self.row_map is None else self.row_map[order], decay, penalty, weights)
+
+    def end_epoch(self, totals: np.ndarray, steps_ran: int, val_logits: np.ndarray | None) -> bool:
+        return self.record(float(totals[STATS_LOSS_SUM]), val_logits)
+
+    def final_weights(self):
+        """The best epoch's weights with early stopping (or, when no epoch of this fit beat the best score of
+        an earlier one, the earlier best); the last weights otherwise."""
+        if not self.early_stopping:
+            return "last"
+        if self.improved:
+            return "best"
+        est = self.est
+        return np.concatenate([np.ravel(w) for w in chain(est._best_coefs, est._best_intercepts)])
+
+    def plan(self) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """The next epoch: ``(order, weight_decay, penalty)``: the sample order (int64, rows of ``X_train``)
         and, per step, the weight decay ``alpha / S`` and the loss's L2 scale ``0.5 * alpha * b / S``, ``b``
         being the batch's size and ``S`` its sample-weight sum (``b`` without weights); None when alpha is 0."""
@@ -455,7 +465,7 @@ class StochasticRun:
             sums = np.add.reduceat(np.asarray(self.sw_train, dtype=np.float64)[self.sample_idx], np.arange(0, n, b))
         return self.sample_idx, est.alpha / sums, 0.5 * est.alpha * sizes / sums
 
-    def end_epoch(self, loss_sum: float, val_logits: np.ndarray | None = None) -> bool:
+    def record(self, loss_sum: float, val_logits: np.ndarray | None = None) -> bool:
         """Record an epoch (``loss_sum``: the loss statistics' sum; ``val_logits``: the network's logits on
         ``X_val`` with early stopping); returns True when the weights are the best so far (keep them)."""
         est = self.est

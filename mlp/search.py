@@ -61,6 +61,7 @@ from .model import MLP
 from .backends.base import STATS_LOSS_SUM
 from .loop import TrainingLoop
 from .network import Networks
+from .runner import train
 
 __all__ = ["GridSearchCV", "RandomizedSearchCV", "MLPEnsembleClassifier", "MLPEnsembleRegressor", "fit_many",
            "StackSplitWarning"]
@@ -230,10 +231,17 @@ def _train_stack(members: list[tuple[_BaseMLP, StochasticRun, np.ndarray]], X: A
                         backend.asarray(targets), runs[0].batch_size, runs[0].steps,
                         weighted=runs[0].sw_train is not None, l2_penalty=any(e.alpha > 0 for e in ests),
                         cuda_graphs=True, threads=threads)
-    train_rows = [r[run.train_rows] for (_, run, r) in members]
-    val_rows = [None if run.val_rows is None else r[run.val_rows] for (_, run, r) in members]
-    best: list[np.ndarray | None] = [None] * len(ests)
-    lowest = math.inf
+    for (_, run, r) in members:  # each fit's rows of the one copy of the data the stack holds
+        run.row_map = r[run.train_rows]
+        run.validation_rows = None if run.val_rows is None else r[run.val_rows]
+    lowest = [math.inf]
+
+    def progress(trained: Sequence[int]) -> None:
+        lowest[0] = min([lowest[0], *(ests[m].loss_ for m in trained)])
+        if bar is not None:
+            bar.update(len(trained))
+            bar.set_postfix_str(f"best loss {lowest[0]:.4g}", refresh=False)
+
     blas: Any = contextlib.nullcontext()
     if len(loop.parts) > 1:
         from threadpoolctl import threadpool_limits
@@ -241,63 +249,20 @@ def _train_stack(members: list[tuple[_BaseMLP, StochasticRun, np.ndarray]], X: A
         blas = threadpool_limits(limits=1, user_api="blas")
     try:
         with blas:
-            while not all(run.done for run in runs):
-                epoch_lowest, ran = _stack_epoch(loop, net, ests, runs, train_rows, val_rows, best)
-                lowest = min(lowest, epoch_lowest)
-                if bar is not None:
-                    bar.update(ran)
-                    bar.set_postfix_str(f"best loss {lowest:.4g}", refresh=False)
-    except KeyboardInterrupt:
-        warnings.warn("Training interrupted by user.")
+            train(loop, runs, after_epoch=progress, interrupt="warn")
     finally:
         loop.close()
     final = net.params_numpy()
-    for m, (est, run) in enumerate(zip(ests, runs)):
+    for m, est in enumerate(ests):
         model = MLP(net.layer_sizes, dtype=dtype, activation=first.activation, output=net.output)
-        if run.early_stopping and run.improved:
-            model.backend.copy_(model.params, best[m])
-        elif run.early_stopping:
-            model.set_weights(list(zip(est._best_coefs, est._best_intercepts)))
-        else:
-            model.backend.copy_(model.params, final[m])
+        model.backend.copy_(model.params, final[m])
         est._store(model.to(backend))
-        if run.early_stopping:
+        if runs[m].early_stopping:
             est._best_coefs, est._best_intercepts = est.coefs_, est.intercepts_
         est._end_fit()
     if bar is not None:  # the epochs the models that stopped early did not need
         bar.update(sum(max(0, est.max_iter - est.n_iter_) for est in ests))
-    return lowest
-
-
-def _stack_epoch(loop: TrainingLoop, net: Networks, ests: list[_BaseMLP], runs: list[StochasticRun],
-                 train_rows: list[np.ndarray], val_rows: list[np.ndarray | None], best: list) -> tuple[float, int]:
-    """One epoch of every member still training: plan, stage, run, record; returns the lowest loss and how
-    many members trained."""
-    orders, decays, penalties, weights = [], [], [], []
-    for m, run in enumerate(runs):
-        if run.done:
-            orders.append(None), decays.append(None), penalties.append(None), weights.append(None)
-            continue
-        order, decay, penalty = run.plan_epoch()
-        orders.append(train_rows[m][order])
-        decays.append(decay)
-        penalties.append(penalty)
-        weights.append(None if run.sw_train is None else run.sw_train[order])
-    loop.stage(orders, weight_decay=decays, penalty=penalties,
-               sample_weights=weights if loop.sample_weights is not None else None)
-    loop.epoch()
-    sums = loop.totals()[:, STATS_LOSS_SUM]
-    wanted = [val_rows[m] if orders[m] is not None and runs[m].early_stopping else None for m in range(len(runs))]
-    logits = loop.logits(wanted) if any(w is not None for w in wanted) else [None] * len(runs)
-    params, lowest = None, math.inf
-    for m, run in enumerate(runs):
-        if orders[m] is None:
-            continue
-        if run.end_epoch(float(sums[m]), logits[m]):
-            params = net.params_numpy() if params is None else params
-            best[m] = params[m].copy()
-        lowest = min(lowest, ests[m].loss_)
-    return lowest, sum(o is not None for o in orders)
+    return lowest[0]
 
 
 def _as_matrix(X: Any) -> np.ndarray:
