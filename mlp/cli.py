@@ -110,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint file to write (atomically) after each epoch; --resume continues from it")
     t.add_argument("--resume", default=None, metavar="CKPT",
                    help="continue the run saved in CKPT (by -o) exactly where it stopped, up to --epochs in all; "
-                        "the other options come from CKPT (and -o defaults to CKPT)")
+                        "the other options come from CKPT (and -o defaults to CKPT); --plot does not: give it "
+                        "again to draw the curves")
     t.add_argument("--plot", default=None, metavar="FILE.png",
                    help="draw the loss and accuracy curves to FILE after each epoch (needs matplotlib)")
     t.add_argument("-q", "--quiet", action="store_true", help="print only the final result")
@@ -164,12 +165,7 @@ def _given_run_options(args: argparse.Namespace) -> dict:
 
 def _resumed_run(trainer, path: str, given: dict) -> dict:
     """The settings of the run saved in ``path``; an option given that differs from them is an error."""
-    run = trainer.model.metadata.get("run")
-    if isinstance(run, dict):  # runs recorded before --activation existed: the model's (ReLU) is the run's
-        run = {"activation": trainer.model.activation, **run}
-    if not isinstance(run, dict) or set(RUN_DEFAULTS) - set(run):
-        raise ValueError(f"--resume: {path!r} was not written by 'mlp train' (it does not record the dataset and "
-                         "options of its run); continue it from Python with mlp.Trainer.from_checkpoint")
+    run = _recorded_run(trainer, path)
     for name, value in given.items():
         if name != "epochs" and value != run[name]:
             used = "not set" if run[name] is None else repr(run[name])
@@ -184,6 +180,80 @@ def _resumed_run(trainer, path: str, given: dict) -> dict:
     return {**run, "epochs": epochs}
 
 
+def _recorded_run(trainer, path: str) -> dict:
+    """The options of the run a checkpoint records (its metadata "run"), each checked, and checked against
+    what the checkpoint's model and training state hold.  Only those options: nothing else of the
+    checkpoint's header is taken up (in particular no file to write)."""
+    from ._validation import FLOAT_DTYPE_NAMES, check_int, check_real
+    from .backends.base import ACTIVATIONS
+    from .optim import OPTIMIZERS
+
+    run = trainer.model.metadata.get("run")
+    if isinstance(run, dict):  # runs recorded before --activation existed: the model's (ReLU) is the run's
+        run = {"activation": trainer.model.activation, **run}
+    if not isinstance(run, dict) or set(RUN_DEFAULTS) - set(run):
+        raise ValueError(f"--resume: {path!r} was not written by 'mlp train' (metadata.run does not record the "
+                         "dataset and options of its run); continue it from Python with mlp.Trainer.from_checkpoint")
+    bad = f"--resume: {path!r} records a malformed run: metadata.run."
+    model, state, optimizer = trainer.model, trainer._resume, trainer.optimizer
+    checked = {**_recorded_source(run, path, "--resume")}
+    try:
+        for name in ("epochs", "batch_size"):
+            checked[name] = check_int(run[name], bad + name, minimum=1)
+        checked["seed"] = check_int(run["seed"], bad + "seed", minimum=0)
+        hidden = run["hidden"]
+        if not isinstance(hidden, list):
+            raise TypeError(f"{bad}hidden: expected a list of layer sizes, got {hidden!r}")
+        checked["hidden"] = [check_int(size, f"{bad}hidden[{i}]", minimum=1) for i, size in enumerate(hidden)]
+        for name, choices in (("activation", ACTIVATIONS), ("optimizer", tuple(OPTIMIZERS)),
+                              ("dtype", FLOAT_DTYPE_NAMES)):
+            if not isinstance(run[name], str) or run[name] not in choices:
+                raise ValueError(f"{bad}{name}: expected one of {tuple(choices)}, got {run[name]!r}")
+            checked[name] = run[name]
+        for name in ("lr", "momentum", "weight_decay"):
+            checked[name] = None if run[name] is None else check_real(run[name], bad + name)
+        if not isinstance(run["nesterov"], bool):
+            raise TypeError(f"{bad}nesterov: expected true or false, got {run['nesterov']!r}")
+        checked["nesterov"] = run["nesterov"]
+        checked["validation_split"] = check_real(run["validation_split"], bad + "validation_split", minimum=0.0,
+                                                 maximum=1.0, max_inclusive=False)
+        early = run["early_stopping"]
+        checked["early_stopping"] = None if early is None else check_int(early, bad + "early_stopping", minimum=1)
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
+    # what the model and the training state hold decides; a record that says otherwise is not this run's
+    stopping = state.early_stopping
+    holds = {"hidden": list(model.layer_sizes[1:-1]), "activation": model.activation, "dtype": model.dtype.name,
+             "optimizer": state.optimizer["name"], "batch_size": trainer.batch_size, "seed": trainer.seed,
+             "validation_split": state.validation["fraction"],
+             "early_stopping": None if stopping is None else stopping["patience"],
+             **{name: value for name, value in optimizer.get_config().items()
+                if name in checked and checked[name] is not None}}
+    for name, value in holds.items():
+        if checked[name] != value:
+            raise ValueError(f"{bad}{name}: expected {value!r}, as the checkpoint's model and training state hold, "
+                             f"got {checked[name]!r}")
+    return checked
+
+
+def _recorded_source(run, path: str, option: str) -> dict:
+    """The dataset or data file a run record names (``dataset`` and ``data``), checked."""
+    from .datasets import NAMES
+
+    bad = f"{option}: {path!r} records a malformed run: metadata.run"
+    if not isinstance(run, dict):
+        raise ValueError(f"{bad}: expected an object, got {type(run).__name__}")
+    dataset, data = run.get("dataset"), run.get("data")
+    if dataset is not None and (not isinstance(dataset, str) or dataset not in NAMES):
+        raise ValueError(f"{bad}.dataset: expected one of {NAMES} or null, got {dataset!r}")
+    if data is not None and not isinstance(data, str):
+        raise ValueError(f"{bad}.data: expected the path of an .npz file or null, got {data!r}")
+    if (dataset is None) == (data is None):
+        raise ValueError(f"{bad}: expected a dataset or a data file (one of the two), got dataset={dataset!r} and "
+                         f"data={data!r}")
+    return {"dataset": dataset, "data": data}
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import mlp
     from .plotting import figure_class
@@ -194,8 +264,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         run = _resumed_run(trainer, args.resume, given)
         (X, y), (X_test, y_test) = _load_data(args, run["dataset"], run["data"])
         model = trainer.model
-        output = args.output or args.resume
-        plot = args.plot or run.get("plot")
+        output = args.output or args.resume  # a file the user named, as --plot: never one the checkpoint names
     else:
         run = {**RUN_DEFAULTS, **given}
         if run["data"] is not None:
@@ -209,10 +278,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                         activation=run["activation"], output=last_layer)
         trainer = mlp.Trainer(model, _optimizer(run), backend=args.backend, batch_size=run["batch_size"],
                               seed=run["seed"])
-        output, plot = args.output, args.plot
+        output = args.output
+    plot = args.plot
     if plot is not None:
         figure_class()  # fail now, not after the first epoch, when matplotlib is missing
-        run["plot"] = str(Path(plot).resolve())
     model.metadata = {"run": run}
     source = run["data"] or run["dataset"]
     start_epoch = len(trainer.history) if args.resume else 0
@@ -265,9 +334,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import mlp
 
     model = mlp.load(args.checkpoint)
-    run = model.metadata.get("run", {}) if args.dataset is None and args.data is None else {}
-    data = args.data or run.get("data")
-    dataset = args.dataset or run.get("dataset")
+    data, dataset = args.data, args.dataset
+    if data is None and dataset is None and "run" in model.metadata:  # the test set of the run's data
+        source = _recorded_source(model.metadata["run"], args.checkpoint, "checkpoint")
+        data, dataset = source["data"], source["dataset"]
     _, (X_test, y_test) = _load_data(args, dataset, data)
     if X_test is None:
         raise ValueError(f"--data: {data!r} holds no X_test and y_test to evaluate on")
