@@ -81,9 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a network and report how it does on the test set",
                        description="Train an MLP (default: 784-512-256-10 on Fashion-MNIST with Adam).")
     data_args(t, "your own arrays: an .npz file with X_train (n, features) and y_train, and optionally X_test "
-                 "and y_test.  y_train of integer labels (n,) trains a classifier; real-valued y_train (n,) or "
-                 "(n, targets) trains a regression (identity outputs, squared error).  The input and output "
-                 "sizes come from the data")
+                 "and y_test (of y_train's kind).  The dtype of y_train decides the task: integer or bool y_train "
+                 "(n,) trains a classifier (its labels number the classes 0..K-1, and at least half of the "
+                 "classes 0..K-1 must occur); floating y_train trains a regression, whatever its values, as does "
+                 "any (n, targets) y_train (identity outputs, squared error).  The input and output sizes come "
+                 "from the data")
     t.add_argument("--layers", "--hidden", dest="hidden", type=_positive_int_list, default=None,
                    help="hidden layer sizes, e.g. 512,256 (default: 512,256); the input and output sizes "
                         "come from the dataset")
@@ -120,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="evaluate a checkpoint on a dataset's test set (accuracy and loss, or for "
                                         "a regression the loss and R²)")
     e.add_argument("checkpoint", help="file written by 'mlp train --output' or MLP.save")
-    data_args(e, "an .npz file with X_test and y_test to evaluate on")
+    data_args(e, "an .npz file with X_test and y_test to evaluate on, y_test of the model's kind (read as by "
+                 "'mlp train --data': integer labels for a classifier, floating targets for a regression)")
     e.set_defaults(func=cmd_evaluate)
 
     i = sub.add_parser("info", help="show versions and the backends usable on this machine")
@@ -264,6 +267,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         run = _resumed_run(trainer, args.resume, given)
         (X, y), (X_test, y_test) = _load_data(args, run["dataset"], run["data"])
         model = trainer.model
+        for name, labels in (("y_train", y), ("y_test", y_test)):
+            _check_kind(model, labels, name, run["data"] or run["dataset"], "--resume", args.resume)
         output = args.output or args.resume  # a file the user named, as --plot: never one the checkpoint names
     else:
         run = {**RUN_DEFAULTS, **given}
@@ -274,6 +279,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             last_layer, n_outputs = "identity", 1 if y.ndim == 1 else y.shape[1]
         else:
             last_layer, n_outputs = "softmax", int(max(y.max(), y_test.max() if y_test is not None else 0)) + 1
+            if n_outputs < 2:
+                raise ValueError("y_train: every label is 0; a classifier needs at least two classes (labels 0 and 1)")
         model = mlp.MLP([X.shape[1], *run["hidden"], n_outputs], seed=run["seed"], dtype=run["dtype"],
                         activation=run["activation"], output=last_layer)
         trainer = mlp.Trainer(model, _optimizer(run), backend=args.backend, batch_size=run["batch_size"],
@@ -341,10 +348,35 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _, (X_test, y_test) = _load_data(args, dataset, data)
     if X_test is None:
         raise ValueError(f"--data: {data!r} holds no X_test and y_test to evaluate on")
+    option = "--data" if data is not None else "--dataset"
+    _check_kind(model, y_test, "y_test", data or dataset or DEFAULT_DATASET, option, args.checkpoint)
     figures = _figures(model, mlp.evaluate(model, X_test, y_test, backend=args.backend))
     print(f"{args.checkpoint}: {data or dataset or DEFAULT_DATASET} {_report('test', figures)}  "
           f"({X_test.shape[0]} samples, backend {model.backend.name})")
     return 0
+
+
+def _check_kind(model, y, name: str, source: str, option: str, path: str) -> None:
+    """Refuse data whose kind differs from the model's: integer class labels (a 1-D integer ``y``, as
+    :func:`mlp.datasets.load_npz` and the named datasets give them) for a softmax output, real-valued targets
+    otherwise."""
+    if y is None:
+        return
+    labels = y.ndim == 1 and y.dtype.kind in "biu"
+    if labels == model.uses_labels:
+        return
+    n = model.n_outputs
+    if model.uses_labels:
+        model_kind = f"a classifier (softmax output, {n} classes)"
+    elif model.output == "logistic":
+        model_kind = f"a classifier of 0/1 targets (logistic output, {n} output{'s' if n > 1 else ''})"
+    else:
+        model_kind = f"a regression ({model.output} output, {n} target{'s' if n > 1 else ''})"
+    data_kind = "integer class labels" if labels else \
+        f"regression targets ({'floating dtype' if y.ndim == 1 else f'{y.shape[1]} columns'})"
+    raise ValueError(f"{option}: {name} of {source} holds {data_kind}, but the model in {path!r} is {model_kind}; "
+                     "give data of the model's kind (the dtype of y decides: integer or bool for class labels, "
+                     "floating for regression targets)")
 
 
 def _figures(model, result: dict[str, float]) -> dict[str, float]:
