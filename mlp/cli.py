@@ -115,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "the other options come from CKPT (and -o defaults to CKPT); --plot does not: give it "
                         "again to draw the curves")
     t.add_argument("--plot", default=None, metavar="FILE.png",
-                   help="draw the loss and accuracy curves to FILE after each epoch (needs matplotlib)")
+                   help="draw the curves of the loss and, for a classifier, the accuracy or, for a regression, "
+                        "R², to FILE after each epoch (needs matplotlib)")
     t.add_argument("-q", "--quiet", action="store_true", help="print only the final result")
     t.set_defaults(func=cmd_train)
 
