@@ -9,7 +9,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from ._validation import check_index_range, describe, first_non_integer
+from ._validation import check_index_range, describe
 
 PathLike = Union[str, "os.PathLike[str]"]
 Split = tuple[np.ndarray, np.ndarray]
@@ -18,8 +18,13 @@ OptionalSplit = tuple[Optional[np.ndarray], Optional[np.ndarray]]
 _REQUIRED = ("X_train", "y_train")
 _OPTIONAL = ("X_test", "y_test")
 _INT64_MAX = np.iinfo(np.int64).max
-_LABELS = "integer class labels (an integer or floating dtype holding whole numbers)"
-_LABELS_OR_TARGETS = _LABELS + " or real regression targets"
+_LABELS = "integer class labels (an integer or bool dtype)"
+_LABELS_OR_TARGETS = _LABELS[:-1] + ") or regression targets (a floating dtype)"
+_KINDS = "the dtype decides: integer or bool for class labels, floating for regression targets"
+#: class labels are indices 0..K-1, K the largest label plus one; at least this fraction of the K classes must
+#: occur in y_train and y_test, so that a label far beyond the others (an identifier, a code) is refused rather
+#: than read as that many classes (a label of 10**9 would make a network with a billion outputs)
+MIN_CLASSES_PRESENT = 0.5
 
 
 def load_npz(path: PathLike) -> tuple[Split, OptionalSplit]:
@@ -32,17 +37,19 @@ def load_npz(path: PathLike) -> tuple[Split, OptionalSplit]:
     ``X_*`` are 2-D arrays of shape ``(n_samples, n_features)`` of real numbers
     (bool, integer or floating), all finite once converted to float32, with at
     least one sample and one feature; ``X_test`` has as many features as
-    ``X_train``.  ``y_train`` says what the data is for:
+    ``X_train``.  ``y_train`` says what the data is for, by its dtype and shape
+    (never by its values):
 
-    * class labels (classification): a 1-D array of non-negative integers,
-      one per row of ``X_train``; a floating dtype is accepted when every
-      value is a whole number;
-    * regression targets: a 1-D floating array with any value that is not a
-      whole number, or any 2-D array of shape ``(n_samples, n_targets)``
-      (one column per target; store whole-number targets that way).  They
-      must be finite.
+    * class labels (classification): a 1-D integer or bool array, one label
+      per row of ``X_train``, the classes numbered 0..K-1 (K the largest label
+      plus one, over ``y_train`` and ``y_test``), at least half of them
+      (:data:`MIN_CLASSES_PRESENT`) occurring;
+    * regression targets: a 1-D floating array, whatever its values (whole
+      numbers included), or any 2-D array of shape ``(n_samples, n_targets)``
+      (one column per target).  They must be finite.
 
-    ``y_test`` holds the same kind as ``y_train`` (and as many targets).
+    ``y_test`` holds the same kind as ``y_train`` (by the same rule, and as
+    many targets).
 
     Parameters
     ----------
@@ -65,8 +72,9 @@ def load_npz(path: PathLike) -> tuple[Split, OptionalSplit]:
         If the file is not an ``.npz`` archive, a required array is missing,
         only one of ``X_test``/``y_test`` is present, or an array has the
         wrong number of dimensions, a mismatched length, feature or target
-        count, NaN or infinite values, or (classification) labels that are
-        negative or not whole numbers.  The message names the file and the array.
+        count, NaN or infinite values, a ``y_test`` of another kind than
+        ``y_train``, or (classification) labels that are negative or number
+        far more classes than occur.  The message names the file and the array.
     TypeError
         If an array's dtype is not numeric as described above.
     """
@@ -102,12 +110,15 @@ def load_npz(path: PathLike) -> tuple[Split, OptionalSplit]:
             )
 
         X_train = _features(archive, path, "X_train")
-        y_given = _array(archive, path, "y_train", "iuf", _LABELS_OR_TARGETS, ndim=(1, 2))
-        if _are_targets(y_given):
+        y_given = _array(archive, path, "y_train", "biuf", _LABELS_OR_TARGETS, ndim=(1, 2))
+        regression = _are_targets(y_given)
+        if regression:
             y_train = _targets(y_given, path, "y_train", len(X_train))
         else:
             y_train = _labels(y_given, path, "y_train", len(X_train))
         if not has_test[0]:
+            if not regression:
+                _check_classes(path, y_train, None)
             return (X_train, y_train), (None, None)
         X_test = _features(archive, path, "X_test")
         if X_test.shape[1] != X_train.shape[1]:
@@ -115,16 +126,25 @@ def load_npz(path: PathLike) -> tuple[Split, OptionalSplit]:
                 f"{path}: X_test: expected {X_train.shape[1]} features (as many as X_train), "
                 f"got {X_test.shape[1]} (array of shape {X_test.shape})"
             )
-        if y_train.dtype.kind == "f":
-            y_test = _array(archive, path, "y_test", "iuf", "regression targets (an integer or floating dtype)",
+        if regression:
+            y_test = _array(archive, path, "y_test", "biuf", "regression targets (a floating dtype)",
                             ndim=(y_train.ndim,))
+            if y_test.ndim == 1 and not _are_targets(y_test):
+                raise ValueError(f"{path}: y_test: expected regression targets, as y_train holds (dtype "
+                                 f"{y_given.dtype}), got dtype {y_test.dtype} (integer class labels); {_KINDS}. "
+                                 "Store y_train and y_test with the same kind of dtype")
             if y_test.shape[1:] != y_train.shape[1:]:
                 raise ValueError(f"{path}: y_test: expected {y_train.shape[1]} targets per row (as many as "
                                  f"y_train), got {describe(y_test)}")
             y_test = _targets(y_test, path, "y_test", len(X_test))
         else:
-            y_test = _labels(_array(archive, path, "y_test", "iuf", _LABELS, ndim=(1,)), path, "y_test",
-                             len(X_test))
+            y_test = _array(archive, path, "y_test", "biuf", _LABELS, ndim=(1,))
+            if _are_targets(y_test):
+                raise ValueError(f"{path}: y_test: expected integer class labels, as y_train holds (dtype "
+                                 f"{y_given.dtype}), got dtype {y_test.dtype} (regression targets); {_KINDS}. "
+                                 "Store y_train and y_test with the same kind of dtype")
+            y_test = _labels(y_test, path, "y_test", len(X_test))
+            _check_classes(path, y_train, y_test)
     return (X_train, y_train), (X_test, y_test)
 
 
@@ -170,8 +190,9 @@ def _features(archive: np.lib.npyio.NpzFile, path: Path, key: str) -> np.ndarray
 
 
 def _are_targets(y: np.ndarray) -> bool:
-    """Whether ``y_train`` holds regression targets rather than class labels (see :func:`load_npz`)."""
-    return y.ndim == 2 or (y.dtype.kind == "f" and first_non_integer(y) is not None)
+    """Whether ``y`` holds regression targets rather than class labels: by its dtype and shape, never its values
+    (see :func:`load_npz`)."""
+    return y.ndim == 2 or y.dtype.kind == "f"
 
 
 def _check_length(array: np.ndarray, path: Path, key: str, n_samples: int, what: str) -> None:
@@ -193,12 +214,23 @@ def _targets(array: np.ndarray, path: Path, key: str, n_samples: int) -> np.ndar
 
 def _labels(array: np.ndarray, path: Path, key: str, n_samples: int) -> np.ndarray:
     _check_length(array, path, key, n_samples, "labels")
-    if array.dtype.kind == "f":
-        index = first_non_integer(array)
-        if index is not None:
-            raise ValueError(f"{path}: {key}: expected integer class labels, "
-                             f"got {array[index]} at index {index}")
     check_index_range(array, None, f"{path}: {key}", "class labels")
     if array.size and array.max() > _INT64_MAX:
         raise ValueError(f"{path}: {key}: expected labels that fit int64, got {array.max()}")
     return np.ascontiguousarray(array, dtype=np.int64)
+
+
+def _check_classes(path: Path, y_train: np.ndarray, y_test: np.ndarray | None) -> None:
+    """Refuse labels that number far more classes than occur (see :data:`MIN_CLASSES_PRESENT`)."""
+    labelled = [("y_train", y_train)] + ([] if y_test is None else [("y_test", y_test)])
+    key, held = max(labelled, key=lambda pair: pair[1].max())
+    largest = int(held.max())
+    present = np.unique(np.concatenate([labels for _, labels in labelled])).size
+    if largest + 1 > present / MIN_CLASSES_PRESENT:
+        where = "y_train" if y_test is None else "y_train and y_test"
+        raise ValueError(
+            f"{path}: {key}: label {largest} (at index {int(np.argmax(held))}) makes {largest + 1} classes "
+            f"0..{largest}, of which {present} occur in {where}; expected class labels 0..K-1 with at least "
+            f"{MIN_CLASSES_PRESENT:.0%} of the K classes present. Number the classes 0..K-1, e.g. "
+            f"classes, y = np.unique(y, return_inverse=True) over {where} together"
+        )

@@ -1,7 +1,12 @@
 """Checkpoint files: one ``.npz`` holding a JSON header and plain arrays, written atomically.
 
 A checkpoint never holds pickled objects (it is read with
-``allow_pickle=False``), so loading one cannot run code.
+``allow_pickle=False``), so loading one cannot run code.  Nor does it decide
+anything outside itself: no field of it names a file to write.  Reading one
+checks its header against the arrays it holds before anything of the size the
+header claims is allocated (:func:`read_archive`, :func:`read_model_record`,
+:meth:`TrainingState.from_archive`); a malformed field is a ``ValueError``
+naming the file and the field.
 
 Format 2 (this version) stores the model (``header`` and ``params``) and,
 when written by a :class:`~mlp.trainer.Trainer`, the state needed to continue
@@ -39,15 +44,22 @@ from __future__ import annotations
 
 import io
 import json
+import math
+import numbers
 import os
-import tempfile
+import secrets
+import stat
+import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Any, Sequence, Union
 
 import numpy as np
 
+from ._validation import FLOAT_DTYPE_NAMES, _finite, check_int, check_layer_sizes, check_real, describe
 from ._version import __version__
+from .backends.base import ACTIVATIONS
 from .optim import OPTIMIZERS, Optimizer, make_optimizer
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -63,12 +75,23 @@ _OPTIMIZER_PREFIX = "optimizer."
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and ``os.replace`` (durable and atomic)."""
+    """Write ``data`` to ``path`` via a temporary file in the same folder, ``fsync`` and ``os.replace``.
+
+    A reader sees the old file or the new one, never a part; a crash leaves the old one intact.  The
+    permissions are those ``open(path, "w")`` gives: a new file gets ``0o666`` less the umask, a file
+    replaced keeps its permission bits (the temporary file never has more than the result).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        kept: int | None = stat.S_IMODE(os.stat(path).st_mode) & 0o777
+    except FileNotFoundError:
+        kept = None
+    fd, tmp = _create_temporary(path, 0o666 if kept is None else kept)
     try:
         with os.fdopen(fd, "wb") as f:
+            if kept is not None and hasattr(os, "fchmod"):
+                os.fchmod(f.fileno(), kept)  # the umask may have cleared bits the replaced file had
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -89,6 +112,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         pass
 
 
+def _create_temporary(path: Path, mode: int) -> tuple[int, Path]:
+    """A new file ``.<name>.<random>.tmp`` beside ``path``, opened for writing; ``mode`` is filtered by the
+    umask as for any file created.  (``tempfile.mkstemp`` would create it ``0o600`` whatever the umask.)"""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, flags, mode), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"path: no free temporary name beside {str(path)!r}")
+
+
 def write_archive(path: PathLike, header: dict, arrays: dict[str, np.ndarray]) -> Path:
     """Write ``header`` (JSON) and ``arrays`` to one ``.npz`` at ``path``, atomically; returns the path.
 
@@ -107,24 +143,153 @@ def write_archive(path: PathLike, header: dict, arrays: dict[str, np.ndarray]) -
 
 
 def read_archive(path: PathLike) -> tuple[dict, dict[str, np.ndarray]]:
-    """The JSON header and the arrays of a checkpoint; errors name the file and what is wrong with it."""
+    """The JSON header and the arrays of a checkpoint; errors name the file and what is wrong with it.
+
+    Each array's ``.npy`` header is checked against the bytes the archive holds for it before the array is
+    read, so a header claiming more than the file holds allocates nothing.  The JSON header is returned
+    as it is: :func:`read_model_record` and :meth:`TrainingState.from_archive` check it.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"path: no checkpoint file at {str(path)!r}")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            header = json.loads(bytes(data["header"]).decode())
-            arrays = {k: np.array(data[k]) for k in data.files if k != "header"}
-        if not isinstance(header, dict) or "params" not in arrays:
-            raise ValueError("no 'params' array or no JSON object in 'header'")
+        arrays = _read_members(path)
+        if "header" not in arrays or "params" not in arrays:
+            raise ValueError(f"no {'header' if 'header' not in arrays else 'params'} array")
+        header = json.loads(bytes(arrays.pop("header")).decode())
+        if not isinstance(header, dict):
+            raise ValueError(f"expected a JSON object in 'header', got {type(header).__name__}")
     except Exception as exc:
         raise ValueError(f"path: {str(path)!r} is not a readable mlp checkpoint ({exc.__class__.__name__}: {exc})") \
             from None
     if header.get("library") != "mlp" or header.get("format") not in READABLE_FORMATS:
         raise ValueError(f"path: {str(path)!r} is not an mlp checkpoint of format "
                          f"{' or '.join(map(str, READABLE_FORMATS))} "
-                         f"(found library={header.get('library')!r}, format={header.get('format')!r})")
+                         f"(found library={_show(header.get('library'))}, format={_show(header.get('format'))})")
     return header, arrays
+
+
+def _read_members(path: Path) -> dict[str, np.ndarray]:
+    """The ``.npy`` members of the zip archive at ``path``, by name (``np.load`` reads the same, but trusts
+    each member's header about its size); other members are ignored."""
+    arrays = {}
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            name = info.filename[:-len(".npy")]
+            with archive.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                if version not in ((1, 0), (2, 0)):
+                    raise ValueError(f"{name}: .npy format version {version[0]}.{version[1]} is not read here")
+                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                    np.lib.format.read_array_header_2_0
+                shape, _, dtype = read_header(f)
+                if dtype.hasobject:
+                    raise ValueError(f"{name}: holds Python objects (dtype {dtype}); a checkpoint holds plain arrays")
+                claimed, held = math.prod(shape) * dtype.itemsize, info.file_size - f.tell()
+                if claimed != held:
+                    raise ValueError(f"{name}: its .npy header claims shape {shape} of {dtype} ({claimed} bytes), "
+                                     f"the archive holds {held} bytes for it")
+            with archive.open(info) as f:
+                arrays[name] = np.lib.format.read_array(f, allow_pickle=False)
+    return arrays
+
+
+def _show(value: Any) -> str:
+    """``repr(value)``, cut short: a header field can be as long as a crafted file makes it."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+@contextmanager
+def _checking(path: PathLike):
+    """Report a malformed field, raised as ``TypeError`` or ``ValueError`` naming it by the checks inside, as
+    one ``ValueError`` that also names the file."""
+    try:
+        yield
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"path: {str(path)!r} is not a valid mlp checkpoint: {exc}") from None
+
+
+def _field(header: dict, key: str, prefix: str = "") -> Any:
+    if key not in header:
+        raise ValueError(f"{prefix}{key}: missing")
+    return header[key]
+
+
+def _object(value: Any, field: str, keys: Sequence[str] = ()) -> dict:
+    """``value`` if it is a JSON object holding ``keys``."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{field}: expected an object, got {_show(value)}")
+    missing = [key for key in keys if key not in value]
+    if missing:
+        raise ValueError(f"{field}: lacks {', '.join(missing)}")
+    return value
+
+
+def _choice(value: Any, field: str, choices: Sequence[str]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{field}: expected one of {tuple(choices)}, got {_show(value)}")
+    return value
+
+
+def _boolean(value: Any, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{field}: expected true or false, got {_show(value)}")
+    return value
+
+
+def _number(value: Any, field: str) -> float:
+    """A JSON number (NaN included: a figure not recorded)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{field}: expected a number, got {_show(value)}")
+    return float(value)
+
+
+def _flat(array: np.ndarray, name: str, n: int, dtype: np.dtype, why: str = "") -> np.ndarray:
+    """``array`` as ``n`` finite values of ``dtype``, checked before anything of that size is allocated."""
+    if array.ndim != 1 or array.shape[0] != n or array.dtype.kind != "f":
+        raise ValueError(f"{name}: expected shape ({n},) of floating values{why}, got {describe(array)}")
+    return _finite(array, dtype, name, "values")
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """The network a checkpoint's header describes, checked against its ``params`` array (nothing allocated)."""
+
+    layer_sizes: tuple[int, ...]
+    dtype: np.dtype
+    seed: int
+    activation: str
+    output: str
+    metadata: dict
+    params: np.ndarray  # (n_params,) finite, in ``dtype``
+
+    @property
+    def n_params(self) -> int:
+        return int(self.params.shape[0])
+
+
+def read_model_record(header: dict, arrays: dict[str, np.ndarray], path: PathLike) -> ModelRecord:
+    """The network of a checkpoint read by :func:`read_archive`: its header fields checked, and its layer
+    sizes against the parameters stored, before a network of that size exists anywhere.
+
+    Files without ``activation`` and ``output`` hold a ReLU network with a softmax output; without ``seed``,
+    seed 0.  A malformed field is a ``ValueError`` naming the file and the field.
+    """
+    from .model import OUTPUTS  # the model module reads its checkpoints through this one
+
+    with _checking(path):
+        output = _choice(header.get("output", "softmax"), "output", tuple(OUTPUTS))
+        activation = _choice(header.get("activation", "relu"), "activation", ACTIVATIONS)
+        sizes = check_layer_sizes(_field(header, "layer_sizes"), min_outputs=2 if output == "softmax" else 1)
+        dtype = np.dtype(_choice(_field(header, "dtype"), "dtype", FLOAT_DTYPE_NAMES))
+        seed = check_int(header.get("seed", 0), "seed", minimum=0)
+        metadata = _object(header.get("metadata", {}), "metadata")
+        n_params = sum(k * m + m for k, m in zip(sizes[:-1], sizes[1:]))
+        params = _flat(arrays["params"], "params", n_params, dtype, f" for layer_sizes {list(sizes)}")
+    return ModelRecord(sizes, dtype, seed, activation, output, metadata, params)
 
 
 def save_model(path: PathLike, model: "MLP", metadata: dict | None = None) -> Path:
@@ -199,23 +364,164 @@ class TrainingState:
 
     @classmethod
     def from_archive(cls, header: dict, arrays: dict[str, np.ndarray], path: PathLike) -> "TrainingState":
-        """Read the state back; a checkpoint without one (weights only) is a clear error saying what is missing."""
+        """Read the state back, every field checked (against the stored parameters' size too) before anything
+        is allocated.  A checkpoint without one (weights only) is a clear error saying what is missing; a
+        malformed field is a ``ValueError`` naming the file and the field."""
         training = header.get("training")
-        if not isinstance(training, dict):
+        if training is None:
             raise ValueError(
                 f"cannot resume from {str(path)!r}: it holds weights only (checkpoint format "
                 f"{header.get('format')}), without the optimizer state, the epoch reached and the random state "
                 "of the shuffling that resuming needs. It still loads for prediction (mlp.load); to train "
                 "further, start a new run (Trainer.fit with checkpoint=..., or mlp train -o).")
         missing = [k for k in ("epoch", "batch_size", "seed", "shuffle", "optimizer", "random_state", "validation",
-                               "history") if k not in training]
+                               "history") if isinstance(training, dict) and k not in training]
         if missing:
             raise ValueError(f"cannot resume from {str(path)!r}: its training state lacks {', '.join(missing)}")
-        fields = {k: training[k] for k in training if k in cls.__dataclass_fields__ and k not in cls._ARRAYS}
-        fields.update({k: arrays[k] for k in cls._ARRAYS if k in arrays})
-        fields["optimizer_buffers"] = {k[len(_OPTIMIZER_PREFIX):]: v for k, v in arrays.items()
-                                       if k.startswith(_OPTIMIZER_PREFIX)}
-        return cls(**fields)
+        model = read_model_record(header, arrays, path)
+        with _checking(path):
+            training = _object(training, "training")
+            return cls(**_training_fields(training, arrays, model))
+
+
+#: the figures every record of a run's history holds (``r2`` and ``val_r2``, recorded since, read as NaN
+#: when absent)
+RECORD_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
+
+
+def _training_fields(training: dict, arrays: dict[str, np.ndarray], model: ModelRecord) -> dict:
+    """The :class:`TrainingState` fields of a checkpoint's ``training`` header entry and arrays, each checked."""
+    epoch = check_int(training["epoch"], "training.epoch", minimum=0)
+    optimizer, buffers = _optimizer_fields(training["optimizer"], arrays, model)
+    validation, order = _validation_fields(training["validation"], arrays)
+    early_stopping, best_params = _early_stopping_fields(training.get("early_stopping"), arrays, model)
+    train_params = arrays.get("train_params")
+    return {
+        "epoch": epoch,
+        "batch_size": check_int(training["batch_size"], "training.batch_size", minimum=1),
+        "seed": check_int(training["seed"], "training.seed", minimum=0),
+        "shuffle": _boolean(training["shuffle"], "training.shuffle"),
+        "optimizer": optimizer, "optimizer_buffers": buffers,
+        "random_state": _random_state(training["random_state"]),
+        "validation": validation, "validation_order": order,
+        "history": _history_fields(training["history"], epoch),
+        "early_stopping": early_stopping, "best_params": best_params,
+        "train_params": None if train_params is None else _flat(train_params, "train_params", model.n_params,
+                                                                 model.dtype),
+    }
+
+
+def _optimizer_fields(record: Any, arrays: dict[str, np.ndarray], model: ModelRecord) -> tuple[dict, dict]:
+    record = _object(record, "training.optimizer", ("name", "config", "steps"))
+    name = _choice(record["name"], "training.optimizer.name", tuple(OPTIMIZERS))
+    config = _object(record["config"], "training.optimizer.config")
+    steps = check_int(record["steps"], "training.optimizer.steps", minimum=0)
+    try:
+        optimizer = make_optimizer(name, **config)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"training.optimizer.config: not the settings of {name} ({exc})") from None
+    buffers = {}
+    for key, array in arrays.items():
+        if key.startswith(_OPTIMIZER_PREFIX):
+            buffer = key[len(_OPTIMIZER_PREFIX):]
+            if buffer not in optimizer._state_names:
+                raise ValueError(f"{key}: expected the buffers of {name} ({', '.join(optimizer._state_names)}), "
+                               f"got {buffer!r}")
+            buffers[buffer] = _flat(array, key, model.n_params, model.dtype)
+    if steps:
+        missing = [b for b in optimizer._state_names if optimizer._needs(b) and b not in buffers]
+        if missing:
+            raise ValueError(f"{_OPTIMIZER_PREFIX}{missing[0]}: missing; {name} keeps it after its {steps} steps")
+    return {"name": name, "config": config, "steps": steps}, buffers
+
+
+def _random_state(state: Any) -> dict:
+    """The shuffling generator's ``bit_generator.state``, checked by setting it on a generator of that kind."""
+    probe = np.random.default_rng(0).bit_generator
+    try:
+        probe.state = state
+    except Exception as exc:  # the setter raises TypeError, ValueError or KeyError by what is wrong
+        raise ValueError(f"training.random_state: expected the state of a {type(probe).__name__} bit generator, got "
+                       f"{_show(state)} ({exc.__class__.__name__}: {exc})") from None
+    return state
+
+
+def _validation_fields(validation: Any, arrays: dict[str, np.ndarray]) -> tuple[dict, np.ndarray | None]:
+    field = "training.validation"
+    validation = _object(validation, field, ("source", "fraction", "n_samples"))
+    source = validation["source"]
+    if source is not None:
+        source = _choice(source, f"{field}.source", ("split", "data"))
+    fraction = check_real(validation["fraction"], f"{field}.fraction", minimum=0.0, maximum=1.0,
+                          max_inclusive=False)
+    n = check_int(validation["n_samples"], f"{field}.n_samples", minimum=1)
+    checked = {"source": source, "fraction": fraction, "n_samples": n}
+    if source != "split":
+        if fraction:
+            raise ValueError(f"{field}.fraction: expected 0 (the run's validation source is {source!r}), "
+                             f"got {fraction}")
+        return checked, None
+    n_val = int(round(n * fraction))
+    if not 1 <= n_val < n:
+        raise ValueError(f"{field}.fraction: {fraction} of {n} samples leaves {n_val} for validation and "
+                       f"{n - n_val} for training; expected at least one each")
+    order = arrays.get("validation_order")
+    if order is None:
+        raise ValueError("validation_order: missing; a run validated on a split stores the permutation that drew it")
+    if order.ndim != 1 or order.shape[0] != n or order.dtype.kind not in "iu":
+        raise ValueError(f"validation_order: expected shape ({n},) of integers ({field}.n_samples), "
+                       f"got {describe(order)}")
+    if not np.array_equal(np.sort(order), np.arange(n)):
+        raise ValueError(f"validation_order: expected a permutation of 0..{n - 1}, got repeated or missing samples")
+    return checked, order.astype(np.int64, copy=False)
+
+
+def _history_fields(history: Any, epoch: int) -> dict:
+    field = "training.history"
+    history = _object(history, field, ("records", "best_epoch", "stopped_early"))
+    records = history["records"]
+    if not isinstance(records, list):
+        raise ValueError(f"{field}.records: expected a list, got {_show(records)}")
+    if len(records) != epoch:
+        raise ValueError(f"training.epoch: expected {len(records)}, the epochs recorded in {field}.records, "
+                         f"got {epoch}")
+    for i, record in enumerate(records):
+        where = f"{field}.records[{i}]"
+        for key, value in _object(record, where, RECORD_KEYS).items():
+            _number(value, f"{where}.{key}")
+        if record["epoch"] != i + 1:
+            raise ValueError(f"{where}.epoch: expected {i + 1}, got {_show(record['epoch'])}")
+    best = history["best_epoch"]
+    if best is not None and check_int(best, f"{field}.best_epoch", minimum=1) > epoch:
+        raise ValueError(f"{field}.best_epoch: expected an epoch done (1..{epoch}), got {best}")
+    return {"records": records, "best_epoch": best,
+            "stopped_early": _boolean(history["stopped_early"], f"{field}.stopped_early")}
+
+
+def _early_stopping_fields(state: Any, arrays: dict[str, np.ndarray],
+                           model: ModelRecord) -> tuple[dict | None, np.ndarray | None]:
+    from .early_stopping import EarlyStopping  # early stopping watches models, which read checkpoints here
+
+    best_params = arrays.get("best_params")
+    if best_params is not None:
+        best_params = _flat(best_params, "best_params", model.n_params, model.dtype)
+    if state is None:
+        return None, best_params
+    field = "training.early_stopping"
+    state = _object(state, field, ("patience", "min_delta", "monitor", "restore_best", "best", "wait"))
+    restore_best = _boolean(state["restore_best"], f"{field}.restore_best")
+    try:
+        EarlyStopping(patience=state["patience"], min_delta=state["min_delta"], monitor=state["monitor"],
+                      restore_best=restore_best)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{field}: {exc}") from None
+    if state["best"] is not None:
+        check_real(state["best"], f"{field}.best")
+    check_int(state["wait"], f"{field}.wait", minimum=0)
+    if restore_best and best_params is None:
+        raise ValueError(f"best_params: missing; a run whose early stopping restores the best weights "
+                       f"({field}.restore_best) stores them")
+    return state, best_params
 
 
 def optimizer_record(optimizer: Optimizer) -> tuple[dict, dict[str, np.ndarray]]:

@@ -81,9 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a network and report how it does on the test set",
                        description="Train an MLP (default: 784-512-256-10 on Fashion-MNIST with Adam).")
     data_args(t, "your own arrays: an .npz file with X_train (n, features) and y_train, and optionally X_test "
-                 "and y_test.  y_train of integer labels (n,) trains a classifier; real-valued y_train (n,) or "
-                 "(n, targets) trains a regression (identity outputs, squared error).  The input and output "
-                 "sizes come from the data")
+                 "and y_test (of y_train's kind).  The dtype of y_train decides the task: integer or bool y_train "
+                 "(n,) trains a classifier (its labels number the classes 0..K-1, and at least half of the "
+                 "classes 0..K-1 must occur); floating y_train trains a regression, whatever its values, as does "
+                 "any (n, targets) y_train (identity outputs, squared error).  The input and output sizes come "
+                 "from the data")
     t.add_argument("--layers", "--hidden", dest="hidden", type=_positive_int_list, default=None,
                    help="hidden layer sizes, e.g. 512,256 (default: 512,256); the input and output sizes "
                         "come from the dataset")
@@ -110,16 +112,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint file to write (atomically) after each epoch; --resume continues from it")
     t.add_argument("--resume", default=None, metavar="CKPT",
                    help="continue the run saved in CKPT (by -o) exactly where it stopped, up to --epochs in all; "
-                        "the other options come from CKPT (and -o defaults to CKPT)")
+                        "the other options come from CKPT (and -o defaults to CKPT); --plot does not: give it "
+                        "again to draw the curves")
     t.add_argument("--plot", default=None, metavar="FILE.png",
-                   help="draw the loss and accuracy curves to FILE after each epoch (needs matplotlib)")
+                   help="draw the curves of the loss and, for a classifier, the accuracy or, for a regression, "
+                        "R², to FILE after each epoch (needs matplotlib)")
     t.add_argument("-q", "--quiet", action="store_true", help="print only the final result")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="evaluate a checkpoint on a dataset's test set (accuracy and loss, or for "
                                         "a regression the loss and R²)")
     e.add_argument("checkpoint", help="file written by 'mlp train --output' or MLP.save")
-    data_args(e, "an .npz file with X_test and y_test to evaluate on")
+    data_args(e, "an .npz file with X_test and y_test to evaluate on, y_test of the model's kind (read as by "
+                 "'mlp train --data': integer labels for a classifier, floating targets for a regression)")
     e.set_defaults(func=cmd_evaluate)
 
     i = sub.add_parser("info", help="show versions and the backends usable on this machine")
@@ -164,12 +169,7 @@ def _given_run_options(args: argparse.Namespace) -> dict:
 
 def _resumed_run(trainer, path: str, given: dict) -> dict:
     """The settings of the run saved in ``path``; an option given that differs from them is an error."""
-    run = trainer.model.metadata.get("run")
-    if isinstance(run, dict):  # runs recorded before --activation existed: the model's (ReLU) is the run's
-        run = {"activation": trainer.model.activation, **run}
-    if not isinstance(run, dict) or set(RUN_DEFAULTS) - set(run):
-        raise ValueError(f"--resume: {path!r} was not written by 'mlp train' (it does not record the dataset and "
-                         "options of its run); continue it from Python with mlp.Trainer.from_checkpoint")
+    run = _recorded_run(trainer, path)
     for name, value in given.items():
         if name != "epochs" and value != run[name]:
             used = "not set" if run[name] is None else repr(run[name])
@@ -184,6 +184,80 @@ def _resumed_run(trainer, path: str, given: dict) -> dict:
     return {**run, "epochs": epochs}
 
 
+def _recorded_run(trainer, path: str) -> dict:
+    """The options of the run a checkpoint records (its metadata "run"), each checked, and checked against
+    what the checkpoint's model and training state hold.  Only those options: nothing else of the
+    checkpoint's header is taken up (in particular no file to write)."""
+    from ._validation import FLOAT_DTYPE_NAMES, check_int, check_real
+    from .backends.base import ACTIVATIONS
+    from .optim import OPTIMIZERS
+
+    run = trainer.model.metadata.get("run")
+    if isinstance(run, dict):  # runs recorded before --activation existed: the model's (ReLU) is the run's
+        run = {"activation": trainer.model.activation, **run}
+    if not isinstance(run, dict) or set(RUN_DEFAULTS) - set(run):
+        raise ValueError(f"--resume: {path!r} was not written by 'mlp train' (metadata.run does not record the "
+                         "dataset and options of its run); continue it from Python with mlp.Trainer.from_checkpoint")
+    bad = f"--resume: {path!r} records a malformed run: metadata.run."
+    model, state, optimizer = trainer.model, trainer._resume, trainer.optimizer
+    checked = {**_recorded_source(run, path, "--resume")}
+    try:
+        for name in ("epochs", "batch_size"):
+            checked[name] = check_int(run[name], bad + name, minimum=1)
+        checked["seed"] = check_int(run["seed"], bad + "seed", minimum=0)
+        hidden = run["hidden"]
+        if not isinstance(hidden, list):
+            raise TypeError(f"{bad}hidden: expected a list of layer sizes, got {hidden!r}")
+        checked["hidden"] = [check_int(size, f"{bad}hidden[{i}]", minimum=1) for i, size in enumerate(hidden)]
+        for name, choices in (("activation", ACTIVATIONS), ("optimizer", tuple(OPTIMIZERS)),
+                              ("dtype", FLOAT_DTYPE_NAMES)):
+            if not isinstance(run[name], str) or run[name] not in choices:
+                raise ValueError(f"{bad}{name}: expected one of {tuple(choices)}, got {run[name]!r}")
+            checked[name] = run[name]
+        for name in ("lr", "momentum", "weight_decay"):
+            checked[name] = None if run[name] is None else check_real(run[name], bad + name)
+        if not isinstance(run["nesterov"], bool):
+            raise TypeError(f"{bad}nesterov: expected true or false, got {run['nesterov']!r}")
+        checked["nesterov"] = run["nesterov"]
+        checked["validation_split"] = check_real(run["validation_split"], bad + "validation_split", minimum=0.0,
+                                                 maximum=1.0, max_inclusive=False)
+        early = run["early_stopping"]
+        checked["early_stopping"] = None if early is None else check_int(early, bad + "early_stopping", minimum=1)
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
+    # what the model and the training state hold decides; a record that says otherwise is not this run's
+    stopping = state.early_stopping
+    holds = {"hidden": list(model.layer_sizes[1:-1]), "activation": model.activation, "dtype": model.dtype.name,
+             "optimizer": state.optimizer["name"], "batch_size": trainer.batch_size, "seed": trainer.seed,
+             "validation_split": state.validation["fraction"],
+             "early_stopping": None if stopping is None else stopping["patience"],
+             **{name: value for name, value in optimizer.get_config().items()
+                if name in checked and checked[name] is not None}}
+    for name, value in holds.items():
+        if checked[name] != value:
+            raise ValueError(f"{bad}{name}: expected {value!r}, as the checkpoint's model and training state hold, "
+                             f"got {checked[name]!r}")
+    return checked
+
+
+def _recorded_source(run, path: str, option: str) -> dict:
+    """The dataset or data file a run record names (``dataset`` and ``data``), checked."""
+    from .datasets import NAMES
+
+    bad = f"{option}: {path!r} records a malformed run: metadata.run"
+    if not isinstance(run, dict):
+        raise ValueError(f"{bad}: expected an object, got {type(run).__name__}")
+    dataset, data = run.get("dataset"), run.get("data")
+    if dataset is not None and (not isinstance(dataset, str) or dataset not in NAMES):
+        raise ValueError(f"{bad}.dataset: expected one of {NAMES} or null, got {dataset!r}")
+    if data is not None and not isinstance(data, str):
+        raise ValueError(f"{bad}.data: expected the path of an .npz file or null, got {data!r}")
+    if (dataset is None) == (data is None):
+        raise ValueError(f"{bad}: expected a dataset or a data file (one of the two), got dataset={dataset!r} and "
+                         f"data={data!r}")
+    return {"dataset": dataset, "data": data}
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import mlp
     from .plotting import figure_class
@@ -194,8 +268,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         run = _resumed_run(trainer, args.resume, given)
         (X, y), (X_test, y_test) = _load_data(args, run["dataset"], run["data"])
         model = trainer.model
-        output = args.output or args.resume
-        plot = args.plot or run.get("plot")
+        for name, labels in (("y_train", y), ("y_test", y_test)):
+            _check_kind(model, labels, name, run["data"] or run["dataset"], "--resume", args.resume)
+        output = args.output or args.resume  # a file the user named, as --plot: never one the checkpoint names
     else:
         run = {**RUN_DEFAULTS, **given}
         if run["data"] is not None:
@@ -205,14 +280,16 @@ def cmd_train(args: argparse.Namespace) -> int:
             last_layer, n_outputs = "identity", 1 if y.ndim == 1 else y.shape[1]
         else:
             last_layer, n_outputs = "softmax", int(max(y.max(), y_test.max() if y_test is not None else 0)) + 1
+            if n_outputs < 2:
+                raise ValueError("y_train: every label is 0; a classifier needs at least two classes (labels 0 and 1)")
         model = mlp.MLP([X.shape[1], *run["hidden"], n_outputs], seed=run["seed"], dtype=run["dtype"],
                         activation=run["activation"], output=last_layer)
         trainer = mlp.Trainer(model, _optimizer(run), backend=args.backend, batch_size=run["batch_size"],
                               seed=run["seed"])
-        output, plot = args.output, args.plot
+        output = args.output
+    plot = args.plot
     if plot is not None:
         figure_class()  # fail now, not after the first epoch, when matplotlib is missing
-        run["plot"] = str(Path(plot).resolve())
     model.metadata = {"run": run}
     source = run["data"] or run["dataset"]
     start_epoch = len(trainer.history) if args.resume else 0
@@ -265,16 +342,42 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import mlp
 
     model = mlp.load(args.checkpoint)
-    run = model.metadata.get("run", {}) if args.dataset is None and args.data is None else {}
-    data = args.data or run.get("data")
-    dataset = args.dataset or run.get("dataset")
+    data, dataset = args.data, args.dataset
+    if data is None and dataset is None and "run" in model.metadata:  # the test set of the run's data
+        source = _recorded_source(model.metadata["run"], args.checkpoint, "checkpoint")
+        data, dataset = source["data"], source["dataset"]
     _, (X_test, y_test) = _load_data(args, dataset, data)
     if X_test is None:
         raise ValueError(f"--data: {data!r} holds no X_test and y_test to evaluate on")
+    option = "--data" if data is not None else "--dataset"
+    _check_kind(model, y_test, "y_test", data or dataset or DEFAULT_DATASET, option, args.checkpoint)
     figures = _figures(model, mlp.evaluate(model, X_test, y_test, backend=args.backend))
     print(f"{args.checkpoint}: {data or dataset or DEFAULT_DATASET} {_report('test', figures)}  "
           f"({X_test.shape[0]} samples, backend {model.backend.name})")
     return 0
+
+
+def _check_kind(model, y, name: str, source: str, option: str, path: str) -> None:
+    """Refuse data whose kind differs from the model's: integer class labels (a 1-D integer ``y``, as
+    :func:`mlp.datasets.load_npz` and the named datasets give them) for a softmax output, real-valued targets
+    otherwise."""
+    if y is None:
+        return
+    labels = y.ndim == 1 and y.dtype.kind in "biu"
+    if labels == model.uses_labels:
+        return
+    n = model.n_outputs
+    if model.uses_labels:
+        model_kind = f"a classifier (softmax output, {n} classes)"
+    elif model.output == "logistic":
+        model_kind = f"a classifier of 0/1 targets (logistic output, {n} output{'s' if n > 1 else ''})"
+    else:
+        model_kind = f"a regression ({model.output} output, {n} target{'s' if n > 1 else ''})"
+    data_kind = "integer class labels" if labels else \
+        f"regression targets ({'floating dtype' if y.ndim == 1 else f'{y.shape[1]} columns'})"
+    raise ValueError(f"{option}: {name} of {source} holds {data_kind}, but the model in {path!r} is {model_kind}; "
+                     "give data of the model's kind (the dtype of y decides: integer or bool for class labels, "
+                     "floating for regression targets)")
 
 
 def _figures(model, result: dict[str, float]) -> dict[str, float]:

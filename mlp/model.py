@@ -12,7 +12,7 @@ from ._validation import (check_features, check_float_dtype, check_int, check_la
                           check_targets, describe)
 from .backends import Backend, get_backend
 from .backends.base import ACTIVATIONS, OUTPUTS, activation_code, layer_layout
-from .checkpoint import read_archive, save_model
+from .checkpoint import read_archive, read_model_record, save_model
 from .checkpoint import CHECKPOINT_FORMAT, atomic_write_bytes  # noqa: F401  (importable from here, as before)
 from .network import Networks, Workspace
 
@@ -374,14 +374,15 @@ def load(path: PathLike, backend: Union[str, Backend, None] = None) -> MLP:
 
 
 def model_from_archive(header: dict, arrays: dict[str, np.ndarray], path: PathLike) -> MLP:
-    """The model stored in a checkpoint read by :func:`mlp.checkpoint.read_archive` (on the host)."""
-    # checkpoints written before activations and outputs were recorded hold ReLU networks with a softmax
-    model = MLP(header["layer_sizes"], seed=header.get("seed", 0), dtype=header["dtype"],
-                activation=header.get("activation", "relu"), output=header.get("output", "softmax"))
-    params = arrays["params"]
-    if params.shape != (model.n_params,):
-        raise ValueError(f"path: {str(path)!r} holds {params.shape} parameters, expected ({model.n_params},) "
-                         f"for layers {model.layer_sizes}")
-    model.backend.copy_(model.params, params.astype(model.dtype, copy=False))
-    model.metadata = header.get("metadata", {})
+    """The model stored in a checkpoint read by :func:`mlp.checkpoint.read_archive` (on the host).
+
+    The header is checked first, its layer sizes against the parameters stored
+    (:func:`mlp.checkpoint.read_model_record`), so a malformed or oversized one is a ``ValueError`` naming
+    the field before any network is allocated.
+    """
+    record = read_model_record(header, arrays, path)
+    model = MLP(record.layer_sizes, seed=record.seed, dtype=record.dtype, activation=record.activation,
+                output=record.output)
+    model.backend.copy_(model.params, record.params)
+    model.metadata = record.metadata
     return model

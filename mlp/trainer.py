@@ -34,7 +34,7 @@ from .backends.base import STATS_CORRECT, STATS_FIRST_NONFINITE_STEP, STATS_LOSS
 from .checkpoint import (TrainingState, optimizer_from_record, optimizer_record, read_archive,
                          save_training_checkpoint)
 from .early_stopping import MONITORS, BestEpoch, EarlyStopping, as_early_stopping
-from .evaluation import _evaluate_on_device, evaluate, has_accuracy
+from .evaluation import _evaluate_on_device, evaluate, has_accuracy, r2_score
 from .history import History
 from .interrupt import StopAtStepBoundary, interrupted_message
 from .loop import TrainingLoop
@@ -129,6 +129,7 @@ class Trainer:
                       cuda_graphs=cuda_graphs)
         trainer._rng.bit_generator.state = state.random_state
         trainer.history = History.from_dict(state.history)
+        trainer.history.output = model.output
         trainer._resume = state
         return trainer
 
@@ -202,8 +203,8 @@ class Trainer:
         [0, n_classes) for a softmax output; (N, n_outputs) real targets (or
         (N,) for one output) otherwise: 0/1 for a logistic output, any real
         value for an identity one, non-negative for an exp one.  The history's
-        ``loss`` is the output's loss and its ``accuracy`` NaN for regression
-        outputs (see :class:`History`).
+        ``loss`` is the output's loss, its ``accuracy`` NaN for regression
+        outputs and its ``r2`` NaN for classification ones (see :class:`History`).
         ``validation_data=(X_val, y_val)`` or ``validation_split`` (a fraction of
         ``(X, y)`` held out at random; default 0) are evaluated after every epoch.
         ``early_stopping`` is an :class:`EarlyStopping` or a patience (int);
@@ -285,7 +286,12 @@ class Trainer:
         if resume is None:
             self.history = History()
         history, self._run, self._resume = self.history, run, None
+        history.output = model.output
         accuracy = has_accuracy(model)
+        # a regression output records R²: of the model at the end of each epoch, on the training rows (one more
+        # forward pass over them) and the validation rows, the predictions copied here
+        outputs = None if accuracy else np.empty((n, model.n_outputs), model.dtype)
+        val_outputs = None if accuracy or val is None else np.empty((Xv.shape[0], model.n_outputs), model.dtype)
 
         bar_factory = progress_bar if verbose == 1 else None
         with StopAtStepBoundary() as interrupt:
@@ -306,10 +312,15 @@ class Trainer:
                     raise KeyboardInterrupt(interrupted_message(epoch, f"after step {ran} of {steps}", checkpoint))
                 record = {"epoch": float(epoch), "loss": float(totals[STATS_LOSS_SUM]) / n,
                           "accuracy": float(totals[STATS_CORRECT]) / n if accuracy else math.nan,
-                          "val_loss": math.nan, "val_accuracy": math.nan}
+                          "val_loss": math.nan, "val_accuracy": math.nan, "r2": math.nan, "val_r2": math.nan}
+                if outputs is not None:
+                    _evaluate_on_device(model, Xd, yd, outputs)
+                    record["r2"] = r2_score(yh, outputs)
                 if val is not None:
-                    v = _evaluate_on_device(model, *val)
+                    v = _evaluate_on_device(model, *val, val_outputs)
                     record["val_loss"], record["val_accuracy"] = v["loss"], v["accuracy"]
+                    if val_outputs is not None:
+                        record["val_r2"] = r2_score(yv, val_outputs)
                 record["seconds"] = time.perf_counter() - t0
                 history.records.append(record)
                 run.epoch = epoch

@@ -242,3 +242,84 @@ def test_optimizer_settings_left_out_come_from_the_optimizers_table(tmp_path: Pa
     assert main(["train", "--dataset", "quadrants", "--optimizer", "adam", "--momentum", "0.5"]) == 2
     assert "--momentum: applies to the sgd and rmsprop optimizers only, got --optimizer adam" in \
         capsys.readouterr().err
+
+
+# ------------------------------------------------------------- the task follows y_train's dtype
+def test_floating_whole_number_targets_train_a_regression(tmp_path: Path, capsys):
+    """scikit-learn's diabetes targets are floats holding whole numbers (25.0 to 346.0): a regression, not
+    a 347-class classifier."""
+    sklearn_datasets = pytest.importorskip("sklearn.datasets")
+    X, y = sklearn_datasets.load_diabetes(return_X_y=True)
+    data = tmp_path / "diabetes.npz"
+    np.savez(data, X_train=X[:350], y_train=y[:350], X_test=X[350:], y_test=y[350:])
+    assert main(["train", "--data", str(data), "--layers", "16", "--epochs", "2", "--backend", "numpy"]) == 0
+    out = capsys.readouterr()
+    assert "training MLP(10-16-1, dtype=float32, activation='relu', output='identity'" in out.err
+    assert "test R² " in out.out and "accuracy" not in out.out
+
+
+def test_integer_and_bool_labels_train_a_classifier(tmp_path: Path, capsys):
+    arrays = _own_arrays()
+    data = tmp_path / "binary.npz"
+    np.savez(data, X_train=arrays["X_train"], y_train=arrays["y_train"] == 0, X_test=arrays["X_test"],
+             y_test=arrays["y_test"] == 0)
+    assert main(["train", "--data", str(data), "--layers", "8", "--epochs", "1", "--backend", "numpy"]) == 0
+    out = capsys.readouterr()
+    assert "training MLP(5-8-2, dtype=float32, params=66, " in out.err  # two classes, the default softmax
+    assert "test accuracy " in out.out
+
+
+def test_a_label_of_a_billion_is_refused_naming_it(tmp_path: Path, capsys):
+    arrays = _own_arrays()
+    arrays["y_train"][7] = 10**9
+    data = tmp_path / "ids.npz"
+    np.savez(data, **arrays)
+    assert main(["train", "--data", str(data), "--layers", "8", "--epochs", "1", "--backend", "numpy"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"mlp train: error: {data}: y_train: label 1000000000 (at index 7)")
+    assert "np.unique(" in err and "Traceback" not in err
+
+
+def test_a_single_class_is_refused_clearly(tmp_path: Path, capsys):
+    arrays = _own_arrays()
+    data = tmp_path / "one.npz"
+    np.savez(data, X_train=arrays["X_train"], y_train=np.zeros(240, np.int64))
+    assert main(["train", "--data", str(data), "--layers", "8", "--epochs", "1", "--backend", "numpy"]) == 2
+    assert "mlp train: error: y_train: every label is 0; a classifier needs at least two classes" in \
+        capsys.readouterr().err
+
+
+def test_evaluate_refuses_a_test_set_of_another_kind_than_the_model(tmp_path: Path, capsys):
+    classes, targets = tmp_path / "classes.npz", tmp_path / "targets.npz"
+    np.savez(classes, **_own_arrays())
+    regression = _regression_arrays(None)
+    np.savez(targets, **regression)
+    classifier_ck, regressor_ck = tmp_path / "c.npz", tmp_path / "r.npz"
+    for data, ck in ((classes, classifier_ck), (targets, regressor_ck)):
+        assert main(["train", "--data", str(data), "--layers", "4", "--epochs", "1", "--backend", "numpy", "-q",
+                     "-o", str(ck)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(classifier_ck), "--data", str(targets)]) == 2
+    err = capsys.readouterr().err
+    assert f"mlp evaluate: error: --data: y_test of {targets} holds regression targets (floating dtype)" in err
+    assert f"the model in {str(classifier_ck)!r} is a classifier (softmax output, 3 classes)" in err
+    assert main(["evaluate", str(regressor_ck), "--data", str(classes)]) == 2
+    err = capsys.readouterr().err
+    assert f"mlp evaluate: error: --data: y_test of {classes} holds integer class labels" in err
+    assert f"the model in {str(regressor_ck)!r} is a regression (identity output, 1 target)" in err
+    assert main(["evaluate", str(regressor_ck), "--dataset", "quadrants"]) == 2
+    assert "error: --dataset: y_test of quadrants holds integer class labels" in capsys.readouterr().err
+    # a file rewritten with the other kind since the run: resuming says so too
+    np.savez(classes, **{**_own_arrays(), "y_train": _own_arrays()["y_train"].astype(float),
+                         "y_test": _own_arrays()["y_test"].astype(float)})
+    assert main(["train", "--resume", str(classifier_ck), "--epochs", "2"]) == 2
+    assert f"error: --resume: y_train of {classes} holds regression targets" in capsys.readouterr().err
+
+
+def test_help_says_the_dtype_decides_and_bounds_the_labels(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "integer or bool y_train (n,) trains a classifier" in text
+    assert "floating y_train trains a regression, whatever its values" in text
+    assert "at least half of the classes 0..K-1" in text

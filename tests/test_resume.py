@@ -215,6 +215,25 @@ def test_regression_run_resumes_exactly(tmp_path: Path):
     assert _records(history) == _records(whole.history) and all(math.isnan(a) for a in history["accuracy"])
 
 
+def test_history_recorded_before_r2_resumes_with_nan_r2_for_its_epochs(tmp_path: Path):
+    rng = np.random.default_rng(4)
+    X = rng.uniform(-1, 1, (200, 3))
+    Y = np.sin(2 * X[:, :1])
+    ck = tmp_path / "run.npz"
+    trainer = mlp.Trainer(mlp.MLP([3, 8, 1], output="identity"), optim.Adam(lr=0.01), backend="numpy")
+    trainer.fit(X, Y, epochs=2, validation_split=0.25, verbose=0, checkpoint=ck)
+
+    def without_r2(header: dict) -> None:
+        for record in header["training"]["history"]["records"]:
+            del record["r2"], record["val_r2"]
+
+    _rewrite_header(ck, without_r2)
+    resumed = mlp.Trainer.from_checkpoint(ck, backend="numpy")
+    history = resumed.fit(X, Y, epochs=3, verbose=0)
+    assert all(math.isnan(v) for v in history["r2"][:2] + history["val_r2"][:2])
+    assert math.isfinite(history["r2"][2]) and math.isfinite(history["val_r2"][2])
+
+
 def test_checkpoint_without_activation_and_output_loads_and_resumes_exactly(data, tmp_path: Path):
     X, y = data
     whole = _trainer(OPTIMIZERS["adam"])

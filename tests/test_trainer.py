@@ -34,8 +34,9 @@ def test_history_records(quadrants):
     h = trainer.fit(X, y, epochs=3, validation_data=(Xt, yt), verbose=0)
     assert len(h) == 3 and h["epoch"] == [1.0, 2.0, 3.0]
     for r in h:
-        assert set(r) == {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"}
+        assert set(r) == {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "r2", "val_r2", "seconds"}
         assert 0 <= r["accuracy"] <= 1 and 0 <= r["val_accuracy"] <= 1 and r["seconds"] > 0
+        assert math.isnan(r["r2"]) and math.isnan(r["val_r2"])  # R² is a regression output's figure
     # the reported validation figures are those of evaluate() on the same data
     assert h["val_loss"][-1] == pytest.approx(trainer.evaluate(Xt, yt)["loss"], rel=1e-6)
     with pytest.raises(KeyError):
