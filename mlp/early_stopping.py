@@ -8,7 +8,6 @@ from typing import Any, Union
 import numpy as np
 
 from ._validation import check_int, check_real, describe
-from .backends import Backend
 from .evaluation import has_accuracy
 from .history import History
 from .model import MLP
@@ -73,53 +72,44 @@ class BestEpoch:
     """What a run tracks for its early stopping ``rule`` (None: nothing is tracked, nothing stops).
 
     ``best`` is the monitored value of the best epoch so far and ``wait`` the
-    epochs since it.  With ``restore_best``, ``best_params`` holds that
-    epoch's weights on the backend, and ``train_params`` (host) the last
-    epoch's weights once the best were put back at the end of the run, so that
-    a checkpoint can resume training from where it really stopped.
+    epochs since it.  The best epoch's weights themselves are kept by the
+    epoch runner (:mod:`mlp.runner`) when the rule restores them; ``train_params``
+    (host) holds the last epoch's weights once the best were put back at the
+    end of the run, so that a checkpoint can resume training from where it
+    really stopped.
     """
 
-    def __init__(self, rule: EarlyStopping | None, model: MLP, backend: Backend,
-                 resumed: dict | None = None, resumed_params: np.ndarray | None = None) -> None:
-        """``resumed``: the :meth:`state` a checkpoint stored, ``resumed_params`` its best weights."""
-        self.rule, self.model, self.backend = rule, model, backend
+    def __init__(self, rule: EarlyStopping | None, resumed: dict | None = None) -> None:
+        """``resumed``: the :meth:`state` a checkpoint stored."""
+        self.rule = rule
         self.best: float | None = None
         self.wait = 0
-        self.best_params: Any = None
         self.train_params: np.ndarray | None = None
-        if rule is not None and rule.restore_best:
-            self.best_params = backend.empty(model.n_params, model.dtype)
         if resumed is not None:
             self.best, self.wait = resumed["best"], resumed["wait"]
-        if self.best_params is not None and resumed_params is not None:
-            backend.copy_(self.best_params, resumed_params.astype(model.dtype, copy=False))
 
-    def says_stop(self, record: dict[str, float], epoch: int, history: History) -> bool:
-        """Take in epoch ``epoch``'s ``record`` (keeping its weights when it is the best so far, and
-        setting ``history.best_epoch``); whether the rule ends the run now."""
+    @property
+    def keeps_weights(self) -> bool:
+        """Whether the best epoch's weights are kept, to be put back at the end."""
+        return self.rule is not None and self.rule.restore_best
+
+    def says_stop(self, record: dict[str, float], epoch: int, history: History) -> tuple[bool, bool]:
+        """Take in epoch ``epoch``'s ``record`` (setting ``history.best_epoch`` when it is the best so far);
+        returns ``(stop, best)``: whether the rule ends the run now, and whether this epoch is the best."""
         rule = self.rule
         if rule is None:
-            return False
+            return False, False
         value = record[rule.monitor]
         if self.best is None or rule.improved(value, self.best):
             self.best, self.wait, history.best_epoch = value, 0, epoch
-            if self.best_params is not None:
-                self.backend.copy_(self.best_params, self.model.params)
-            return False
+            return False, True
         self.wait += 1
-        return self.wait >= rule.patience
+        return self.wait >= rule.patience, False
 
-    def restore_best_weights(self, epoch: int, history: History) -> None:
-        """At the end of a run (after epoch ``epoch``): put the best epoch's weights back in the model, when
-        the rule says so and they differ, keeping the last epoch's for resuming."""
-        best_epoch = history.best_epoch
-        if self.best_params is not None and best_epoch is not None and best_epoch != epoch:
-            self.train_params = np.array(self.backend.to_numpy(self.model.params), copy=True)
-            self.backend.copy_(self.model.params, self.best_params)
+    def restores(self, epoch: int, history: History) -> bool:
+        """At the end of a run (after epoch ``epoch``): whether the best epoch's weights replace the last."""
+        return self.keeps_weights and history.best_epoch is not None and history.best_epoch != epoch
 
     def state(self) -> dict | None:
         """The rule with ``best`` and ``wait``, for a checkpoint's JSON header (None without a rule)."""
         return None if self.rule is None else {**asdict(self.rule), "best": self.best, "wait": self.wait}
-
-    def best_params_on_host(self) -> np.ndarray | None:
-        return None if self.best_params is None else self.backend.to_numpy(self.best_params)

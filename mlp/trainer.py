@@ -38,6 +38,7 @@ from .evaluation import _evaluate_on_device, evaluate, has_accuracy, r2_score
 from .history import History
 from .interrupt import StopAtStepBoundary, interrupted_message
 from .loop import TrainingLoop
+from .runner import EpochPlan, Policy, train
 from .model import MLP, model_from_archive
 from .optim import Optimizer
 from .progress import print_epoch, progress_bar, step_callback
@@ -153,7 +154,7 @@ class Trainer:
             epoch=run.epoch, batch_size=self.batch_size, seed=self.seed, shuffle=run.shuffle, optimizer=optimizer,
             optimizer_buffers=buffers, random_state=self._rng.bit_generator.state, validation=run.validation,
             validation_order=run.validation_order, history=self.history.as_dict(),
-            early_stopping=run.stopping.state(), best_params=run.stopping.best_params_on_host(),
+            early_stopping=run.stopping.state(), best_params=None if run.runner is None else run.runner.best_host(0),
             train_params=run.stopping.train_params)
         return save_training_checkpoint(path, self.model, state, metadata)
 
@@ -270,74 +271,26 @@ class Trainer:
         if early_stopping is not None:
             early_stopping.check_usable(self.model, validated=Xv is not None)
 
-        model, be = self.model, self.backend
+        model = self.model
         # The data first: if it does not fit on the device, the model stays where it was.
         Xd, yd = self._to_device(Xh, yh)
         val = self._to_device(Xv, yv) if Xv is not None else None
         loop = self._make_loop(Xd, yd)
-        n, steps = loop.n_samples, loop.steps
-        start_of_epoch = be.empty(model.n_params, model.dtype)
         source = "data" if validation_data is not None else ("split" if validation_split else None)
-        stopping = BestEpoch(early_stopping, model, be) if resume is None else \
-            BestEpoch(early_stopping, model, be, resume.early_stopping, resume.best_params)
+        stopping = BestEpoch(early_stopping, None if resume is None else resume.early_stopping)
         run = _Run(epoch=0 if resume is None else resume.epoch, shuffle=shuffle, validation_order=order,
                    validation={"source": source, "fraction": validation_split, "n_samples": n_given},
                    stopping=stopping)
         if resume is None:
             self.history = History()
-        history, self._run, self._resume = self.history, run, None
-        history.output = model.output
-        accuracy = has_accuracy(model)
-        # a regression output records R²: of the model at the end of each epoch, on the training rows (one more
-        # forward pass over them) and the validation rows, the predictions copied here
-        outputs = None if accuracy else np.empty((n, model.n_outputs), model.dtype)
-        val_outputs = None if accuracy or val is None else np.empty((Xv.shape[0], model.n_outputs), model.dtype)
-
-        bar_factory = progress_bar if verbose == 1 else None
+        self._run, self._resume = run, None
+        self.history.output = model.output
         with StopAtStepBoundary() as interrupt:
-            for epoch in range(run.epoch + 1, epochs + 1):
-                t0 = time.perf_counter()
-                loop.set_order(self._rng.permutation(n).astype(np.int64) if shuffle else None)
-                be.copy_(start_of_epoch, model.params)
-                bar = bar_factory(steps, f"epoch {epoch}/{epochs}") if bar_factory else None
-                ran = loop.epoch(on_step=step_callback(loop, bar, interrupt))
-                totals = loop.totals()[0]  # the epoch's one synchronisation
-                if bar is not None:
-                    bar.close()
-                if math.isfinite(totals[STATS_FIRST_NONFINITE_STEP]):
-                    be.copy_(model.params, start_of_epoch)
-                    self.optimizer.reset()  # its moments hold NaN too
-                    raise TrainingDivergedError(epoch, int(totals[STATS_FIRST_NONFINITE_STEP]) + 1, steps)
-                if ran < steps:
-                    raise KeyboardInterrupt(interrupted_message(epoch, f"after step {ran} of {steps}", checkpoint))
-                record = {"epoch": float(epoch), "loss": float(totals[STATS_LOSS_SUM]) / n,
-                          "accuracy": float(totals[STATS_CORRECT]) / n if accuracy else math.nan,
-                          "val_loss": math.nan, "val_accuracy": math.nan, "r2": math.nan, "val_r2": math.nan}
-                if outputs is not None:
-                    _evaluate_on_device(model, Xd, yd, outputs)
-                    record["r2"] = r2_score(yh, outputs)
-                if val is not None:
-                    v = _evaluate_on_device(model, *val, val_outputs)
-                    record["val_loss"], record["val_accuracy"] = v["loss"], v["accuracy"]
-                    if val_outputs is not None:
-                        record["val_r2"] = r2_score(yv, val_outputs)
-                record["seconds"] = time.perf_counter() - t0
-                history.records.append(record)
-                run.epoch = epoch
-                if verbose:
-                    print_epoch(record, epochs, val is not None, accuracy)
-                history.stopped_early = stopping.says_stop(record, epoch, history)
-                if history.stopped_early or epoch == epochs:
-                    stopping.restore_best_weights(epoch, history)
-                if checkpoint is not None:
-                    self.save_checkpoint(checkpoint)
-                if on_epoch_end is not None and on_epoch_end(history) is True:
-                    break
-                if interrupt.requested:
-                    raise KeyboardInterrupt(interrupted_message(epoch, "at its end", checkpoint))
-                if history.stopped_early:
-                    break
-        return history
+            policy = _TrainerRun(self, loop, run, epochs, (Xh, yh), None if val is None else (*val, yv),
+                                 verbose, checkpoint, on_epoch_end, interrupt,
+                                 None if resume is None else resume.best_params)
+            run.runner = train(loop, [policy])
+        return self.history
 
     def _resumed_settings(self, state: TrainingState, epochs: int, validation_data: Any, validation_split: Any,
                           early_stopping: EarlyStopping | None, shuffle: Any) -> tuple:
@@ -380,3 +333,110 @@ class _Run:
     validation: dict  # source (None, "split" or "data"), fraction, n_samples (of the X given to fit)
     validation_order: np.ndarray | None  # the permutation that drew the validation split
     stopping: BestEpoch  # early stopping's progress
+    runner: Any = None  # the epoch runner, which keeps the best epoch's weights
+
+
+class _TrainerRun(Policy):
+    """``Trainer.fit``'s policy for its network: the trainer's shuffle, the history records (loss, accuracy
+    or R², their validation figures), divergence, Ctrl-C at a step boundary, the progress bar, early
+    stopping, checkpoints and the caller's ``on_epoch_end``."""
+
+    def __init__(self, trainer: "Trainer", loop: TrainingLoop, run: _Run, epochs: int, train_data: tuple,
+                 val: tuple | None, verbose: int, checkpoint: Any, on_epoch_end: Callable | None,
+                 interrupt: StopAtStepBoundary, best_params: np.ndarray | None) -> None:
+        self.trainer, self.loop, self.run, self.epochs = trainer, loop, run, epochs
+        self.model, self.be, self.history = trainer.model, trainer.backend, trainer.history
+        self.Xd, self.yd = loop.X, loop.targets
+        self.yh = train_data[1]
+        self.val = val
+        self.verbose, self.checkpoint, self.on_epoch_end, self.interrupt = verbose, checkpoint, on_epoch_end, interrupt
+        self.initial_best = best_params if run.stopping.keeps_weights else None
+        self.accuracy = has_accuracy(self.model)
+        n = loop.n_samples
+        # a regression output records R²: of the model at the end of each epoch, on the training rows (one more
+        # forward pass over them) and the validation rows, the predictions copied here
+        self.outputs = None if self.accuracy else np.empty((n, self.model.n_outputs), self.model.dtype)
+        self.val_outputs = None if self.accuracy or val is None else \
+            np.empty((val[0].shape[0], self.model.n_outputs), self.model.dtype)
+        self.start_of_epoch = self.be.empty(self.model.n_params, self.model.dtype)
+        self.epoch = run.epoch
+        self.done = run.epoch >= epochs
+        self.bar = None
+        self.restored = False
+        if verbose == 1 or interrupt is not None:
+            self.on_step = self._on_step
+
+    def attach(self, runner, index: int) -> None:
+        super().attach(runner, index)
+        self.run.runner = runner  # checkpoints read the kept best weights from it
+
+    def begin_epoch(self) -> None:
+        self.epoch += 1
+        self.t0 = time.perf_counter()
+        self.be.copy_(self.start_of_epoch, self.model.params)
+        loop = self.loop
+        self.bar = progress_bar(loop.steps, f"epoch {self.epoch}/{self.epochs}") if self.verbose == 1 else None
+        self._step_callback = step_callback(loop, self.bar, self.interrupt)
+
+    def plan_epoch(self) -> EpochPlan:
+        n = self.loop.n_samples
+        order = self.trainer._rng.permutation(n).astype(np.int64) if self.run.shuffle else np.arange(n)
+        return EpochPlan(order)
+
+    def _on_step(self, done: int) -> bool:
+        return self._step_callback(done)
+
+    def end_epoch(self, totals: np.ndarray, steps_ran: int, val_logits: Any) -> bool:
+        loop, model, be, epoch, steps = self.loop, self.model, self.be, self.epoch, self.loop.steps
+        if self.bar is not None:
+            self.bar.close()
+        if math.isfinite(totals[STATS_FIRST_NONFINITE_STEP]):
+            be.copy_(model.params, self.start_of_epoch)
+            self.trainer.optimizer.reset()  # its moments hold NaN too
+            raise TrainingDivergedError(epoch, int(totals[STATS_FIRST_NONFINITE_STEP]) + 1, steps)
+        if steps_ran < steps:
+            raise KeyboardInterrupt(interrupted_message(epoch, f"after step {steps_ran} of {steps}", self.checkpoint))
+        n = loop.n_samples
+        record = {"epoch": float(epoch), "loss": float(totals[STATS_LOSS_SUM]) / n,
+                  "accuracy": float(totals[STATS_CORRECT]) / n if self.accuracy else math.nan,
+                  "val_loss": math.nan, "val_accuracy": math.nan, "r2": math.nan, "val_r2": math.nan}
+        if self.outputs is not None:
+            _evaluate_on_device(model, self.Xd, self.yd, self.outputs)
+            record["r2"] = r2_score(self.yh, self.outputs)
+        if self.val is not None:
+            Xv, yv, yv_host = self.val
+            v = _evaluate_on_device(model, Xv, yv, self.val_outputs)
+            record["val_loss"], record["val_accuracy"] = v["loss"], v["accuracy"]
+            if self.val_outputs is not None:
+                record["val_r2"] = r2_score(yv_host, self.val_outputs)
+        record["seconds"] = time.perf_counter() - self.t0
+        history = self.history
+        history.records.append(record)
+        self.run.epoch = epoch
+        if self.verbose:
+            print_epoch(record, self.epochs, self.val is not None, self.accuracy)
+        history.stopped_early, best = self.run.stopping.says_stop(record, epoch, history)
+        if history.stopped_early or epoch == self.epochs:
+            self.done = True  # the rest happens once the final weights are in place (finished)
+        else:
+            self._after_epoch()
+        return best and self.run.stopping.keeps_weights
+
+    def _after_epoch(self) -> None:
+        """The end of an epoch, its weights final: the checkpoint, the caller's hook, Ctrl-C."""
+        if self.checkpoint is not None:
+            self.trainer.save_checkpoint(self.checkpoint)
+        if self.on_epoch_end is not None and self.on_epoch_end(self.history) is True:
+            self.done = True
+        if self.interrupt.requested:
+            raise KeyboardInterrupt(interrupted_message(self.epoch, "at its end", self.checkpoint))
+
+    def final_weights(self):
+        stopped = self.history.stopped_early or self.epoch == self.epochs
+        return "best" if stopped and self.run.stopping.restores(self.epoch, self.history) else "last"
+
+    def finished(self, replaced: np.ndarray | None) -> None:
+        if replaced is not None:
+            self.run.stopping.train_params = replaced
+        if self.history.stopped_early or self.epoch == self.epochs:
+            self._after_epoch()
