@@ -397,13 +397,11 @@ def _report(where: str, figures: dict[str, float]) -> str:
 def cmd_info(args: argparse.Namespace) -> int:
     import platform
 
-    import numba
-
     import mlp
-    from .backends import backend_names, backend_status
+    from .backends import backend_names, backend_status, compiler_versions
 
-    print(f"mlp {mlp.__version__}  Python {platform.python_version()}  NumPy {np.__version__}  "
-          f"Numba {numba.__version__}")
+    compilers = "  ".join(f"{name} {v}" for name, v in compiler_versions().items())
+    print(f"mlp {mlp.__version__}  Python {platform.python_version()}  NumPy {np.__version__}  {compilers}")
     print(f"backends usable here: {', '.join(mlp.available_backends())}")
     for name in backend_names()[:-1]:  # every registered backend, "auto" aside
         status = backend_status(name)

@@ -70,7 +70,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, colu
 
 from ._validation import FLOAT_DTYPE_NAMES
 from .backends import BACKEND_NAMES, Backend, get_backend
-from .backends.base import STATS_LOSS_SUM
+from .backends.base import ACTIVATIONS, STATS_LOSS_SUM
 from .loop import TrainingLoop
 from .runner import EpochPlan, Policy, train
 from .model import MLP, output_activation
@@ -100,7 +100,7 @@ class _BaseMLP(BaseEstimator):
 
     _parameter_constraints: dict = {
         "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
-        "activation": [StrOptions({"identity", "logistic", "tanh", "relu"})],
+        "activation": [StrOptions(set(ACTIVATIONS))],
         "solver": [StrOptions({"lbfgs", "sgd", "adam"})],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],

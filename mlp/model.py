@@ -11,7 +11,7 @@ import numpy as np
 from ._validation import (check_features, check_float_dtype, check_int, check_labels, check_layer_sizes,
                           check_targets, describe)
 from .backends import Backend, get_backend
-from .backends.base import ACTIVATIONS, OUTPUTS, activation_code, layer_layout
+from .backends.base import ACTIVATIONS, OUTPUTS, TARGET_RANGES, activation_code, layer_layout
 from .checkpoint import read_archive, read_model_record, save_model
 from .checkpoint import CHECKPOINT_FORMAT, atomic_write_bytes  # noqa: F401  (importable from here, as before)
 from .network import Networks, Workspace
@@ -20,15 +20,6 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 #: rows per chunk when predicting, so inference on a whole dataset needs bounded memory
 PREDICT_CHUNK = 8192
-
-#: the output layers and the loss each is trained with.  Each pairs an output activation with its canonical
-#: loss, so the gradient with respect to the last layer's pre-activation is ``output - target`` (scaled by
-#: the sample weights): softmax with cross-entropy (integer labels), logistic with binary cross-entropy per
-#: output (0/1 targets: binary and multilabel classification), identity with half the squared error, and exp
-#: with half the Poisson deviance (scikit-learn's ``loss="poisson"``).
-OUTPUTS = {"softmax": "cross_entropy", "logistic": "binary_cross_entropy", "identity": "squared_error",
-           "exp": "poisson"}
-
 
 def output_activation(z: np.ndarray, output: str) -> np.ndarray:
     """The output layer's activation applied on the host to logits ``z`` (n, outputs), in ``z``'s dtype."""
@@ -297,7 +288,7 @@ class MLP:
             return check_labels(y, n_samples, self.n_classes, name)
         targets = check_targets(y, n_samples, self.n_outputs, self.dtype, name)
         # the Poisson deviance needs counts (>= 0); the logistic loss, probabilities in [0, 1]
-        low, high = {"exp": (0.0, np.inf), "logistic": (0.0, 1.0)}.get(self.output, (-np.inf, np.inf))
+        low, high = TARGET_RANGES[self.output]
         if targets.size and (targets.min() < low or targets.max() > high):
             bad = targets.min() if targets.min() < low else targets.max()
             raise ValueError(f"{name}: the {self.output!r} output expects targets in [{low:g}, {high:g}], "

@@ -82,21 +82,6 @@ def _model_bytes(est: _BaseMLP, layer_units: Sequence[int], batch: int, itemsize
     return itemsize * (4 * params + 2 * acts)
 
 
-def _memory_budget(backend: Backend) -> int:
-    """Bytes a stack may use: half the free device memory on a GPU, a quarter of the RAM on the host."""
-    if backend.name == "cuda":
-        try:
-            from numba import cuda
-
-            return int(cuda.current_context().get_memory_info().free) // 2
-        except Exception:  # the simulator reports no memory: the host's budget applies
-            pass
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
-    except (ValueError, OSError, AttributeError):
-        return 4 << 30
-
-
 def fit_many(estimators: Sequence[_BaseMLP], X: Any, y: Any, rows: Sequence[np.ndarray],
              sample_weight: Any = None, *, n_jobs: int | None = None, max_stack: int | None = None,
              progress: bool | None = None) -> list[_BaseMLP]:
@@ -158,7 +143,7 @@ def _plan_chunks(estimators: Sequence[_BaseMLP], X: Any, rows: Sequence[np.ndarr
             chunks.append(members)
             continue
         est = estimators[members[0]]
-        budget = _memory_budget(get_backend(est.backend)) - int(np.prod(np.shape(X))) * 8
+        budget = get_backend(est.backend).memory_budget() - int(np.prod(np.shape(X))) * 8
         size = _model_bytes(est, [n_features, *est._hidden_sizes(), 10], key[4], 8)
         cap = max(1, budget // max(size, 1))
         if max_stack is not None:

@@ -107,6 +107,20 @@ def _first_line(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
 
 
+def compiler_versions() -> dict[str, str]:
+    """The versions of what compiles the backends' code: Numba, and numba-cuda when it is installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import numba
+
+    found = {"Numba": numba.__version__}
+    try:
+        found["numba-cuda"] = version("numba-cuda")
+    except PackageNotFoundError:
+        pass
+    return found
+
+
 def available_backends() -> list[str]:
     """Names of the backends usable here (``"numpy"`` always)."""
     return [n for n in backend_names()[:-1] if backend_status(n).usable]

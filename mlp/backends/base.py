@@ -41,6 +41,7 @@ Conventions
 from __future__ import annotations
 
 import math
+import os
 from abc import ABC, abstractmethod
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -122,6 +123,10 @@ OUTPUTS = {"softmax": "cross_entropy", "logistic": "binary_cross_entropy", "iden
            "exp": "poisson"}
 #: the outputs whose predictions are classes (an accuracy is defined); the others are regressions
 CLASSIFICATION_OUTPUTS = ("softmax", "logistic")
+#: the targets each real-target output's loss is defined for (the Poisson deviance needs counts >= 0, the
+#: logistic loss probabilities in [0, 1]); a softmax takes labels
+TARGET_RANGES = {"softmax": (0.0, math.inf), "logistic": (0.0, 1.0), "identity": (-math.inf, math.inf),
+                 "exp": (0.0, math.inf)}
 
 
 # --------------------------------------------------------------- activations
@@ -255,6 +260,14 @@ class Backend(ABC):
     @abstractmethod
     def zeros(self, shape: int | Sequence[int], dtype: Any = np.float32) -> Any:
         """Zero-filled array of this backend."""
+
+    def memory_budget(self) -> int:
+        """Bytes one working set (a stack of networks and its batches) may take on this backend: here a
+        quarter of the host's memory; a device backend answers from its free memory."""
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+        except (ValueError, OSError, AttributeError):
+            return 4 << 30
 
     def layer_views(self, flat: Any, sizes: Sequence[int]) -> tuple[list, list]:
         """``(Ws, bs)``: every layer's weights and biases of every model of ``flat`` (M, P), as the stacked
@@ -594,7 +607,8 @@ class Backend(ABC):
         past ``|z|`` of about 36 (float64) or 16 (float32); this loss keeps
         growing linearly, as the gradient it is the loss of does.
         """
-        self._loss_into(self._logistic_xent, "logits", logits, targets, dlogits_out, stats, step, weights, 0.0, 1.0)
+        self._loss_into(self._logistic_xent, "logits", logits, targets, dlogits_out, stats, step, weights,
+                        *TARGET_RANGES["logistic"])
 
     @abstractmethod
     def _logistic_xent(self, logits: Any, targets: Any, dlogits: Any, stats: Any, step: int,
@@ -625,7 +639,8 @@ class Backend(ABC):
         ``sum_j xlogy(t_j, t_j) - t_j z_j - t_j + exp(z_j)``; gradient
         ``w (exp(z) - t) / S``.  No hits are counted.
         """
-        self._loss_into(self._poisson_loss, "logits", logits, targets, dlogits_out, stats, step, weights, 0.0)
+        self._loss_into(self._poisson_loss, "logits", logits, targets, dlogits_out, stats, step, weights,
+                        *TARGET_RANGES["exp"])
 
     @abstractmethod
     def _poisson_loss(self, logits: Any, targets: Any, dlogits: Any, stats: Any, step: int,

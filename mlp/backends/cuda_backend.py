@@ -366,6 +366,11 @@ class CudaBackend(Backend):
                                                        rows=self._every_model(params, rows),
                                                        stream=self.stream)
 
+    def memory_budget(self) -> int:
+        """Half the device's free memory (the simulator reports none: the host's budget then)."""
+        free = _free_bytes()
+        return super().memory_budget() if free is None else free // 2
+
     # ---------------------------------------------------------------- extras
     def warmup(self, dtype: Any = np.float32) -> dict[str, Any]:
         """Compile (or load from Numba's cache) every kernel a training step can pick for ``dtype``.
