@@ -138,6 +138,15 @@ class _BaseMLP(BaseEstimator):
         hidden = list(hidden) if hasattr(hidden, "__iter__") else [hidden]
         if np.any(np.array(hidden) <= 0):
             raise ValueError(f"hidden_layer_sizes must be > 0, got {hidden}.")
+        for h in hidden:  # scikit-learn's fit fails with a TypeError on these too (in NumPy, building the weights)
+            if isinstance(h, (bool, np.bool_)):
+                raise TypeError(f"hidden_layer_sizes: expected integer layer sizes, got {hidden}: a bool is not a "
+                                "layer size, an integer is required")
+            if not isinstance(h, Integral):
+                kind = type(h).__qualname__
+                kind = kind if type(h).__module__ == "builtins" else f"{type(h).__module__}.{kind}"
+                raise TypeError(f"hidden_layer_sizes: expected integer layer sizes, got {hidden}: "
+                                f"'{kind}' object cannot be interpreted as an integer")
         return [int(h) for h in hidden]
 
     def _params_dtype(self, X_dtype: np.dtype, first_pass: bool) -> np.dtype:
@@ -310,13 +319,22 @@ class _BaseMLP(BaseEstimator):
     def _fit_lbfgs(self, model: MLP, backend: Backend, X: np.ndarray, y: np.ndarray, sample_weight: Any) -> None:
         objective = _FullBatchObjective(model, backend, X, self._targets(y, model.dtype), sample_weight, self.alpha)
         iprint = 1 if self.verbose is True or self.verbose >= 1 else -1
+        # As scikit-learn, start SciPy from the weights in their own dtype: SciPy (1.17 here) then evaluates
+        # the objective at parameters of that dtype, while L-BFGS-B's iterates are float64.
         result = scipy.optimize.minimize(
-            objective, objective.packed(), method="L-BFGS-B", jac=True,
+            objective, objective.packed().astype(model.dtype), method="L-BFGS-B", jac=True,
             options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol,
                      **_get_additional_lbfgs_options_dict("iprint", iprint)})
         self.n_iter_ = _check_optimize_result("lbfgs", result, self.max_iter)
-        self.loss_ = float(result.fun)
-        objective.set(result.x)
+        self.loss_ = np.float64(result.fun)
+        if self.dtype is None and model.dtype != np.float64:
+            # scikit-learn keeps L-BFGS-B's float64 solution as the weights, whatever the data's dtype (so a
+            # float32 fit predicts in float64); an explicit dtype keeps the weights in that dtype
+            model = MLP(model.layer_sizes, dtype=np.float64, activation=model.activation, output=model.output)
+            model.backend.copy_(model.params, np.asarray(result.x, dtype=np.float64))
+            model = model.to(backend)
+        else:
+            objective.set(result.x)
         self._store(model)
 
     def _loss_grad_lbfgs(self, packed_coef_inter: np.ndarray, X: Any, y: np.ndarray, sample_weight: Any,
@@ -460,7 +478,7 @@ class StochasticRun:
         ``X_val`` with early stopping); returns True when the weights are the best so far (keep them)."""
         est = self.est
         est.n_iter_ += 1
-        est.loss_ = loss_sum / self.n
+        est.loss_ = np.float64(loss_sum) / self.n  # a NumPy float, as scikit-learn's (and each loss_curve_ entry)
         est.t_ += self.n
         est.loss_curve_.append(est.loss_)
         if est.verbose:
@@ -630,7 +648,9 @@ _PARAMS_DOC = """
         Where to train and predict: "auto" uses a usable CUDA GPU, else NumPy.
     dtype : {"float32", "float64"} or None, default None
         Precision of the weights and of the computation.  None follows the data, as scikit-learn does
-        (float32 stays float32, anything else becomes float64).  "float32" is the fast choice on a GPU.
+        (float32 stays float32, anything else becomes float64; "lbfgs" on float32 data computes in float32
+        and keeps L-BFGS-B's float64 solution as the weights, so it predicts in float64).  "float32" is the
+        fast choice on a GPU; with "lbfgs" it keeps the weights in float32 as well.
 
     Attributes
     ----------
