@@ -42,6 +42,7 @@ except ImportError:
     raise ImportError("mlp.MLPClassifier and mlp.MLPRegressor need scikit-learn: "
                       "pip install 'numba-mlp[sklearn]'") from None
 
+import collections
 import contextlib
 import contextvars
 import copy
@@ -51,7 +52,7 @@ import math
 import warnings
 from itertools import chain
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import scipy.optimize
@@ -235,6 +236,14 @@ class _BaseMLP(BaseEstimator):
             self._fit_lbfgs(model, backend, X, y, sample_weight)
         self._end_fit()
         return self
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def _begin_stochastic_fit(self, X: Any, y: Any, sample_weight: Any = None) -> "StochasticRun":
+        """What ``fit`` does before an "sgd"/"adam" network's first epoch, for an engine that trains the network
+        elsewhere (a stack, :mod:`mlp.search`): the parameters validated as ``fit`` validates them, the data,
+        the initial weights, the validation split; raises what ``fit`` would raise there."""
+        X, y, sample_weight, dtype = self._begin_fit(X, y, sample_weight, incremental=False)
+        return StochasticRun(self, X, y, sample_weight, False, dtype)
 
     def _end_fit(self) -> None:
         if not all(np.isfinite(w).all() for w in chain(self.coefs_, self.intercepts_)):
@@ -533,12 +542,23 @@ class StochasticRun:
         return float(est._score_function(self.y_val, y_pred, sample_weight=self.sw_val))
 
 
-#: fits already made by a stacked engine (mlp.search), by fingerprint; see _adopt_prefitted
+#: fits already made by a stacked engine (mlp.search): each fingerprint's outcomes, in order; see _adopt_prefitted
 _PREFITTED: contextvars.ContextVar[dict | None] = contextvars.ContextVar("mlp_prefitted", default=None)
 
 
+def _param_key(value: Any) -> str:
+    """A parameter's value as a fit sees it: a ``RandomState`` by its state (scikit-learn's ``clone`` gives every
+    fit a copy in the same state), anything else by its ``repr``."""
+    if isinstance(value, np.random.RandomState):
+        kind, keys, pos, has_gauss, cached = value.get_state()
+        h = hashlib.blake2b(np.ascontiguousarray(keys).tobytes(), digest_size=16)
+        return f"RandomState({kind}, {h.hexdigest()}, {pos}, {has_gauss}, {cached!r})"
+    return repr(value)
+
+
 def fit_fingerprint(est: "_BaseMLP", X: Any, y: Any, sample_weight: Any) -> tuple:
-    """What identifies a fit: the estimator's class and parameters, and the bytes of its data."""
+    """What identifies a fit: the estimator's class and parameters, and the bytes of its data (taken before
+    the fit: fitting advances a ``RandomState`` parameter)."""
     def digest(a: Any) -> str | None:
         if a is None:
             return None
@@ -550,30 +570,42 @@ def fit_fingerprint(est: "_BaseMLP", X: Any, y: Any, sample_weight: Any) -> tupl
         h.update(a.tobytes() if a.dtype.kind != "O" else repr(a.tolist()).encode())
         return h.hexdigest()
 
-    params = tuple(sorted((k, repr(v)) for k, v in est.get_params(deep=False).items()))
+    params = tuple(sorted((k, _param_key(v)) for k, v in est.get_params(deep=False).items()))
     return type(est), params, digest(X), digest(y), digest(sample_weight)
 
 
 def _adopt_prefitted(est: "_BaseMLP", X: Any, y: Any, sample_weight: Any) -> bool:
-    """Inside :func:`serving_prefitted`, a fit that was already made (same parameters, same data) takes its
-    result instead of training again; True when it did."""
+    """Inside :func:`serving_prefitted`, a fit that was already made (same parameters, same data) takes the next
+    outcome recorded for it instead of training: the fitted state (True), or the exception that fit raised
+    (raised here, as the fit itself would).  False when there is none left, or when ``warm_start`` continues
+    an estimator already fitted."""
     table = _PREFITTED.get()
-    if not table or est.warm_start:
+    if not table or (est.warm_start and hasattr(est, "coefs_")):
         return False
-    fitted = table.get(fit_fingerprint(est, X, y, sample_weight))
-    if fitted is None:
+    queue = table.get(fit_fingerprint(est, X, y, sample_weight))
+    if not queue:
         return False
+    outcome = queue.popleft()  # each outcome serves one fit: duplicates of a fit get their own draws
+    if isinstance(outcome, BaseException):
+        raise outcome
     params = est.get_params(deep=False)
-    for key, value in fitted.__dict__.items():
+    for key, value in outcome.__dict__.items():
         if key not in params:
-            setattr(est, key, copy.deepcopy(value) if key != "_net_cache" else value)
+            setattr(est, key, value)
+    if isinstance(est.random_state, np.random.RandomState):  # the fit advanced its own generator: so does this one
+        est.random_state.set_state(outcome.random_state.get_state())
+        est._random_state = est.random_state
     return True
 
 
 @contextlib.contextmanager
-def serving_prefitted(table: dict):
-    """Within the block, ``fit`` of an estimator whose fingerprint is in ``table`` (see
-    :func:`fit_fingerprint`) adopts the fitted estimator stored there."""
+def serving_prefitted(outcomes: Iterable[tuple[tuple, Any]]):
+    """Within the block, ``fit`` of an estimator whose fingerprint (see :func:`fit_fingerprint`) is among
+    ``outcomes`` (``(fingerprint, fitted estimator or the exception its fit raised)`` pairs) takes the next
+    outcome recorded under it, each at most once."""
+    table: dict[tuple, collections.deque] = {}
+    for key, outcome in outcomes:
+        table.setdefault(key, collections.deque()).append(outcome)
     token = _PREFITTED.set(table)
     try:
         yield

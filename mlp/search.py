@@ -20,14 +20,24 @@ estimators one fit at a time.  Anything the stack cannot train (``lbfgs``,
 an estimator inside a ``Pipeline``) simply trains in the search loop as
 usual.
 
+A fit fails on its own, as it would one fit at a time (parameters its
+``fit`` rejects, a validation set too small, weights that became
+non-finite): the other networks of its stack train on, and the search loop
+finds, for that fit, the exception it raised, which scikit-learn's own
+error handling turns into ``error_score``, a ``FitFailedWarning`` or, with
+``error_score="raise"``, the error itself.  Each fit made up front serves
+one fit of the loop, so duplicate candidates drawn from
+``random_state=None`` get fits of their own, as in scikit-learn.
+
 ``MLPEnsembleClassifier``/``MLPEnsembleRegressor`` train ``n_estimators``
 copies of a network with different seeds (and bootstrap samples, if asked)
 as one stack, and average their probabilities or predictions.
 
 Large searches are split into chunks that fit the device's memory (a
-warning says so); chunks are dispatched through joblib (``n_jobs``), so
-``with joblib.parallel_backend("dask"):`` spreads them over a Dask
-cluster's workers.
+warning says so); chunks are dispatched through joblib (``n_jobs``, by
+scikit-learn's ``Parallel``: the workers apply the caller's warning filters
+and scikit-learn configuration), so ``with joblib.parallel_backend("dask"):``
+spreads them over a Dask cluster's workers.
 """
 
 from __future__ import annotations
@@ -46,12 +56,15 @@ import warnings
 from typing import Any, Sequence
 
 import numpy as np
-from joblib import Parallel, delayed, effective_n_jobs
+from joblib import effective_n_jobs
+from sklearn import config_context
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone, is_classifier
 from sklearn.model_selection import GridSearchCV as _SkGridSearchCV
 from sklearn.model_selection import RandomizedSearchCV as _SkRandomizedSearchCV
 from sklearn.model_selection import check_cv
 from sklearn.utils import _safe_indexing, check_random_state
+from sklearn.utils.multiclass import unique_labels
+from sklearn.utils.parallel import Parallel, delayed  # joblib's, passing on scikit-learn's config and warning filters
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .backends import Backend, get_backend
@@ -96,7 +109,7 @@ def _memory_budget(backend: Backend) -> int:
 
 def fit_many(estimators: Sequence[_BaseMLP], X: Any, y: Any, rows: Sequence[np.ndarray],
              sample_weight: Any = None, *, n_jobs: int | None = None, max_stack: int | None = None,
-             progress: bool | None = None) -> list[_BaseMLP]:
+             progress: bool | None = None, return_exceptions: bool = False) -> list[Any]:
     """Fit ``estimators[i]`` on the rows ``rows[i]`` of ``(X, y)``; returns the fitted estimators.
 
     The result is what ``estimators[i].fit(X[rows[i]], y[rows[i]], sample_weight[rows[i]])`` gives, but
@@ -106,6 +119,12 @@ def fit_many(estimators: Sequence[_BaseMLP], X: Any, y: Any, rows: Sequence[np.n
     with ``n_jobs`` workers (each shape's stack is split so that every worker has one); inside
     ``joblib.parallel_backend("dask")`` they run on a Dask cluster.  ``progress`` shows a bar per stack over
     its models' epochs with the lowest training loss so far (default: on a terminal, without workers).
+    The workers apply the caller's warning filters and scikit-learn configuration.
+
+    Each fit succeeds or fails on its own, as its own ``fit`` would: one that raises (parameters its ``fit``
+    rejects, a validation set too small, weights that became non-finite) leaves every other fit, those of its
+    stack included, to finish.  Then the first failed fit's exception (in the order of ``estimators``) is
+    raised; with ``return_exceptions=True`` it takes that estimator's place in the returned list instead.
     """
     estimators = list(estimators)
     if len(rows) != len(estimators):
@@ -128,11 +147,15 @@ def fit_many(estimators: Sequence[_BaseMLP], X: Any, y: Any, rows: Sequence[np.n
         delayed(_fit_chunk)([estimators[i] for i in chunk], X, y, [rows[i] for i in chunk], sample_weight, show,
                             threads)
         for chunk in chunks)
-    fitted: list[Any] = [None] * len(estimators)
+    outcomes: list[Any] = [None] * len(estimators)
     for chunk, done in zip(chunks, results):
-        for i, est in zip(chunk, done):
-            fitted[i] = est
-    return fitted
+        for i, outcome in zip(chunk, done):
+            outcomes[i] = outcome
+    if not return_exceptions:
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+    return outcomes
 
 
 def _plan_chunks(estimators: Sequence[_BaseMLP], X: Any, rows: Sequence[np.ndarray], max_stack: int | None,
@@ -142,13 +165,11 @@ def _plan_chunks(estimators: Sequence[_BaseMLP], X: Any, rows: Sequence[np.ndarr
     n_features = np.shape(X)[1]
     shapes: dict[tuple, list[int]] = {}
     for i, est in enumerate(estimators):
-        if est.solver not in _STOCHASTIC_SOLVERS:
-            shapes.setdefault(("alone", i), []).append(i)
-            continue
-        batch = min(200, len(rows[i])) if est.batch_size == "auto" else min(int(est.batch_size), len(rows[i]))
-        key = (type(est), tuple(est._hidden_sizes()), est.activation, est.solver, batch, str(est.dtype),
-               str(est.backend))
-        shapes.setdefault(key, []).append(i)
+        try:
+            key = _stack_shape(est, len(rows[i]))
+        except Exception:  # parameters its fit rejects: it fails on its own, as its fit does, in _fit_chunk
+            key = None
+        shapes.setdefault(("alone", i) if key is None else key, []).append(i)
     chunks, split = [], False
     for key, members in shapes.items():
         if key[0] == "alone":
@@ -171,47 +192,66 @@ def _plan_chunks(estimators: Sequence[_BaseMLP], X: Any, rows: Sequence[np.ndarr
     return chunks
 
 
+def _stack_shape(est: _BaseMLP, n_rows: int) -> tuple | None:
+    """What the fits of one stack share before their data is seen (None: a fit that trains alone); raises
+    what reading parameters that ``fit`` rejects raises."""
+    if est.solver not in _STOCHASTIC_SOLVERS:
+        return None
+    get_backend(est.backend)
+    batch = min(200, n_rows) if est.batch_size == "auto" else min(int(est.batch_size), n_rows)
+    return (type(est), tuple(est._hidden_sizes()), est.activation, est.solver, batch, str(est.dtype),
+            str(est.backend))
+
+
 def _fit_chunk(estimators: list[_BaseMLP], X: Any, y: Any, rows: list[np.ndarray], sample_weight: Any,
-               progress: bool, threads: int = 1) -> list[_BaseMLP]:
-    """Fit a chunk's estimators: the stochastic ones grouped into stacks, any other one on its own."""
+               progress: bool, threads: int = 1) -> list[Any]:
+    """Fit a chunk's estimators: the stochastic ones grouped into stacks, any other one on its own.  Returns each
+    one's outcome: the fitted estimator, or the exception its fit raised."""
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=sum(e.max_iter for e in estimators), unit="epoch", leave=False,
                    desc=f"{len(estimators)} models x epochs", file=sys.stderr, dynamic_ncols=True)
+    outcomes: list[Any] = list(estimators)
     groups: dict[tuple, list] = {}
-    for est, r in zip(estimators, rows):
+    for i, (est, r) in enumerate(zip(estimators, rows)):
         Xm, ym = _safe_indexing(X, r), _safe_indexing(y, r)
         swm = None if sample_weight is None else _safe_indexing(np.asarray(sample_weight), r)
-        if est.solver not in _STOCHASTIC_SOLVERS:
-            est.fit(Xm, ym, sample_weight=swm)
-            if bar is not None:
-                bar.update(est.max_iter)
+        try:
+            if est.solver not in _STOCHASTIC_SOLVERS:
+                est.fit(Xm, ym, sample_weight=swm)
+                if bar is not None:
+                    bar.update(est.max_iter)
+                continue
+            run = est._begin_stochastic_fit(Xm, ym, swm)
+        except Exception as exc:  # what this fit raises on its own; the others go on
+            outcomes[i] = exc
             continue
-        Xv, yv, swv, dtype = est._begin_fit(Xm, ym, swm, incremental=False)
-        run = StochasticRun(est, Xv, yv, swv, False, dtype)
         key = (type(est), tuple(np.shape(c) for c in est.coefs_), est.activation, est.out_activation_,
-               np.dtype(dtype).str, _optimizer_kind(est._optimizer), run.batch_size, run.steps,
+               np.asarray(est.coefs_[0]).dtype.str, _optimizer_kind(est._optimizer), run.batch_size, run.steps,
                None if not hasattr(est, "classes_") else repr(np.asarray(est.classes_).tolist()),
-               swv is not None, str(est.backend))
-        groups.setdefault(key, []).append((est, run, r))
+               run.sw_train is not None, str(est.backend))
+        groups.setdefault(key, []).append((i, est, run, r))
     best_loss = math.inf
-    for members in groups.values():
-        best_loss = min(best_loss, _train_stack(members, X, y, bar, threads))
+    with config_context(skip_parameter_validation=True):  # as inside fit: its inner calls are not re-validated
+        for members in groups.values():
+            best_loss = min(best_loss, _train_stack(members, X, y, bar, threads, outcomes))
     if bar is not None:
         bar.close()
-    return estimators
+    return outcomes
 
 
-def _train_stack(members: list[tuple[_BaseMLP, StochasticRun, np.ndarray]], X: Any, y: Any, bar: Any,
-                 threads: int = 1) -> float:
+def _train_stack(members: list[tuple[int, _BaseMLP, StochasticRun, np.ndarray]], X: Any, y: Any, bar: Any,
+                 threads: int, outcomes: list[Any]) -> float:
     """Train one stack to the end of every member's fit; returns the lowest training loss reached.
 
+    ``members`` are ``(index, estimator, run, rows)``; a member whose fit raises (at the end of an epoch, or
+    its weights non-finite at the end) is frozen, and the exception is its outcome (``outcomes[index]``).
     With ``threads`` > 1 on a host backend, ranges of the models step in threads, each product on one
     BLAS thread (many small products gain more from a core each than from two cores sharing each)."""
-    ests = [m[0] for m in members]
-    runs = [m[1] for m in members]
+    ests = [m[1] for m in members]
+    runs = [m[2] for m in members]
     first = ests[0]
     dtype = np.asarray(first.coefs_[0]).dtype
     backend = get_backend(first.backend)
@@ -228,9 +268,10 @@ def _train_stack(members: list[tuple[_BaseMLP, StochasticRun, np.ndarray]], X: A
                        backend.asarray(targets), runs[0].batch_size, runs[0].steps,
                        weighted=runs[0].sw_train is not None, l2_penalty=any(e.alpha > 0 for e in ests),
                        threads=threads)
-    train_rows = [r[run.train_rows] for (_, run, r) in members]
-    val_rows = [None if run.val_rows is None else r[run.val_rows] for (_, run, r) in members]
+    train_rows = [r[run.train_rows] for (_, _, run, r) in members]
+    val_rows = [None if run.val_rows is None else r[run.val_rows] for (_, _, run, r) in members]
     best: list[np.ndarray | None] = [None] * len(ests)
+    failed: list[BaseException | None] = [None] * len(ests)
     lowest = math.inf
     blas: Any = contextlib.nullcontext()
     if len(loop.parts) > 1:
@@ -240,7 +281,7 @@ def _train_stack(members: list[tuple[_BaseMLP, StochasticRun, np.ndarray]], X: A
     try:
         with blas:
             while not all(run.done for run in runs):
-                epoch_lowest, ran = _stack_epoch(loop, net, ests, runs, train_rows, val_rows, best)
+                epoch_lowest, ran = _stack_epoch(loop, net, ests, runs, train_rows, val_rows, best, failed)
                 lowest = min(lowest, epoch_lowest)
                 if bar is not None:
                     bar.update(ran)
@@ -250,27 +291,41 @@ def _train_stack(members: list[tuple[_BaseMLP, StochasticRun, np.ndarray]], X: A
     finally:
         loop.close()
     final = net.params_numpy()
-    for m, (est, run) in enumerate(zip(ests, runs)):
-        model = MLP(net.layer_sizes, dtype=dtype, activation=net.activation, output=net.output)
-        if run.early_stopping and run.improved:
-            model.backend.copy_(model.params, best[m])
-        elif run.early_stopping:
-            model.set_weights(list(zip(est._best_coefs, est._best_intercepts)))
-        else:
-            model.backend.copy_(model.params, final[m])
-        est._store(model.to(backend))
-        if run.early_stopping:
-            est._best_coefs, est._best_intercepts = est.coefs_, est.intercepts_
-        est._end_fit()
+    for m, (index, est, run, _) in enumerate(members):
+        if failed[m] is not None:
+            outcomes[index] = failed[m]
+            continue
+        try:
+            _finish_member(est, run, net, dtype, backend, best[m], final[m])
+        except Exception as exc:  # e.g. its weights became non-finite: its fit fails as its own would
+            outcomes[index] = exc
     if bar is not None:  # the epochs the models that stopped early did not need
         bar.update(sum(max(0, est.max_iter - est.n_iter_) for est in ests))
     return lowest
 
 
+def _finish_member(est: _BaseMLP, run: StochasticRun, net: StackedNetwork, dtype: np.dtype, backend: Backend,
+                   best: np.ndarray | None, final: np.ndarray) -> None:
+    """The end of a stacked member's fit: its weights (the best ones with early stopping), as its own fit
+    ends; raises what that would raise."""
+    model = MLP(net.layer_sizes, dtype=dtype, activation=net.activation, output=net.output)
+    if run.early_stopping and run.improved:
+        model.backend.copy_(model.params, best)
+    elif run.early_stopping:
+        model.set_weights(list(zip(est._best_coefs, est._best_intercepts)))
+    else:
+        model.backend.copy_(model.params, final)
+    est._store(model.to(backend))
+    if run.early_stopping:
+        est._best_coefs, est._best_intercepts = est.coefs_, est.intercepts_
+    est._end_fit()
+
+
 def _stack_epoch(loop: StackedLoop, net: StackedNetwork, ests: list[_BaseMLP], runs: list[StochasticRun],
-                 train_rows: list[np.ndarray], val_rows: list[np.ndarray | None], best: list) -> tuple[float, int]:
+                 train_rows: list[np.ndarray], val_rows: list[np.ndarray | None], best: list,
+                 failed: list) -> tuple[float, int]:
     """One epoch of every member still training: plan, stage, run, record; returns the lowest loss and how
-    many members trained."""
+    many members trained.  A member whose epoch's end raises stops there, its exception in ``failed``."""
     orders, decays, penalties, weights = [], [], [], []
     for m, run in enumerate(runs):
         if run.done:
@@ -289,7 +344,12 @@ def _stack_epoch(loop: StackedLoop, net: StackedNetwork, ests: list[_BaseMLP], r
     for m, run in enumerate(runs):
         if orders[m] is None:
             continue
-        if run.end_epoch(float(sums[m]), logits[m]):
+        try:
+            improved = run.end_epoch(float(sums[m]), logits[m])
+        except Exception as exc:  # e.g. a warning the caller turned into an error: this fit ends there
+            failed[m], run.done = exc, True
+            continue
+        if improved:
             params = net.params_numpy() if params is None else params
             best[m] = params[m].copy()
         lowest = min(lowest, ests[m].loss_)
@@ -322,20 +382,23 @@ class _StackedSearch:
         fixed_seed = self._fix_candidates()
         try:
             candidates = list(self._candidate_list())
-            jobs, job_rows = [], []
+            jobs, job_rows, keys = [], [], []
             for cand in candidates:
                 for train, _ in splits:
-                    jobs.append(clone(estimator).set_params(**cand))
+                    # as scikit-learn's _fit_and_score: a clone given copies of the candidate's values (a
+                    # RandomState among them starts every fit in the same state)
+                    job = clone(estimator).set_params(**clone(cand, safe=False))
+                    sw = None if sample_weight is None else _safe_indexing(np.asarray(sample_weight), train)
+                    keys.append(fit_fingerprint(job, _safe_indexing(X, train), _safe_indexing(y, train), sw))
+                    jobs.append(job)
                     job_rows.append(train)
-            fitted = fit_many(jobs, X, y, job_rows, sample_weight, n_jobs=self.n_jobs,
-                              progress=self.verbose > 0 if self.verbose else None)
-            table = {}
-            for est, train in zip(fitted, job_rows):
-                sw = None if sample_weight is None else _safe_indexing(np.asarray(sample_weight), train)
-                table[fit_fingerprint(est, _safe_indexing(X, train), _safe_indexing(y, train), sw)] = est
-            # scikit-learn's loop over the same splits (a list) finds every fit made; nothing to parallelise
+            outcomes = fit_many(jobs, X, y, job_rows, sample_weight, n_jobs=self.n_jobs,
+                                progress=self.verbose > 0 if self.verbose else None, return_exceptions=True)
+            # scikit-learn's loop over the same splits (a list) finds every fit made, or the error it raised
+            # (then scikit-learn's own error handling scores it error_score, warns or raises); nothing to
+            # parallelise
             self.cv, self.n_jobs = splits, None
-            with serving_prefitted(table):
+            with serving_prefitted(zip(keys, outcomes)):
                 return sk_fit(X, y, **params)
         finally:
             self.cv, self.n_jobs = saved["cv"], saved["n_jobs"]
