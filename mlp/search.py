@@ -462,13 +462,16 @@ class _BaseEnsemble(BaseEstimator):
         self.random_state = random_state
         self.n_jobs = n_jobs
 
+    #: the kind of network the ensemble averages
+    _member: type = _BaseMLP
+
     def _members(self, X: Any, y: Any, sample_weight: Any) -> None:
         if not isinstance(self.n_estimators, numbers.Integral) or self.n_estimators < 1:
             raise ValueError(f"n_estimators: expected an integer >= 1, got {self.n_estimators!r}")
-        base = self.estimator if self.estimator is not None else self._default()
-        if not isinstance(base, _BaseMLP):
-            raise TypeError(f"estimator: expected an mlp.MLPClassifier or mlp.MLPRegressor, got "
-                            f"{type(base).__name__}")
+        base = self.estimator if self.estimator is not None else self._member()
+        if not isinstance(base, self._member):
+            raise TypeError(f"estimator: {type(self).__name__} averages the networks of an "
+                            f"mlp.{self._member.__name__}, got {type(base).__name__}")
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True, dtype=None,
                              ensure_all_finite=True)
         n = np.shape(X)[0]
@@ -485,27 +488,37 @@ class _BaseEnsemble(BaseEstimator):
             members.append(clone(base).set_params(random_state=seed))
             rows.append(rs.randint(0, n, size) if self.bootstrap else
                         (np.sort(rs.permutation(n)[:size]) if size < n else np.arange(n)))
+        self._check_rows(y, rows)
         self.estimators_ = fit_many(members, X, y, rows, sample_weight, n_jobs=self.n_jobs)
         self.estimators_samples_ = rows
         self.n_features_in_ = np.shape(X)[1]
+
+    def _check_rows(self, y: np.ndarray, rows: list[np.ndarray]) -> None:
+        """Refuse members' rows that cannot make the ensemble's model (nothing to refuse by default)."""
 
 
 class MLPEnsembleClassifier(ClassifierMixin, _BaseEnsemble):
     """``n_estimators`` copies of an ``mlp.MLPClassifier`` (default: its defaults), each with its own seed and,
     with ``bootstrap=True``, its own bootstrap sample (``max_samples`` rows), trained at once as a stack;
-    ``predict_proba`` averages the members' probabilities."""
+    ``predict_proba`` averages the members' probabilities.  Every member must see every class of ``y``."""
 
-    @staticmethod
-    def _default() -> _BaseMLP:
-        return MLPClassifier()
+    _member = MLPClassifier
+
+    def _check_rows(self, y: np.ndarray, rows: list[np.ndarray]) -> None:
+        classes = unique_labels(y)
+        for i, r in enumerate(rows):
+            seen = unique_labels(_safe_indexing(y, r))
+            if len(seen) != len(classes):
+                how = (f"a bootstrap sample of {len(r)} rows (drawn with replacement)" if self.bootstrap else
+                       f"a subsample of {len(r)} of the {len(y)} rows (max_samples={self.max_samples!r}, drawn "
+                       "without replacement)")
+                raise ValueError(f"y: member {i} would train on {how}, which holds the classes {seen.tolist()} "
+                                 f"of y's {classes.tolist()}; every member must see every class: use more rows "
+                                 "per member (max_samples)" + (" or bootstrap=False" if self.bootstrap else ""))
 
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> "MLPEnsembleClassifier":
         """Fit every member; returns ``self``."""
         self._members(X, y, sample_weight)
-        classes = [tuple(np.asarray(e.classes_).tolist()) for e in self.estimators_]
-        if len(set(classes)) != 1:
-            raise ValueError("y: the members saw different classes (a bootstrap sample missed a class); use "
-                             "more samples per member (max_samples) or bootstrap=False")
         self.classes_ = self.estimators_[0].classes_
         return self
 
@@ -516,6 +529,7 @@ class MLPEnsembleClassifier(ClassifierMixin, _BaseEnsemble):
 
     def predict(self, X: Any) -> np.ndarray:
         """The class of highest average probability."""
+        check_is_fitted(self)
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
 
@@ -523,9 +537,7 @@ class MLPEnsembleRegressor(RegressorMixin, _BaseEnsemble):
     """``n_estimators`` copies of an ``mlp.MLPRegressor`` (default: its defaults), each with its own seed and,
     with ``bootstrap=True``, its own bootstrap sample, trained at once as a stack; predictions are averaged."""
 
-    @staticmethod
-    def _default() -> _BaseMLP:
-        return MLPRegressor()
+    _member = MLPRegressor
 
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> "MLPEnsembleRegressor":
         """Fit every member; returns ``self``."""
