@@ -42,6 +42,7 @@ except ImportError:
     raise ImportError("mlp.MLPClassifier and mlp.MLPRegressor need scikit-learn: "
                       "pip install 'numba-mlp[sklearn]'") from None
 
+import collections
 import contextlib
 import contextvars
 import copy
@@ -51,7 +52,7 @@ import math
 import warnings
 from itertools import chain
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import scipy.optimize
@@ -139,6 +140,15 @@ class _BaseMLP(BaseEstimator):
         hidden = list(hidden) if hasattr(hidden, "__iter__") else [hidden]
         if np.any(np.array(hidden) <= 0):
             raise ValueError(f"hidden_layer_sizes must be > 0, got {hidden}.")
+        for h in hidden:  # scikit-learn's fit fails with a TypeError on these too (in NumPy, building the weights)
+            if isinstance(h, (bool, np.bool_)):
+                raise TypeError(f"hidden_layer_sizes: expected integer layer sizes, got {hidden}: a bool is not a "
+                                "layer size, an integer is required")
+            if not isinstance(h, Integral):
+                kind = type(h).__qualname__
+                kind = kind if type(h).__module__ == "builtins" else f"{type(h).__module__}.{kind}"
+                raise TypeError(f"hidden_layer_sizes: expected integer layer sizes, got {hidden}: "
+                                f"'{kind}' object cannot be interpreted as an integer")
         return [int(h) for h in hidden]
 
     def _params_dtype(self, X_dtype: np.dtype, first_pass: bool) -> np.dtype:
@@ -228,6 +238,14 @@ class _BaseMLP(BaseEstimator):
         self._end_fit()
         return self
 
+    @_fit_context(prefer_skip_nested_validation=True)
+    def _begin_stochastic_fit(self, X: Any, y: Any, sample_weight: Any = None) -> "StochasticRun":
+        """What ``fit`` does before an "sgd"/"adam" network's first epoch, for an engine that trains the network
+        elsewhere (a stack, :mod:`mlp.search`): the parameters validated as ``fit`` validates them, the data,
+        the initial weights, the validation split; raises what ``fit`` would raise there."""
+        X, y, sample_weight, dtype = self._begin_fit(X, y, sample_weight, incremental=False)
+        return StochasticRun(self, X, y, sample_weight, False, dtype)
+
     def _end_fit(self) -> None:
         if not all(np.isfinite(w).all() for w in chain(self.coefs_, self.intercepts_)):
             raise ValueError(_NON_FINITE)
@@ -297,13 +315,22 @@ class _BaseMLP(BaseEstimator):
     def _fit_lbfgs(self, model: MLP, backend: Backend, X: np.ndarray, y: np.ndarray, sample_weight: Any) -> None:
         objective = _FullBatchObjective(model, backend, X, self._targets(y, model.dtype), sample_weight, self.alpha)
         iprint = 1 if self.verbose is True or self.verbose >= 1 else -1
+        # As scikit-learn, start SciPy from the weights in their own dtype: SciPy (1.17 here) then evaluates
+        # the objective at parameters of that dtype, while L-BFGS-B's iterates are float64.
         result = scipy.optimize.minimize(
-            objective, objective.packed(), method="L-BFGS-B", jac=True,
+            objective, objective.packed().astype(model.dtype), method="L-BFGS-B", jac=True,
             options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol,
                      **_get_additional_lbfgs_options_dict("iprint", iprint)})
         self.n_iter_ = _check_optimize_result("lbfgs", result, self.max_iter)
-        self.loss_ = float(result.fun)
-        objective.set(result.x)
+        self.loss_ = np.float64(result.fun)
+        if self.dtype is None and model.dtype != np.float64:
+            # scikit-learn keeps L-BFGS-B's float64 solution as the weights, whatever the data's dtype (so a
+            # float32 fit predicts in float64); an explicit dtype keeps the weights in that dtype
+            model = MLP(model.layer_sizes, dtype=np.float64, activation=model.activation, output=model.output)
+            model.backend.copy_(model.params, np.asarray(result.x, dtype=np.float64))
+            model = model.to(backend)
+        else:
+            objective.set(result.x)
         self._store(model)
 
     def _loss_grad_lbfgs(self, packed_coef_inter: np.ndarray, X: Any, y: np.ndarray, sample_weight: Any,
@@ -424,6 +451,10 @@ class StochasticRun(Policy):
         self.done = False
         self.improved = False  # whether some epoch of this fit had the best validation score so far
         self.row_map: np.ndarray | None = None
+        #: with ``isolated``, an error at the end of an epoch (a warning the caller made an error, say) ends this
+        #: fit alone: it is kept in ``failure`` and the run is done (a stack's other fits go on)
+        self.isolated = False
+        self.failure: BaseException | None = None
         self.validation_rows = None if self.X_val is None else np.arange(self.X_val.shape[0], dtype=np.int64)
 
     def plan_epoch(self) -> EpochPlan:
@@ -433,12 +464,18 @@ class StochasticRun(Policy):
         return EpochPlan(order if self.row_map is None else self.row_map[order], decay, penalty, weights)
 
     def end_epoch(self, totals: np.ndarray, steps_ran: int, val_logits: np.ndarray | None) -> bool:
-        return self.record(float(totals[STATS_LOSS_SUM]), val_logits)
+        try:
+            return self.record(float(totals[STATS_LOSS_SUM]), val_logits)
+        except Exception as exc:
+            if not self.isolated:
+                raise
+            self.failure, self.done = exc, True
+            return False
 
     def final_weights(self):
         """The best epoch's weights with early stopping (or, when no epoch of this fit beat the best score of
         an earlier one, the earlier best); the last weights otherwise."""
-        if not self.early_stopping:
+        if not self.early_stopping or self.failure is not None:
             return "last"
         if self.improved:
             return "best"
@@ -470,7 +507,7 @@ class StochasticRun(Policy):
         ``X_val`` with early stopping); returns True when the weights are the best so far (keep them)."""
         est = self.est
         est.n_iter_ += 1
-        est.loss_ = loss_sum / self.n
+        est.loss_ = np.float64(loss_sum) / self.n  # a NumPy float, as scikit-learn's (and each loss_curve_ entry)
         est.t_ += self.n
         est.loss_curve_.append(est.loss_)
         if est.verbose:
@@ -525,12 +562,23 @@ class StochasticRun(Policy):
         return float(est._score_function(self.y_val, y_pred, sample_weight=self.sw_val))
 
 
-#: fits already made by a stacked engine (mlp.search), by fingerprint; see _adopt_prefitted
+#: fits already made by a stacked engine (mlp.search): each fingerprint's outcomes, in order; see _adopt_prefitted
 _PREFITTED: contextvars.ContextVar[dict | None] = contextvars.ContextVar("mlp_prefitted", default=None)
 
 
+def _param_key(value: Any) -> str:
+    """A parameter's value as a fit sees it: a ``RandomState`` by its state (scikit-learn's ``clone`` gives every
+    fit a copy in the same state), anything else by its ``repr``."""
+    if isinstance(value, np.random.RandomState):
+        kind, keys, pos, has_gauss, cached = value.get_state()
+        h = hashlib.blake2b(np.ascontiguousarray(keys).tobytes(), digest_size=16)
+        return f"RandomState({kind}, {h.hexdigest()}, {pos}, {has_gauss}, {cached!r})"
+    return repr(value)
+
+
 def fit_fingerprint(est: "_BaseMLP", X: Any, y: Any, sample_weight: Any) -> tuple:
-    """What identifies a fit: the estimator's class and parameters, and the bytes of its data."""
+    """What identifies a fit: the estimator's class and parameters, and the bytes of its data (taken before
+    the fit: fitting advances a ``RandomState`` parameter)."""
     def digest(a: Any) -> str | None:
         if a is None:
             return None
@@ -542,30 +590,42 @@ def fit_fingerprint(est: "_BaseMLP", X: Any, y: Any, sample_weight: Any) -> tupl
         h.update(a.tobytes() if a.dtype.kind != "O" else repr(a.tolist()).encode())
         return h.hexdigest()
 
-    params = tuple(sorted((k, repr(v)) for k, v in est.get_params(deep=False).items()))
+    params = tuple(sorted((k, _param_key(v)) for k, v in est.get_params(deep=False).items()))
     return type(est), params, digest(X), digest(y), digest(sample_weight)
 
 
 def _adopt_prefitted(est: "_BaseMLP", X: Any, y: Any, sample_weight: Any) -> bool:
-    """Inside :func:`serving_prefitted`, a fit that was already made (same parameters, same data) takes its
-    result instead of training again; True when it did."""
+    """Inside :func:`serving_prefitted`, a fit that was already made (same parameters, same data) takes the next
+    outcome recorded for it instead of training: the fitted state (True), or the exception that fit raised
+    (raised here, as the fit itself would).  False when there is none left, or when ``warm_start`` continues
+    an estimator already fitted."""
     table = _PREFITTED.get()
-    if not table or est.warm_start:
+    if not table or (est.warm_start and hasattr(est, "coefs_")):
         return False
-    fitted = table.get(fit_fingerprint(est, X, y, sample_weight))
-    if fitted is None:
+    queue = table.get(fit_fingerprint(est, X, y, sample_weight))
+    if not queue:
         return False
+    outcome = queue.popleft()  # each outcome serves one fit: duplicates of a fit get their own draws
+    if isinstance(outcome, BaseException):
+        raise outcome
     params = est.get_params(deep=False)
-    for key, value in fitted.__dict__.items():
+    for key, value in outcome.__dict__.items():
         if key not in params:
-            setattr(est, key, copy.deepcopy(value) if key != "_net_cache" else value)
+            setattr(est, key, value)
+    if isinstance(est.random_state, np.random.RandomState):  # the fit advanced its own generator: so does this one
+        est.random_state.set_state(outcome.random_state.get_state())
+        est._random_state = est.random_state
     return True
 
 
 @contextlib.contextmanager
-def serving_prefitted(table: dict):
-    """Within the block, ``fit`` of an estimator whose fingerprint is in ``table`` (see
-    :func:`fit_fingerprint`) adopts the fitted estimator stored there."""
+def serving_prefitted(outcomes: Iterable[tuple[tuple, Any]]):
+    """Within the block, ``fit`` of an estimator whose fingerprint (see :func:`fit_fingerprint`) is among
+    ``outcomes`` (``(fingerprint, fitted estimator or the exception its fit raised)`` pairs) takes the next
+    outcome recorded under it, each at most once."""
+    table: dict[tuple, collections.deque] = {}
+    for key, outcome in outcomes:
+        table.setdefault(key, collections.deque()).append(outcome)
     token = _PREFITTED.set(table)
     try:
         yield
@@ -640,7 +700,9 @@ _PARAMS_DOC = """
         Where to train and predict: "auto" uses a usable CUDA GPU, else NumPy.
     dtype : {"float32", "float64"} or None, default None
         Precision of the weights and of the computation.  None follows the data, as scikit-learn does
-        (float32 stays float32, anything else becomes float64).  "float32" is the fast choice on a GPU.
+        (float32 stays float32, anything else becomes float64; "lbfgs" on float32 data computes in float32
+        and keeps L-BFGS-B's float64 solution as the weights, so it predicts in float64).  "float32" is the
+        fast choice on a GPU; with "lbfgs" it keeps the weights in float32 as well.
 
     Attributes
     ----------

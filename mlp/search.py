@@ -20,14 +20,24 @@ estimators one fit at a time.  Anything the stack cannot train (``lbfgs``,
 an estimator inside a ``Pipeline``) simply trains in the search loop as
 usual.
 
+A fit fails on its own, as it would one fit at a time (parameters its
+``fit`` rejects, a validation set too small, weights that became
+non-finite): the other networks of its stack train on, and the search loop
+finds, for that fit, the exception it raised, which scikit-learn's own
+error handling turns into ``error_score``, a ``FitFailedWarning`` or, with
+``error_score="raise"``, the error itself.  Each fit made up front serves
+one fit of the loop, so duplicate candidates drawn from
+``random_state=None`` get fits of their own, as in scikit-learn.
+
 ``MLPEnsembleClassifier``/``MLPEnsembleRegressor`` train ``n_estimators``
 copies of a network with different seeds (and bootstrap samples, if asked)
 as one stack, and average their probabilities or predictions.
 
 Large searches are split into chunks that fit the device's memory (a
-warning says so); chunks are dispatched through joblib (``n_jobs``), so
-``with joblib.parallel_backend("dask"):`` spreads them over a Dask
-cluster's workers.
+warning says so); chunks are dispatched through joblib (``n_jobs``, by
+scikit-learn's ``Parallel``: the workers apply the caller's warning filters
+and scikit-learn configuration), so ``with joblib.parallel_backend("dask"):``
+spreads them over a Dask cluster's workers.
 """
 
 from __future__ import annotations
@@ -46,12 +56,15 @@ import warnings
 from typing import Any, Sequence
 
 import numpy as np
-from joblib import Parallel, delayed, effective_n_jobs
+from joblib import effective_n_jobs
+from sklearn import config_context
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone, is_classifier
 from sklearn.model_selection import GridSearchCV as _SkGridSearchCV
 from sklearn.model_selection import RandomizedSearchCV as _SkRandomizedSearchCV
 from sklearn.model_selection import check_cv
 from sklearn.utils import _safe_indexing, check_random_state
+from sklearn.utils.multiclass import unique_labels
+from sklearn.utils.parallel import Parallel, delayed  # joblib's, passing on scikit-learn's config and warning filters
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .backends import Backend, get_backend
@@ -84,7 +97,7 @@ def _model_bytes(est: _BaseMLP, layer_units: Sequence[int], batch: int, itemsize
 
 def fit_many(estimators: Sequence[_BaseMLP], X: Any, y: Any, rows: Sequence[np.ndarray],
              sample_weight: Any = None, *, n_jobs: int | None = None, max_stack: int | None = None,
-             progress: bool | None = None) -> list[_BaseMLP]:
+             progress: bool | None = None, return_exceptions: bool = False) -> list[Any]:
     """Fit ``estimators[i]`` on the rows ``rows[i]`` of ``(X, y)``; returns the fitted estimators.
 
     The result is what ``estimators[i].fit(X[rows[i]], y[rows[i]], sample_weight[rows[i]])`` gives, but
@@ -94,6 +107,12 @@ def fit_many(estimators: Sequence[_BaseMLP], X: Any, y: Any, rows: Sequence[np.n
     with ``n_jobs`` workers (each shape's stack is split so that every worker has one); inside
     ``joblib.parallel_backend("dask")`` they run on a Dask cluster.  ``progress`` shows a bar per stack over
     its models' epochs with the lowest training loss so far (default: on a terminal, without workers).
+    The workers apply the caller's warning filters and scikit-learn configuration.
+
+    Each fit succeeds or fails on its own, as its own ``fit`` would: one that raises (parameters its ``fit``
+    rejects, a validation set too small, weights that became non-finite) leaves every other fit, those of its
+    stack included, to finish.  Then the first failed fit's exception (in the order of ``estimators``) is
+    raised; with ``return_exceptions=True`` it takes that estimator's place in the returned list instead.
     """
     estimators = list(estimators)
     if len(rows) != len(estimators):
@@ -116,11 +135,15 @@ def fit_many(estimators: Sequence[_BaseMLP], X: Any, y: Any, rows: Sequence[np.n
         delayed(_fit_chunk)([estimators[i] for i in chunk], X, y, [rows[i] for i in chunk], sample_weight, show,
                             threads)
         for chunk in chunks)
-    fitted: list[Any] = [None] * len(estimators)
+    outcomes: list[Any] = [None] * len(estimators)
     for chunk, done in zip(chunks, results):
-        for i, est in zip(chunk, done):
-            fitted[i] = est
-    return fitted
+        for i, outcome in zip(chunk, done):
+            outcomes[i] = outcome
+    if not return_exceptions:
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+    return outcomes
 
 
 def _plan_chunks(estimators: Sequence[_BaseMLP], X: Any, rows: Sequence[np.ndarray], max_stack: int | None,
@@ -130,13 +153,11 @@ def _plan_chunks(estimators: Sequence[_BaseMLP], X: Any, rows: Sequence[np.ndarr
     n_features = np.shape(X)[1]
     shapes: dict[tuple, list[int]] = {}
     for i, est in enumerate(estimators):
-        if est.solver not in _STOCHASTIC_SOLVERS:
-            shapes.setdefault(("alone", i), []).append(i)
-            continue
-        batch = min(200, len(rows[i])) if est.batch_size == "auto" else min(int(est.batch_size), len(rows[i]))
-        key = (type(est), tuple(est._hidden_sizes()), est.activation, est.solver, batch, str(est.dtype),
-               str(est.backend))
-        shapes.setdefault(key, []).append(i)
+        try:
+            key = _stack_shape(est, len(rows[i]))
+        except Exception:  # parameters its fit rejects: it fails on its own, as its fit does, in _fit_chunk
+            key = None
+        shapes.setdefault(("alone", i) if key is None else key, []).append(i)
     chunks, split = [], False
     for key, members in shapes.items():
         if key[0] == "alone":
@@ -159,47 +180,66 @@ def _plan_chunks(estimators: Sequence[_BaseMLP], X: Any, rows: Sequence[np.ndarr
     return chunks
 
 
+def _stack_shape(est: _BaseMLP, n_rows: int) -> tuple | None:
+    """What the fits of one stack share before their data is seen (None: a fit that trains alone); raises
+    what reading parameters that ``fit`` rejects raises."""
+    if est.solver not in _STOCHASTIC_SOLVERS:
+        return None
+    get_backend(est.backend)
+    batch = min(200, n_rows) if est.batch_size == "auto" else min(int(est.batch_size), n_rows)
+    return (type(est), tuple(est._hidden_sizes()), est.activation, est.solver, batch, str(est.dtype),
+            str(est.backend))
+
+
 def _fit_chunk(estimators: list[_BaseMLP], X: Any, y: Any, rows: list[np.ndarray], sample_weight: Any,
-               progress: bool, threads: int = 1) -> list[_BaseMLP]:
-    """Fit a chunk's estimators: the stochastic ones grouped into stacks, any other one on its own."""
+               progress: bool, threads: int = 1) -> list[Any]:
+    """Fit a chunk's estimators: the stochastic ones grouped into stacks, any other one on its own.  Returns each
+    one's outcome: the fitted estimator, or the exception its fit raised."""
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=sum(e.max_iter for e in estimators), unit="epoch", leave=False,
                    desc=f"{len(estimators)} models x epochs", file=sys.stderr, dynamic_ncols=True)
+    outcomes: list[Any] = list(estimators)
     groups: dict[tuple, list] = {}
-    for est, r in zip(estimators, rows):
+    for i, (est, r) in enumerate(zip(estimators, rows)):
         Xm, ym = _safe_indexing(X, r), _safe_indexing(y, r)
         swm = None if sample_weight is None else _safe_indexing(np.asarray(sample_weight), r)
-        if est.solver not in _STOCHASTIC_SOLVERS:
-            est.fit(Xm, ym, sample_weight=swm)
-            if bar is not None:
-                bar.update(est.max_iter)
+        try:
+            if est.solver not in _STOCHASTIC_SOLVERS:
+                est.fit(Xm, ym, sample_weight=swm)
+                if bar is not None:
+                    bar.update(est.max_iter)
+                continue
+            run = est._begin_stochastic_fit(Xm, ym, swm)
+        except Exception as exc:  # what this fit raises on its own; the others go on
+            outcomes[i] = exc
             continue
-        Xv, yv, swv, dtype = est._begin_fit(Xm, ym, swm, incremental=False)
-        run = StochasticRun(est, Xv, yv, swv, False, dtype)
         key = (type(est), tuple(np.shape(c) for c in est.coefs_), est.activation, est.out_activation_,
-               np.dtype(dtype).str, est._optimizer.group_key(), run.batch_size, run.steps,
+               np.asarray(est.coefs_[0]).dtype.str, est._optimizer.group_key(), run.batch_size, run.steps,
                None if not hasattr(est, "classes_") else repr(np.asarray(est.classes_).tolist()),
-               swv is not None, str(est.backend))
-        groups.setdefault(key, []).append((est, run, r))
+               run.sw_train is not None, str(est.backend))
+        groups.setdefault(key, []).append((i, est, run, r))
     best_loss = math.inf
-    for members in groups.values():
-        best_loss = min(best_loss, _train_stack(members, X, y, bar, threads))
+    with config_context(skip_parameter_validation=True):  # as inside fit: its inner calls are not re-validated
+        for members in groups.values():
+            best_loss = min(best_loss, _train_stack(members, X, y, bar, threads, outcomes))
     if bar is not None:
         bar.close()
-    return estimators
+    return outcomes
 
 
-def _train_stack(members: list[tuple[_BaseMLP, StochasticRun, np.ndarray]], X: Any, y: Any, bar: Any,
-                 threads: int = 1) -> float:
+def _train_stack(members: list[tuple[int, _BaseMLP, StochasticRun, np.ndarray]], X: Any, y: Any, bar: Any,
+                 threads: int, outcomes: list[Any]) -> float:
     """Train one stack to the end of every member's fit; returns the lowest training loss reached.
 
+    ``members`` are ``(index, estimator, run, rows)``; a member whose fit raises (at the end of an epoch, or
+    its weights non-finite at the end) is frozen, and the exception is its outcome (``outcomes[index]``).
     With ``threads`` > 1 on a host backend, ranges of the models step in threads, each product on one
     BLAS thread (many small products gain more from a core each than from two cores sharing each)."""
-    ests = [m[0] for m in members]
-    runs = [m[1] for m in members]
+    ests = [m[1] for m in members]
+    runs = [m[2] for m in members]
     first = ests[0]
     dtype = np.asarray(first.coefs_[0]).dtype
     backend = get_backend(first.backend)
@@ -216,13 +256,14 @@ def _train_stack(members: list[tuple[_BaseMLP, StochasticRun, np.ndarray]], X: A
                         backend.asarray(targets), runs[0].batch_size, runs[0].steps,
                         weighted=runs[0].sw_train is not None, l2_penalty=any(e.alpha > 0 for e in ests),
                         cuda_graphs=True, threads=threads)
-    for (_, run, r) in members:  # each fit's rows of the one copy of the data the stack holds
+    for (_, _, run, r) in members:  # each fit's rows of the one copy of the data the stack holds
         run.row_map = r[run.train_rows]
         run.validation_rows = None if run.val_rows is None else r[run.val_rows]
+        run.isolated = True  # an error at the end of an epoch ends this fit alone
     lowest = [math.inf]
 
     def progress(trained: Sequence[int]) -> None:
-        lowest[0] = min([lowest[0], *(ests[m].loss_ for m in trained)])
+        lowest[0] = min([lowest[0], *(ests[m].loss_ for m in trained if runs[m].failure is None)])
         if bar is not None:
             bar.update(len(trained))
             bar.set_postfix_str(f"best loss {lowest[0]:.4g}", refresh=False)
@@ -238,13 +279,19 @@ def _train_stack(members: list[tuple[_BaseMLP, StochasticRun, np.ndarray]], X: A
     finally:
         loop.close()
     final = net.params_numpy()
-    for m, est in enumerate(ests):
-        model = MLP(net.layer_sizes, dtype=dtype, activation=first.activation, output=net.output)
-        model.backend.copy_(model.params, final[m])
-        est._store(model.to(backend))
-        if runs[m].early_stopping:
-            est._best_coefs, est._best_intercepts = est.coefs_, est.intercepts_
-        est._end_fit()
+    for m, (index, est, run, _) in enumerate(members):
+        if run.failure is not None:
+            outcomes[index] = run.failure
+            continue
+        try:
+            model = MLP(net.layer_sizes, dtype=dtype, activation=first.activation, output=net.output)
+            model.backend.copy_(model.params, final[m])
+            est._store(model.to(backend))
+            if run.early_stopping:
+                est._best_coefs, est._best_intercepts = est.coefs_, est.intercepts_
+            est._end_fit()
+        except Exception as exc:  # e.g. its weights became non-finite: its fit fails as its own would
+            outcomes[index] = exc
     if bar is not None:  # the epochs the models that stopped early did not need
         bar.update(sum(max(0, est.max_iter - est.n_iter_) for est in ests))
     return lowest[0]
@@ -276,20 +323,23 @@ class _StackedSearch:
         fixed_seed = self._fix_candidates()
         try:
             candidates = list(self._candidate_list())
-            jobs, job_rows = [], []
+            jobs, job_rows, keys = [], [], []
             for cand in candidates:
                 for train, _ in splits:
-                    jobs.append(clone(estimator).set_params(**cand))
+                    # as scikit-learn's _fit_and_score: a clone given copies of the candidate's values (a
+                    # RandomState among them starts every fit in the same state)
+                    job = clone(estimator).set_params(**clone(cand, safe=False))
+                    sw = None if sample_weight is None else _safe_indexing(np.asarray(sample_weight), train)
+                    keys.append(fit_fingerprint(job, _safe_indexing(X, train), _safe_indexing(y, train), sw))
+                    jobs.append(job)
                     job_rows.append(train)
-            fitted = fit_many(jobs, X, y, job_rows, sample_weight, n_jobs=self.n_jobs,
-                              progress=self.verbose > 0 if self.verbose else None)
-            table = {}
-            for est, train in zip(fitted, job_rows):
-                sw = None if sample_weight is None else _safe_indexing(np.asarray(sample_weight), train)
-                table[fit_fingerprint(est, _safe_indexing(X, train), _safe_indexing(y, train), sw)] = est
-            # scikit-learn's loop over the same splits (a list) finds every fit made; nothing to parallelise
+            outcomes = fit_many(jobs, X, y, job_rows, sample_weight, n_jobs=self.n_jobs,
+                                progress=self.verbose > 0 if self.verbose else None, return_exceptions=True)
+            # scikit-learn's loop over the same splits (a list) finds every fit made, or the error it raised
+            # (then scikit-learn's own error handling scores it error_score, warns or raises); nothing to
+            # parallelise
             self.cv, self.n_jobs = splits, None
-            with serving_prefitted(table):
+            with serving_prefitted(zip(keys, outcomes)):
                 return sk_fit(X, y, **params)
         finally:
             self.cv, self.n_jobs = saved["cv"], saved["n_jobs"]
@@ -353,13 +403,16 @@ class _BaseEnsemble(BaseEstimator):
         self.random_state = random_state
         self.n_jobs = n_jobs
 
+    #: the kind of network the ensemble averages
+    _member: type = _BaseMLP
+
     def _members(self, X: Any, y: Any, sample_weight: Any) -> None:
         if not isinstance(self.n_estimators, numbers.Integral) or self.n_estimators < 1:
             raise ValueError(f"n_estimators: expected an integer >= 1, got {self.n_estimators!r}")
-        base = self.estimator if self.estimator is not None else self._default()
-        if not isinstance(base, _BaseMLP):
-            raise TypeError(f"estimator: expected an mlp.MLPClassifier or mlp.MLPRegressor, got "
-                            f"{type(base).__name__}")
+        base = self.estimator if self.estimator is not None else self._member()
+        if not isinstance(base, self._member):
+            raise TypeError(f"estimator: {type(self).__name__} averages the networks of an "
+                            f"mlp.{self._member.__name__}, got {type(base).__name__}")
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True, dtype=None,
                              ensure_all_finite=True)
         n = np.shape(X)[0]
@@ -376,27 +429,37 @@ class _BaseEnsemble(BaseEstimator):
             members.append(clone(base).set_params(random_state=seed))
             rows.append(rs.randint(0, n, size) if self.bootstrap else
                         (np.sort(rs.permutation(n)[:size]) if size < n else np.arange(n)))
+        self._check_rows(y, rows)
         self.estimators_ = fit_many(members, X, y, rows, sample_weight, n_jobs=self.n_jobs)
         self.estimators_samples_ = rows
         self.n_features_in_ = np.shape(X)[1]
+
+    def _check_rows(self, y: np.ndarray, rows: list[np.ndarray]) -> None:
+        """Refuse members' rows that cannot make the ensemble's model (nothing to refuse by default)."""
 
 
 class MLPEnsembleClassifier(ClassifierMixin, _BaseEnsemble):
     """``n_estimators`` copies of an ``mlp.MLPClassifier`` (default: its defaults), each with its own seed and,
     with ``bootstrap=True``, its own bootstrap sample (``max_samples`` rows), trained at once as a stack;
-    ``predict_proba`` averages the members' probabilities."""
+    ``predict_proba`` averages the members' probabilities.  Every member must see every class of ``y``."""
 
-    @staticmethod
-    def _default() -> _BaseMLP:
-        return MLPClassifier()
+    _member = MLPClassifier
+
+    def _check_rows(self, y: np.ndarray, rows: list[np.ndarray]) -> None:
+        classes = unique_labels(y)
+        for i, r in enumerate(rows):
+            seen = unique_labels(_safe_indexing(y, r))
+            if len(seen) != len(classes):
+                how = (f"a bootstrap sample of {len(r)} rows (drawn with replacement)" if self.bootstrap else
+                       f"a subsample of {len(r)} of the {len(y)} rows (max_samples={self.max_samples!r}, drawn "
+                       "without replacement)")
+                raise ValueError(f"y: member {i} would train on {how}, which holds the classes {seen.tolist()} "
+                                 f"of y's {classes.tolist()}; every member must see every class: use more rows "
+                                 "per member (max_samples)" + (" or bootstrap=False" if self.bootstrap else ""))
 
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> "MLPEnsembleClassifier":
         """Fit every member; returns ``self``."""
         self._members(X, y, sample_weight)
-        classes = [tuple(np.asarray(e.classes_).tolist()) for e in self.estimators_]
-        if len(set(classes)) != 1:
-            raise ValueError("y: the members saw different classes (a bootstrap sample missed a class); use "
-                             "more samples per member (max_samples) or bootstrap=False")
         self.classes_ = self.estimators_[0].classes_
         return self
 
@@ -407,6 +470,7 @@ class MLPEnsembleClassifier(ClassifierMixin, _BaseEnsemble):
 
     def predict(self, X: Any) -> np.ndarray:
         """The class of highest average probability."""
+        check_is_fitted(self)
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
 
@@ -414,9 +478,7 @@ class MLPEnsembleRegressor(RegressorMixin, _BaseEnsemble):
     """``n_estimators`` copies of an ``mlp.MLPRegressor`` (default: its defaults), each with its own seed and,
     with ``bootstrap=True``, its own bootstrap sample, trained at once as a stack; predictions are averaged."""
 
-    @staticmethod
-    def _default() -> _BaseMLP:
-        return MLPRegressor()
+    _member = MLPRegressor
 
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> "MLPEnsembleRegressor":
         """Fit every member; returns ``self``."""

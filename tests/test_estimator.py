@@ -176,6 +176,51 @@ def test_lbfgs_fit_reaches_scikit_learns_solution():
     assert not hasattr(ours, "loss_curve_")  # as scikit-learn: the curve belongs to the stochastic solvers
 
 
+def test_lbfgs_on_float32_data_returns_float64_weights_as_scikit_learn():
+    # scikit-learn starts SciPy's L-BFGS-B from the float32 weights: SciPy evaluates the objective in float32
+    # and keeps its float64 iterate, which becomes coefs_ (so predictions come out in float64).  Both compute
+    # in float32, so they agree to float32 rounding grown over the iterations: 2e-6 after 5 (about 1e-6 seen).
+    X, y = _digits(3, 120)
+    X = X.astype(np.float32)
+    params = dict(hidden_layer_sizes=(10,), solver="lbfgs", max_iter=5, random_state=0)
+    theirs, ours = sk.MLPClassifier(**params).fit(X, y), MLPClassifier(backend="numpy", **params).fit(X, y)
+    assert ours.n_iter_ == theirs.n_iter_
+    for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
+        assert a.dtype == b.dtype == np.float64
+        np.testing.assert_allclose(a, b, atol=2e-6)
+    assert ours.predict_proba(X).dtype == theirs.predict_proba(X).dtype == np.float64
+    np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), atol=2e-6)
+    # an explicit dtype is this package's own choice: float32 weights and computation, lbfgs included
+    explicit = MLPClassifier(backend="numpy", dtype="float32", **params).fit(X, y)
+    assert all(c.dtype == np.float32 for c in explicit.coefs_ + explicit.intercepts_)
+
+
+@pytest.mark.parametrize("sizes", [(2.5,), (True,), (4, 3.0), True, (np.float64(3),)])
+def test_non_integer_layer_sizes_raise_as_in_scikit_learn(sizes):
+    X, y = _digits(3, 60)
+    with pytest.raises(TypeError) as theirs:
+        sk.MLPClassifier(hidden_layer_sizes=sizes, max_iter=1).fit(X, y)
+    with pytest.raises(TypeError, match=r"hidden_layer_sizes: expected integer layer sizes") as ours:
+        MLPClassifier(hidden_layer_sizes=sizes, max_iter=1, backend="numpy").fit(X, y)
+    # the same complaint as scikit-learn's (NumPy's, when it builds the weights), naming the parameter
+    assert str(theirs.value) in str(ours.value)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("solver, extra", [("adam", {}), ("sgd", {}), ("adam", {"early_stopping": True}),
+                                           ("lbfgs", {})])
+def test_losses_have_scikit_learns_types(solver, extra, dtype):
+    X, y = _digits(3, 120)
+    X = X.astype(dtype)
+    params = dict(hidden_layer_sizes=(6,), solver=solver, max_iter=3, random_state=0, **extra)
+    theirs, ours = sk.MLPClassifier(**params).fit(X, y), MLPClassifier(backend="numpy", **params).fit(X, y)
+    for name in ("loss_", "best_loss_", "best_validation_score_"):
+        assert type(getattr(ours, name, "absent")) is type(getattr(theirs, name, "absent")), name
+    for name in ("loss_curve_", "validation_scores_"):
+        ours_list, theirs_list = getattr(ours, name, None), getattr(theirs, name, None)
+        assert [type(v) for v in ours_list or []] == [type(v) for v in theirs_list or []], name
+
+
 def test_float32_data_trains_in_float32():
     X, y = _digits(3)
     clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, random_state=0, backend="numpy").fit(

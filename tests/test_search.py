@@ -160,6 +160,40 @@ def test_ensembles_average_members_that_are_their_own_fits():
     assert reg.predict(Xr).shape == (80,)
 
 
+@pytest.mark.parametrize("ensemble, method", [(MLPEnsembleClassifier, "predict"), (MLPEnsembleClassifier, "score"),
+                                              (MLPEnsembleClassifier, "predict_proba"),
+                                              (MLPEnsembleRegressor, "predict"), (MLPEnsembleRegressor, "score")])
+def test_an_ensemble_not_fitted_says_so(ensemble, method):
+    from sklearn.exceptions import NotFittedError
+
+    X, y = _digits(20)
+    with pytest.raises(NotFittedError, match="not fitted yet"):
+        getattr(ensemble(), method)(*((X, y) if method == "score" else (X,)))
+
+
+@pytest.mark.parametrize("ensemble, member", [(MLPEnsembleClassifier, MLPRegressor),
+                                              (MLPEnsembleRegressor, MLPClassifier)])
+def test_an_ensemble_refuses_members_of_the_other_kind(ensemble, member):
+    X, y = _digits(60)
+    with pytest.raises(TypeError, match=rf"estimator: {ensemble.__name__} averages the networks of an "
+                                        rf"mlp\.{'MLPClassifier' if member is MLPRegressor else 'MLPRegressor'}, "
+                                        rf"got {member.__name__}"):
+        ensemble(member(max_iter=1, backend="numpy"), n_estimators=2).fit(X, y)
+
+
+@pytest.mark.parametrize("bootstrap", [False, True])
+def test_an_ensemble_member_that_would_miss_a_class_is_refused_saying_why(bootstrap):
+    X, y = _digits(90)
+    X, y = np.vstack([X, X[:1]]), np.append(y, 9)  # class 9 in one row of 91: 20-row samples miss it
+    member = MLPClassifier(hidden_layer_sizes=(4,), max_iter=1, backend="numpy")
+    with pytest.raises(ValueError, match=r"holds the classes \[0, 1, 2, 3\] of y's \[0, 1, 2, 3, 9\]") as info:
+        MLPEnsembleClassifier(member, n_estimators=3, bootstrap=bootstrap, max_samples=20, random_state=0).fit(X, y)
+    if bootstrap:
+        assert "bootstrap sample of 20 rows" in str(info.value)
+    else:  # without bootstrap samples, the message speaks of what was drawn: a subsample without replacement
+        assert "bootstrap" not in str(info.value) and "a subsample of 20 of the 91 rows" in str(info.value)
+
+
 def test_chunks_dispatched_to_a_local_dask_cluster():
     distributed = pytest.importorskip("distributed", reason="the Dask test needs the extra 'dask'")
     import joblib
