@@ -564,6 +564,7 @@ class StochasticRun(Policy):
 
 #: fits already made by a stacked engine (mlp.search): each fingerprint's outcomes, in order; see _adopt_prefitted
 _PREFITTED: contextvars.ContextVar[dict | None] = contextvars.ContextVar("mlp_prefitted", default=None)
+_SERVED = object()  # the table's key counting the fits served
 
 
 def _param_key(value: Any) -> str:
@@ -606,6 +607,7 @@ def _adopt_prefitted(est: "_BaseMLP", X: Any, y: Any, sample_weight: Any) -> boo
     if not queue:
         return False
     outcome = queue.popleft()  # each outcome serves one fit: duplicates of a fit get their own draws
+    table[_SERVED] += 1
     if isinstance(outcome, BaseException):
         raise outcome
     params = est.get_params(deep=False)
@@ -623,14 +625,25 @@ def serving_prefitted(outcomes: Iterable[tuple[tuple, Any]]):
     """Within the block, ``fit`` of an estimator whose fingerprint (see :func:`fit_fingerprint`) is among
     ``outcomes`` (``(fingerprint, fitted estimator or the exception its fit raised)`` pairs) takes the next
     outcome recorded under it, each at most once."""
-    table: dict[tuple, collections.deque] = {}
+    table: dict[Any, Any] = {_SERVED: 0}
     for key, outcome in outcomes:
         table.setdefault(key, collections.deque()).append(outcome)
     token = _PREFITTED.set(table)
     try:
-        yield
+        yield _Served(table)
     finally:
         _PREFITTED.reset(token)
+
+
+class _Served:
+    """How many fits :func:`serving_prefitted` has served so far (``count``)."""
+
+    def __init__(self, table: dict) -> None:
+        self._table = table
+
+    @property
+    def count(self) -> int:
+        return self._table[_SERVED]
 
 
 def _dense(X: Any, dtype: np.dtype) -> np.ndarray:

@@ -77,7 +77,7 @@ from .network import Networks
 from .runner import train
 
 __all__ = ["GridSearchCV", "RandomizedSearchCV", "MLPEnsembleClassifier", "MLPEnsembleRegressor", "fit_many",
-           "StackSplitWarning"]
+           "StackSplitWarning", "StackingWarning"]
 
 
 class StackSplitWarning(UserWarning):
@@ -124,21 +124,8 @@ def fit_many(estimators: Sequence[_BaseMLP], X: Any, y: Any, rows: Sequence[np.n
     if max_stack is not None and (not isinstance(max_stack, numbers.Integral) or max_stack < 1):
         raise ValueError(f"max_stack: expected None or an integer >= 1, got {max_stack!r}")
     rows = [np.asarray(r, dtype=np.int64) for r in rows]
-    workers = effective_n_jobs(n_jobs)
-    chunks = _plan_chunks(estimators, X, rows, max_stack, workers)
-    if progress is None:
-        progress = sys.stderr.isatty()
-    show = bool(progress) and workers == 1  # one bar per chunk, shown where it trains
-    # the cores left to each worker step ranges of a stack's models in threads (host backends)
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    results = Parallel(n_jobs=n_jobs)(
-        delayed(_fit_chunk)([estimators[i] for i in chunk], X, y, [rows[i] for i in chunk], sample_weight, show,
-                            threads)
-        for chunk in chunks)
-    outcomes: list[Any] = [None] * len(estimators)
-    for chunk, done in zip(chunks, results):
-        for i, outcome in zip(chunk, done):
-            outcomes[i] = outcome
+    outcomes = _fit_datasets(estimators, [(X, y, sample_weight)], [0] * len(estimators), rows, n_jobs, max_stack,
+                             progress)
     if not return_exceptions:
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
@@ -146,8 +133,39 @@ def fit_many(estimators: Sequence[_BaseMLP], X: Any, y: Any, rows: Sequence[np.n
     return outcomes
 
 
+def _fit_datasets(estimators: Sequence[_BaseMLP], datasets: Sequence[tuple], which: Sequence[int],
+                  rows: Sequence[np.ndarray], n_jobs: int | None, max_stack: int | None, progress: bool | None,
+                  stacklevel: int = 4) -> list[Any]:
+    """Fit ``estimators[i]`` on the rows ``rows[i]`` of ``datasets[which[i]]`` (an ``(X, y, sample_weight)``),
+    the fits of one dataset and one network shape stacked; returns each fit's outcome (the fitted estimator or
+    the exception its fit raised).  Stacks of every dataset go through one joblib dispatch."""
+    workers = effective_n_jobs(n_jobs)
+    # with fewer datasets than workers, each dataset's stacks are split so that every worker has one
+    split_for = workers if len(datasets) < workers else 1
+    chunks: list[tuple[int, list[int]]] = []
+    for d, (X, _, _) in enumerate(datasets):
+        members = [i for i in range(len(estimators)) if which[i] == d]
+        planned = _plan_chunks([estimators[i] for i in members], X, [rows[i] for i in members], max_stack,
+                               split_for, stacklevel)
+        chunks.extend((d, [members[j] for j in chunk]) for chunk in planned)
+    if progress is None:
+        progress = sys.stderr.isatty()
+    show = bool(progress) and workers == 1  # one bar per chunk, shown where it trains
+    # the cores left to each worker step ranges of a stack's models in threads (host backends)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    results = Parallel(n_jobs=n_jobs)(
+        delayed(_fit_chunk)([estimators[i] for i in chunk], datasets[d][0], datasets[d][1], [rows[i] for i in chunk],
+                            datasets[d][2], show, threads)
+        for d, chunk in chunks)
+    outcomes: list[Any] = [None] * len(estimators)
+    for (_, chunk), done in zip(chunks, results):
+        for i, outcome in zip(chunk, done):
+            outcomes[i] = outcome
+    return outcomes
+
+
 def _plan_chunks(estimators: Sequence[_BaseMLP], X: Any, rows: Sequence[np.ndarray], max_stack: int | None,
-                 workers: int) -> list[list[int]]:
+                 workers: int, stacklevel: int = 5) -> list[list[int]]:
     """Indices of ``estimators`` in chunks: fits of one network shape together, split so that each chunk fits
     the memory budget (a warning says so when that splits a shape) and every worker gets a share."""
     n_features = np.shape(X)[1]
@@ -176,7 +194,7 @@ def _plan_chunks(estimators: Sequence[_BaseMLP], X: Any, rows: Sequence[np.ndarr
     if split:
         warnings.warn(f"{len(estimators)} fits need more memory than one stack may use"
                       + ("" if max_stack is None else f" (or more than max_stack={max_stack} models)")
-                      + f": training them as {len(chunks)} stacks", StackSplitWarning, stacklevel=3)
+                      + f": training them as {len(chunks)} stacks", StackSplitWarning, stacklevel=stacklevel)
     return chunks
 
 
@@ -308,43 +326,103 @@ def _as_matrix(X: Any) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------
 # Searches
 # ---------------------------------------------------------------------------------------------------------
+class StackingWarning(UserWarning):
+    """Some fits of an ``mlp`` search trained one at a time instead of stacked (the message says why)."""
+
+
+def _final_mlp(estimator: Any) -> tuple[_BaseMLP | None, str]:
+    """The ``mlp`` network a search fits: the estimator itself (prefix ``""``), or the last step of a
+    ``Pipeline`` (prefix ``"<step name>__"``, its parameters' prefix in the search's grid); None otherwise."""
+    if isinstance(estimator, _BaseMLP):
+        return estimator, ""
+    from sklearn.pipeline import Pipeline
+
+    if isinstance(estimator, Pipeline) and estimator.steps and isinstance(estimator.steps[-1][1], _BaseMLP):
+        return estimator.steps[-1][1], estimator.steps[-1][0] + "__"
+    return None, ""
+
+
 class _StackedSearch:
-    """What mlp's searches add to scikit-learn's: every fit made up front by :func:`fit_many`."""
+    """What mlp's searches add to scikit-learn's: every fit made up front, stacked (see :mod:`mlp.search`)."""
 
     def _stacked_fit(self, sk_fit, X: Any, y: Any = None, **params: Any):
-        estimator = self.estimator
-        if not isinstance(estimator, _BaseMLP):
+        final, prefix = _final_mlp(self.estimator)
+        if final is None:
+            return sk_fit(X, y, **params)
+        if prefix and set(params) - {"groups"}:
+            warnings.warn(f"{type(self).__name__}: fit parameters {sorted(set(params) - {'groups'})} go to the "
+                          "pipeline's steps: its fits train one at a time, not stacked", StackingWarning, stacklevel=3)
             return sk_fit(X, y, **params)
         groups = params.get("groups")
         sample_weight = params.get("sample_weight")
-        cv = check_cv(self.cv, y, classifier=is_classifier(estimator))
+        cv = check_cv(self.cv, y, classifier=is_classifier(self.estimator))
         splits = [(np.asarray(train), np.asarray(test)) for train, test in cv.split(X, y, groups)]
         saved = {"cv": self.cv, "n_jobs": self.n_jobs}
         fixed_seed = self._fix_candidates()
         try:
-            candidates = list(self._candidate_list())
-            jobs, job_rows, keys = [], [], []
-            for cand in candidates:
-                for train, _ in splits:
-                    # as scikit-learn's _fit_and_score: a clone given copies of the candidate's values (a
-                    # RandomState among them starts every fit in the same state)
-                    job = clone(estimator).set_params(**clone(cand, safe=False))
-                    sw = None if sample_weight is None else _safe_indexing(np.asarray(sample_weight), train)
-                    keys.append(fit_fingerprint(job, _safe_indexing(X, train), _safe_indexing(y, train), sw))
-                    jobs.append(job)
-                    job_rows.append(train)
-            outcomes = fit_many(jobs, X, y, job_rows, sample_weight, n_jobs=self.n_jobs,
-                                progress=self.verbose > 0 if self.verbose else None, return_exceptions=True)
+            jobs, keys, which, rows, datasets = self._jobs(final, prefix, X, y, sample_weight, splits)
+            alone = sum(getattr(job, "solver", None) not in _STOCHASTIC_SOLVERS for job in jobs)
+            if alone:
+                warnings.warn(f"{type(self).__name__}: {alone} of {len(jobs)} fits use solver='lbfgs' (full-batch "
+                              "L-BFGS-B, one network at a time): they train one at a time, not stacked",
+                              StackingWarning, stacklevel=3)
+            outcomes = _fit_datasets(jobs, datasets, which, rows, self.n_jobs, None,
+                                     self.verbose > 0 if self.verbose else None)
             # scikit-learn's loop over the same splits (a list) finds every fit made, or the error it raised
             # (then scikit-learn's own error handling scores it error_score, warns or raises); nothing to
             # parallelise
             self.cv, self.n_jobs = splits, None
-            with serving_prefitted(zip(keys, outcomes)):
-                return sk_fit(X, y, **params)
+            with serving_prefitted(zip(keys, outcomes)) as served:
+                result = sk_fit(X, y, **params)
+                found = served.count
+            expected = len(jobs)
+            if found < expected:
+                warnings.warn(f"{type(self).__name__}: {expected - found} of {expected} fits trained one at a time "
+                              "instead of stacked: the data their network was given differed from the data it "
+                              "was stacked on (a preprocessing step whose output is not the same from one fit to "
+                              "the next?)", StackingWarning, stacklevel=3)
+            return result
         finally:
             self.cv, self.n_jobs = saved["cv"], saved["n_jobs"]
             if fixed_seed is not None:
                 self.random_state = fixed_seed
+
+    def _jobs(self, final: _BaseMLP, prefix: str, X: Any, y: Any, sample_weight: Any, splits: list) -> tuple:
+        """Every fit the search loop will make, as ``fit_many`` takes them: the networks (clones with each
+        candidate's values), the fingerprint the loop's fit will have, and its data: one dataset per fold, or
+        with a pipeline one per fold and distinct setting of the steps before the network (those steps fitted
+        and applied here once for all the candidates that share them)."""
+        jobs, keys, which, rows, datasets = [], [], [], [], []
+        index: dict[tuple, int] = {}
+        for cand in self._candidate_list():
+            # as scikit-learn's _fit_and_score: a clone given copies of the candidate's values (a RandomState
+            # among them starts every fit in the same state)
+            values = clone(cand, safe=False)
+            own = {k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)} if prefix else values
+            steps = {k: v for k, v in values.items() if prefix and not k.startswith(prefix)}
+            for f, (train, _) in enumerate(splits):
+                y_train = _safe_indexing(y, train)
+                sw = None if sample_weight is None else _safe_indexing(np.asarray(sample_weight), train)
+                if prefix:
+                    key = (f, tuple(sorted((k, repr(v)) for k, v in steps.items())))
+                    if key not in index:
+                        head = clone(self.estimator[:-1]).set_params(**steps)
+                        Xt = head.fit_transform(_safe_indexing(X, train), y_train)
+                        index[key] = len(datasets)
+                        datasets.append((Xt, y_train, None))
+                    d = index[key]
+                    data_rows = np.arange(np.shape(datasets[d][0])[0])
+                    X_fit = datasets[d][0]
+                else:
+                    if not datasets:
+                        datasets.append((X, y, sample_weight))
+                    d, data_rows, X_fit = 0, train, _safe_indexing(X, train)
+                job = clone(final).set_params(**own)
+                keys.append(fit_fingerprint(job, X_fit, y_train, sw))
+                jobs.append(job)
+                which.append(d)
+                rows.append(np.asarray(data_rows, dtype=np.int64))
+        return jobs, keys, which, rows, datasets
 
     def _fix_candidates(self) -> Any:
         return None
