@@ -39,6 +39,12 @@ if "NUMBA_ENABLE_CUDASIM" not in os.environ:
 
 ON_SIMULATOR = os.environ["NUMBA_ENABLE_CUDASIM"] not in ("", "0")
 
+#: Whole trainings on the CUDA backend compared with NumPy: on a real GPU only.  Under the simulator each
+#: kernel is checked against its twin (tests/test_kernels*.py) and one stacked training runs end to end
+#: (tests/test_search.py), which covers the same operations in a fraction of the time.
+real_gpu_training = pytest.mark.skipif(ON_SIMULATOR, reason="whole CUDA trainings run on a real GPU; under the "
+                                       "simulator the kernel twin tests and one stacked training cover them")
+
 
 @pytest.fixture(scope="session")
 def cuda():

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from mlp import datasets
+
+from conftest import real_gpu_training
 from mlp.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,6 +86,7 @@ def test_bench_is_no_longer_a_subcommand(capsys):
     assert "invalid choice: 'bench'" in capsys.readouterr().err
 
 
+@real_gpu_training
 @pytest.mark.gpu
 def test_train_on_the_cuda_backend_then_evaluate_on_numpy(tmp_path: Path, monkeypatch, capsys):
     """``mlp train --backend cuda`` (on the GPU, or Numba's CUDA simulator without one); the

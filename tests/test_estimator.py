@@ -35,6 +35,7 @@ from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
+from conftest import real_gpu_training  # noqa: E402
 import mlp  # noqa: E402
 from mlp.estimator import MLPClassifier, MLPRegressor  # noqa: E402
 
@@ -288,6 +289,7 @@ def test_estimators_are_in_dir_mlp():
     assert mlp.MLPRegressor is MLPRegressor
 
 
+@real_gpu_training
 @pytest.mark.gpu
 @pytest.mark.parametrize("problem", ["multiclass", "multilabel", "regression"])
 def test_cuda_backend_trains_like_numpy(problem):  # each output layer's loss kernel once

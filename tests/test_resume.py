@@ -42,44 +42,65 @@ def _trainer(make_optimizer, seed: int = 5) -> mlp.Trainer:
     return mlp.Trainer(mlp.MLP([2, 16, 8, 4], seed=3), make_optimizer(), backend="numpy", batch_size=64, seed=seed)
 
 
-@pytest.mark.parametrize("validation_split", [0.0, 0.25], ids=["no-validation", "validation-split"])
-@pytest.mark.parametrize("name", list(OPTIMIZERS))
-def test_resumed_run_equals_uninterrupted_run(data, tmp_path: Path, name: str, validation_split: float):
-    X, y = data
-    whole = _trainer(OPTIMIZERS[name])
-    whole.fit(X, y, epochs=5, validation_split=validation_split, verbose=0)
+def _regression_data():
+    rng = np.random.default_rng(2)
+    X = rng.uniform(-1, 1, (300, 3))
+    return X, np.stack([np.sin(3 * X[:, 0]), X[:, 1] * X[:, 2]], axis=1)
 
+
+def _stopper():
+    return mlp.EarlyStopping(patience=2, monitor="val_loss", restore_best=True, min_delta=0.05)
+
+
+#: run -> (the trainer, the data, fit's arguments, epochs in all, epochs before the checkpoint (None: the
+#: uninterrupted run's best epoch), a rewrite of the checkpoint's header (an older format) or None)
+RESUMES = {
+    "adam": (lambda: _trainer(OPTIMIZERS["adam"]), None, {}, 5, 2, None),
+    "adam-validation-split": (lambda: _trainer(OPTIMIZERS["adam"]), None, {"validation_split": 0.25}, 5, 2, None),
+    "sgd-momentum": (lambda: _trainer(OPTIMIZERS["sgd-momentum"]), None, {}, 5, 2, None),
+    "sgd-momentum-validation-split": (lambda: _trainer(OPTIMIZERS["sgd-momentum"]), None,
+                                      {"validation_split": 0.25}, 5, 2, None),
+    # early stopping goes on counting, and restores the best epoch's weights at the end
+    "early-stopping-restores-the-best": (lambda: _trainer(OPTIMIZERS["sgd-momentum"]), None,
+                                         {"validation_split": 0.2, "early_stopping": _stopper}, 30, None, None),
+    "regression": (lambda: mlp.Trainer(mlp.MLP([3, 16, 2], seed=3, activation="tanh", output="identity"),
+                                       optim.SGD(lr=0.05, momentum=0.9), backend="numpy", batch_size=32, seed=1),
+                   _regression_data, {"validation_split": 0.2}, 4, 2, None),
+    # a checkpoint written before activations and outputs were recorded: a ReLU network with a softmax
+    "checkpoint-without-activation": (lambda: _trainer(OPTIMIZERS["adam"]), None, {}, 3, 1,
+                                      lambda header: _as_before_activations(header)),
+}
+
+
+@pytest.mark.parametrize("run", list(RESUMES))
+def test_a_resumed_run_ends_exactly_as_the_uninterrupted_one(data, tmp_path: Path, run: str):
+    """Stopped after some epochs and resumed from its checkpoint, a run ends with the weights, the optimizer's
+    state and the history of the same run uninterrupted, bit for bit."""
+    make, make_data, kwargs, epochs, first, rewrite = RESUMES[run]
+    X, y = data if make_data is None else make_data()
+
+    def fit(trainer, n, **extra):
+        args = {k: v() if callable(v) else v for k, v in kwargs.items()}
+        return trainer.fit(X, y, epochs=n, verbose=0, **args, **extra)
+
+    whole = make()
+    fit(whole, epochs)
+    if first is None:  # stop where the uninterrupted run had its best epoch
+        assert whole.history.stopped_early and whole.history.best_epoch < len(whole.history) - 1
+        first = whole.history.best_epoch + 1
     ck = tmp_path / "run.npz"
-    _trainer(OPTIMIZERS[name]).fit(X, y, epochs=2, validation_split=validation_split, verbose=0, checkpoint=ck)
+    fit(make(), first, checkpoint=ck)
+    if rewrite is not None:
+        _rewrite_header(ck, rewrite)
     resumed = mlp.Trainer.from_checkpoint(ck, backend="numpy")
     assert type(resumed.optimizer) is type(whole.optimizer)
     assert resumed.optimizer.get_config() == whole.optimizer.get_config()
-    history = resumed.fit(X, y, epochs=5, verbose=0)
-
+    assert (resumed.model.activation, resumed.model.output) == (whole.model.activation, whole.model.output)
+    history = resumed.fit(X, y, epochs=epochs, verbose=0)
     assert np.array_equal(_flat(resumed.model), _flat(whole.model))
     assert resumed.optimizer.steps == whole.optimizer.steps
-    assert len(history) == 5 and _records(history) == _records(whole.history)
-    assert all(math.isnan(v) for v in history["val_loss"]) == (validation_split == 0)
-
-
-def test_resume_continues_early_stopping_and_restores_the_best_weights(data, tmp_path: Path):
-    X, y = data
-
-    def stopper():
-        return mlp.EarlyStopping(patience=2, monitor="val_loss", restore_best=True, min_delta=0.05)
-
-    whole = _trainer(OPTIMIZERS["sgd-momentum"])
-    whole.fit(X, y, epochs=30, validation_split=0.2, early_stopping=stopper(), verbose=0)
-    assert whole.history.stopped_early and whole.history.best_epoch < len(whole.history) - 1
-
-    ck = tmp_path / "run.npz"
-    _trainer(OPTIMIZERS["sgd-momentum"]).fit(X, y, epochs=whole.history.best_epoch + 1, validation_split=0.2,
-                                              early_stopping=stopper(), verbose=0, checkpoint=ck)
-    resumed = mlp.Trainer.from_checkpoint(ck, backend="numpy")
-    history = resumed.fit(X, y, epochs=30, verbose=0)
-    assert history.stopped_early and history.best_epoch == whole.history.best_epoch
     assert _records(history) == _records(whole.history)
-    assert np.array_equal(_flat(resumed.model), _flat(whole.model))  # the best epoch's weights, restored
+    assert history.stopped_early == whole.history.stopped_early and history.best_epoch == whole.history.best_epoch
 
 
 def test_checkpoint_is_plain_arrays_and_json(data, tmp_path: Path):
@@ -195,26 +216,6 @@ def _as_before_activations(header: dict) -> None:
     header["metadata"].get("run", {}).pop("activation", None)
 
 
-def test_regression_run_resumes_exactly(tmp_path: Path):
-    rng = np.random.default_rng(2)
-    X = rng.uniform(-1, 1, (300, 3))
-    Y = np.stack([np.sin(3 * X[:, 0]), X[:, 1] * X[:, 2]], axis=1)
-
-    def trainer():
-        model = mlp.MLP([3, 16, 2], seed=3, activation="tanh", output="identity")
-        return mlp.Trainer(model, optim.SGD(lr=0.05, momentum=0.9), backend="numpy", batch_size=32, seed=1)
-
-    whole = trainer()
-    whole.fit(X, Y, epochs=4, validation_split=0.2, verbose=0)
-    ck = tmp_path / "run.npz"
-    trainer().fit(X, Y, epochs=2, validation_split=0.2, verbose=0, checkpoint=ck)
-    resumed = mlp.Trainer.from_checkpoint(ck, backend="numpy")
-    assert (resumed.model.activation, resumed.model.output) == ("tanh", "identity")
-    history = resumed.fit(X, Y, epochs=4, verbose=0)
-    assert np.array_equal(_flat(resumed.model), _flat(whole.model))
-    assert _records(history) == _records(whole.history) and all(math.isnan(a) for a in history["accuracy"])
-
-
 def test_history_recorded_before_r2_resumes_with_nan_r2_for_its_epochs(tmp_path: Path):
     rng = np.random.default_rng(4)
     X = rng.uniform(-1, 1, (200, 3))
@@ -232,20 +233,6 @@ def test_history_recorded_before_r2_resumes_with_nan_r2_for_its_epochs(tmp_path:
     history = resumed.fit(X, Y, epochs=3, verbose=0)
     assert all(math.isnan(v) for v in history["r2"][:2] + history["val_r2"][:2])
     assert math.isfinite(history["r2"][2]) and math.isfinite(history["val_r2"][2])
-
-
-def test_checkpoint_without_activation_and_output_loads_and_resumes_exactly(data, tmp_path: Path):
-    X, y = data
-    whole = _trainer(OPTIMIZERS["adam"])
-    whole.fit(X, y, epochs=3, verbose=0)
-    ck = tmp_path / "old.npz"
-    _trainer(OPTIMIZERS["adam"]).fit(X, y, epochs=1, verbose=0, checkpoint=ck)
-    _rewrite_header(ck, _as_before_activations)
-    loaded = mlp.load(ck)
-    assert (loaded.activation, loaded.output) == ("relu", "softmax")
-    resumed = mlp.Trainer.from_checkpoint(ck, backend="numpy")
-    resumed.fit(X, y, epochs=3, verbose=0)
-    assert np.array_equal(_flat(resumed.model), _flat(whole.model))
 
 
 def test_cli_checkpoint_without_activation_resumes_exactly_and_keeps_relu(tmp_path: Path, capsys):

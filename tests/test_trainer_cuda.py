@@ -11,7 +11,7 @@ import pytest
 import mlp
 from mlp import optim
 
-from conftest import ON_SIMULATOR
+from conftest import ON_SIMULATOR, real_gpu_training
 
 pytestmark = pytest.mark.gpu
 
@@ -38,11 +38,10 @@ def _flat(model) -> np.ndarray:
     return np.array(model.backend.to_numpy(model.params), dtype=np.float64)
 
 
-STEP_CASES = [("sgd-momentum-wd", "float32"), ("adam", "float32"), ("adam", "float64")]
-if not ON_SIMULATOR:
-    STEP_CASES.append(("sgd-momentum-wd", "float64"))
+STEP_CASES = [("sgd-momentum-wd", "float32"), ("adam", "float32"), ("adam", "float64"), ("sgd-momentum-wd", "float64")]
 
 
+@real_gpu_training
 @pytest.mark.parametrize("name, dtype", STEP_CASES)
 def test_steps_match_numpy(cuda, name, dtype):
     """Same initial weights, same batches, the trainer's own step: the updates agree after every step.
@@ -83,11 +82,10 @@ def test_steps_match_numpy(cuda, name, dtype):
 # kernels turn into different update signs and grow over an epoch (seen on an
 # H100: 5e-3 relative after 40 steps, while float64 stayed within 1e-10).
 # A whole fit is therefore checked in float64 for Adam.
-FIT_CASES = [("adam", "float64")]
-if not ON_SIMULATOR:
-    FIT_CASES += [("sgd-momentum-wd", "float32"), ("sgd-momentum-wd", "float64")]
+FIT_CASES = [("adam", "float64"), ("sgd-momentum-wd", "float32"), ("sgd-momentum-wd", "float64")]
 
 
+@real_gpu_training
 @pytest.mark.parametrize("name, dtype", FIT_CASES)
 def test_fit_matches_numpy(cuda, name, dtype):
     """A whole fit (shuffling, gathers on the device, the last partial batch) agrees across backends."""
