@@ -46,11 +46,17 @@ def output_activation(z: np.ndarray, output: str) -> np.ndarray:
 
 @dataclass
 class _Workspace:
-    """Buffers for one batch size, allocated once and reused every step."""
+    """Buffers for one batch size, owned by whoever made it (a training loop keeps its own for every step;
+    an inference call makes one for itself)."""
 
     acts: list = field(default_factory=list)  # output of each layer, (B, size[i+1])
     grads_in: list = field(default_factory=list)  # gradient w.r.t. each hidden layer's output
     dlogits: Any = None
+
+    def first_rows(self, rows: int) -> "_Workspace":
+        """Views of the first ``rows`` rows of every buffer (for a last, shorter chunk)."""
+        return _Workspace([a[:rows] for a in self.acts], [g[:rows] for g in self.grads_in],
+                          None if self.dlogits is None else self.dlogits[:rows])
 
 
 class MLP:
@@ -101,7 +107,6 @@ class MLP:
         rng = np.random.default_rng(self.seed)
         self.set_weights([(rng.standard_normal((k, m)) * np.sqrt(2.0 / k), np.zeros(m)) for k, m in shapes])
         self._grads = None
-        self._workspaces: dict[int, _Workspace] = {}
         #: free-form information stored in checkpoints (see :meth:`save`)
         self.metadata: dict = {}
 
@@ -185,7 +190,6 @@ class MLP:
         self.backend, self._params = be, params                                   # the model stays where it was
         self._bind_views()
         self._grads = None
-        self._workspaces.clear()
         return self
 
     # ------------------------------------------------------------- weights
@@ -225,11 +229,15 @@ class MLP:
         return self.backend.asarray(check_features(X, self.n_features, self.dtype, name), dtype=self.dtype)
 
     def _logits_chunks(self, X: Any):
-        """Yield ``(start, logits)`` over chunks of validated input ``X`` (an array of the backend)."""
+        """Yield ``(start, logits)`` over chunks of validated input ``X`` (an array of the backend).
+
+        The buffers are this call's own: several threads may predict with one model at once.
+        """
         n = X.shape[0]
+        ws = self.new_workspace(min(n, PREDICT_CHUNK), training=False)
         for start in range(0, n, PREDICT_CHUNK):
             xb = X[start:start + PREDICT_CHUNK]
-            yield start, self.forward(xb, self._workspace(xb.shape[0]))
+            yield start, self.forward(xb, ws.first_rows(xb.shape[0]))
 
     def decision_function(self, X: Any) -> np.ndarray:
         """Logits, shape (N, n_classes), as a host array."""
@@ -263,24 +271,16 @@ class MLP:
         return output_activation(z, self.output)
 
     # ----------------------------------------------------- forward/backward
-    def new_workspace(self, batch: int) -> _Workspace:
-        """Buffers for one batch size on the model's backend, owned by the caller (the training loop
-        keeps its own for as long as it runs, so nothing it uses is ever evicted)."""
+    def new_workspace(self, batch: int, training: bool = True) -> _Workspace:
+        """Buffers for one batch size on the model's backend, owned by the caller: the training loop keeps its
+        own for as long as it runs, an inference call makes its own (``training=False``: the layers' outputs
+        only).  The model caches none, so that calls from several threads never share one."""
         be, dt = self.backend, self.dtype
         ws = _Workspace()
         ws.acts = [be.empty((batch, m), dt) for m in self.layer_sizes[1:]]
-        ws.grads_in = [be.empty((batch, m), dt) for m in self.layer_sizes[1:-1]]
-        ws.dlogits = be.empty((batch, self.n_classes), dt)
-        return ws
-
-    def _workspace(self, batch: int) -> _Workspace:
-        """A cached workspace for inference: a few batch sizes (full chunks, the last one) at most."""
-        ws = self._workspaces.get(batch)
-        if ws is None:
-            ws = self.new_workspace(batch)
-            if len(self._workspaces) >= 4:
-                self._workspaces.pop(next(iter(self._workspaces)))
-            self._workspaces[batch] = ws
+        if training:
+            ws.grads_in = [be.empty((batch, m), dt) for m in self.layer_sizes[1:-1]]
+            ws.dlogits = be.empty((batch, self.n_classes), dt)
         return ws
 
     def forward(self, x: Any, ws: _Workspace) -> Any:
@@ -294,10 +294,15 @@ class MLP:
             a = ws.acts[i]
         return a
 
-    def backward(self, x: Any, ws: _Workspace) -> Any:
-        """Gradients of the loss into :attr:`grads`, given ``ws.dlogits`` filled by the loss."""
+    def backward(self, x: Any, ws: _Workspace, grads: Any = None) -> Any:
+        """Gradients of the loss into :attr:`grads` (or into ``grads``, a flat buffer laid out like it), given
+        ``ws.dlogits`` filled by the loss; returns the buffer written."""
         be = self.backend
-        grads = self.grads  # noqa: F841  (allocates the views on first use)
+        if grads is None:
+            grads = self.grads
+            grad_W, grad_b = self._grad_W, self._grad_b
+        else:
+            grad_W, grad_b = self._views(grads)
         last = self.n_layers - 1
         dy = ws.dlogits
         for i in range(last, -1, -1):
@@ -305,9 +310,9 @@ class MLP:
             y = ws.acts[i] if i < last else None
             dx = ws.grads_in[i - 1] if i > 0 else None
             # the last layer has no y: no derivative, whatever act says
-            be._affine_backward(dy, x_in, self._W[i], y, dx, self._grad_W[i], self._grad_b[i], act=self._act)
+            be._affine_backward(dy, x_in, self._W[i], y, dx, grad_W[i], grad_b[i], act=self._act)
             dy = dx
-        return self._grads
+        return grads
 
     def check_targets(self, y: Any, n_samples: int, name: str = "y") -> np.ndarray:
         """``y`` validated for this model's loss: int64 labels (softmax) or ``(n, n_outputs)`` real targets."""
@@ -338,17 +343,18 @@ class MLP:
         """Mean loss of ``(X, y)`` (see :attr:`loss`) and its gradient per layer ``(dW, db)`` as host arrays.
 
         The data term only: L2 weight decay belongs to the optimizer.  Useful for
-        gradient checks and for custom training loops.
+        gradient checks and for custom training loops.  Every buffer is the call's
+        own (:attr:`grads` is left alone), so threads may call it at once.
         """
         Xd = self._as_input(X)
         targets = self.backend.asarray(self.check_targets(y, Xd.shape[0]))
-        ws = self._workspace(Xd.shape[0])
+        ws = self.new_workspace(Xd.shape[0])
         logits = self.forward(Xd, ws)
         stats = self.backend.new_stats()
         self.loss_into(logits, targets, ws.dlogits, stats, 0)
         loss = float(self.backend.to_numpy(stats)[0]) / Xd.shape[0]
-        self.backward(Xd, ws)
-        host = np.array(self.backend.to_numpy(self._grads), copy=True)
+        grads = self.backward(Xd, ws, self.backend.empty(self.n_params, self.dtype))
+        host = np.array(self.backend.to_numpy(grads), copy=True)
         Ws, bs = self._views(host)
         return loss, [(W.copy(), b.copy()) for W, b in zip(Ws, bs)]
 
