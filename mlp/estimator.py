@@ -148,30 +148,47 @@ class _BaseMLP(BaseEstimator):
             return np.asarray(self.coefs_[0]).dtype
         return np.dtype(X_dtype)
 
-    def _network(self, dtype: np.dtype, backend: Backend) -> MLP:
-        """An :class:`mlp.MLP` holding ``coefs_`` and ``intercepts_``, on ``backend``."""
-        sizes = [np.shape(self.coefs_[0])[0]] + [np.shape(c)[1] for c in self.coefs_]
+    def _network(self, dtype: np.dtype, backend: Backend, coefs: Any = None, intercepts: Any = None) -> MLP:
+        """An :class:`mlp.MLP` holding ``coefs_`` and ``intercepts_`` (or the given lists), on ``backend``."""
+        coefs = self.coefs_ if coefs is None else coefs
+        intercepts = self.intercepts_ if intercepts is None else intercepts
+        sizes = [np.shape(coefs[0])[0]] + [np.shape(c)[1] for c in coefs]
         model = MLP(sizes, dtype=dtype, activation=self.activation, output=self.out_activation_)
-        model.set_weights(list(zip(self.coefs_, self.intercepts_)))
+        model.set_weights(list(zip(coefs, intercepts)))
         return model.to(backend)
 
     def _store(self, model: MLP) -> None:
         """``coefs_`` and ``intercepts_`` from the network's parameters (host copies); the network then serves
-        the predictions (so that predicting changes nothing of the estimator)."""
+        the predictions for as long as they hold what it holds (so that predicting changes nothing of the
+        estimator)."""
         weights = model.get_weights()
         self.coefs_ = [W for W, _ in weights]
         self.intercepts_ = [b for _, b in weights]
-        self._net_cache = (tuple(chain(self.coefs_, self.intercepts_)), model)
+        self._net_cache = _InferenceNetwork(self.coefs_, self.intercepts_, self._network_options(), model)
+
+    def _network_options(self) -> tuple:
+        """What besides the weights shapes the inference network: the activations and the backend."""
+        return self.activation, self.out_activation_, get_backend(self.backend)
 
     def _inference_network(self) -> MLP:
-        """The network predictions run on: built from ``coefs_``/``intercepts_``, kept while they stay the same."""
-        arrays = tuple(chain(self.coefs_, self.intercepts_))
-        cache = getattr(self, "_net_cache", None)
-        if cache is None or len(cache[0]) != len(arrays) or any(a is not b for a, b in zip(cache[0], arrays)):
-            backend = get_backend(self.backend)
-            cache = (arrays, self._network(np.asarray(self.coefs_[0]).dtype, backend))
+        """The network predictions run on: the one built from ``coefs_``/``intercepts_`` as they are now.
+
+        The kept network is reused while ``coefs_`` and ``intercepts_`` hold the
+        values it was built from (compared bit for bit on the host: an edit in
+        place counts as much as a new array) and the activations and backend are
+        the same; otherwise a new one is built from a snapshot of them.  An entry
+        is never changed, only replaced whole, so a thread predicting meanwhile
+        keeps a consistent network.
+        """
+        coefs, intercepts = [np.asarray(c) for c in self.coefs_], [np.asarray(b) for b in self.intercepts_]
+        options = self._network_options()
+        cache = getattr(self, "_net_cache", None)  # read once: another thread may replace it meanwhile
+        if cache is None or not cache.holds(coefs, intercepts, options):
+            snapshot = _InferenceNetwork.snapshot(coefs, intercepts)
+            network = self._network(snapshot[0][0].dtype, options[2], *snapshot)
+            cache = _InferenceNetwork(*snapshot, options, network, copy=False)
             self._net_cache = cache
-        return cache[1]
+        return cache.network
 
     def __getstate__(self) -> dict:
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
@@ -515,6 +532,46 @@ class StochasticRun:
         return float(est._score_function(self.y_val, y_pred, sample_weight=self.sw_val))
 
 
+class _InferenceNetwork:
+    """A network kept for predictions, with private read-only copies of the weights it was built from and the
+    options (activations, backend) it was built with.  Never changed once made."""
+
+    __slots__ = ("coefs", "intercepts", "options", "network")
+
+    def __init__(self, coefs: list, intercepts: list, options: tuple, network: MLP, copy: bool = True) -> None:
+        if copy:
+            coefs, intercepts = self.snapshot(coefs, intercepts)
+        self.coefs, self.intercepts, self.options, self.network = coefs, intercepts, options, network
+
+    @staticmethod
+    def snapshot(coefs: list, intercepts: list) -> tuple[tuple, tuple]:
+        """Read-only copies of the arrays, as they are now."""
+        def frozen(a: Any) -> np.ndarray:
+            a = np.array(a, copy=True)
+            a.flags.writeable = False
+            return a
+
+        return tuple(frozen(c) for c in coefs), tuple(frozen(b) for b in intercepts)
+
+    def holds(self, coefs: list, intercepts: list, options: tuple) -> bool:
+        """Whether ``coefs``/``intercepts`` (arrays) hold exactly this entry's values, dtypes and shapes, and
+        ``options`` are its own."""
+        return (len(coefs) == len(self.coefs) and len(intercepts) == len(self.intercepts)
+                and all(a == b for a, b in zip(options, self.options))
+                and all(_same_bits(a, b) for a, b in zip(chain(coefs, intercepts), chain(self.coefs, self.intercepts))))
+
+
+def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal dtypes, shapes and values; floats compared by their bits (so -0.0 differs from 0.0 and a NaN is
+    equal to itself), without copying either array."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    if a.dtype.kind == "f" and a.dtype.itemsize in (2, 4, 8):
+        bits = np.dtype(f"u{a.dtype.itemsize}")
+        return bool(np.array_equal(a.view(bits), b.view(bits)))
+    return bool(np.array_equal(a, b))
+
+
 #: fits already made by a stacked engine (mlp.search), by fingerprint; see _adopt_prefitted
 _PREFITTED: contextvars.ContextVar[dict | None] = contextvars.ContextVar("mlp_prefitted", default=None)
 
@@ -634,10 +691,10 @@ _PARAMS_DOC = """
 
     Attributes
     ----------
-    As scikit-learn's: ``coefs_``, ``intercepts_`` (host arrays; assigning them changes the network),
-    ``n_features_in_``, ``feature_names_in_``, ``n_iter_`` (epochs of the last ``fit``), ``t_`` (samples
-    seen by the solver), ``n_layers_``, ``n_outputs_``, ``out_activation_``, ``loss_``, and for "sgd" and
-    "adam": ``loss_curve_``, ``best_loss_``, ``validation_scores_``, ``best_validation_score_``.
+    As scikit-learn's: ``coefs_``, ``intercepts_`` (host arrays; predictions use their current values, whether
+    edited in place or assigned), ``n_features_in_``, ``feature_names_in_``, ``n_iter_`` (epochs of the last
+    ``fit``), ``t_`` (samples seen by the solver), ``n_layers_``, ``n_outputs_``, ``out_activation_``, ``loss_``,
+    and for "sgd" and "adam": ``loss_curve_``, ``best_loss_``, ``validation_scores_``, ``best_validation_score_``.
 """
 
 

@@ -203,6 +203,23 @@ def test_search_best_estimator_in_threads_is_serial(digits):
     _assert_threads_match_serial(lambda t, i: (lambda xb=_rows(X, t, i): search.predict(xb)))
 
 
+def test_classifier_rebuilding_after_an_edit_in_threads_predicts_the_edit(digits):
+    """Threads that all find the kept network out of date (``coefs_`` edited in place) build their own or take
+    another thread's, never a half-made one: every call gives what a fresh copy of the edited model gives."""
+    X = digits[0]
+    clf = _quiet_fit(mlp.MLPClassifier(hidden_layer_sizes=(64,), max_iter=2, random_state=0, backend="numpy"),
+                     X, digits[1])
+    clf.predict(X[:5])
+    clf.coefs_[0][:, :8] *= -1.0
+    fresh = pickle.loads(pickle.dumps(clf))  # built from the edited coefs_
+    calls = [[(lambda xb=_rows(X, t, i): clf.predict_proba(xb)) for i in range(CALLS_PER_THREAD)]
+             for t in range(N_THREADS)]
+    threaded = _in_threads(calls)  # first: the threads race to replace the kept network
+    expected = [[fresh.predict_proba(_rows(X, t, i)) for i in range(CALLS_PER_THREAD)] for t in range(N_THREADS)]
+    differ = sum(not _same_bits(a, b) for own_t, own_e in zip(threaded, expected) for a, b in zip(own_t, own_e))
+    assert differ == 0, f"{differ} calls ignored the edit or used a network being built"
+
+
 # ------------------------------------------------------------------------------------------ training
 def test_two_fits_in_two_threads_equal_their_serial_fits(digits):
     """Fits of different estimators in different threads share nothing: each ends bitwise as fitted alone."""
