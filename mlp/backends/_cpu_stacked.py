@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from numba import njit
 
+from mlp.kernels._compile_cache import jit_with_disk_cache
+
 from . import _cpu_loops as loops
 from . import _cpu_losses as losses
 
-_jit = njit(cache=True, nogil=True, error_model="numpy")
+_jit = jit_with_disk_cache(njit, nogil=True, error_model="numpy")
 
 
 # counts (M,) int64: model m's batch is its first counts[m] rows; active (M,) bool: the models that train.
