@@ -158,13 +158,13 @@ class _BaseMLP(BaseEstimator):
         return model.to(backend)
 
     def _store(self, model: MLP) -> None:
-        """``coefs_`` and ``intercepts_`` from the network's parameters (host copies); the network then serves
-        the predictions for as long as they hold what it holds (so that predicting changes nothing of the
-        estimator)."""
-        weights = model.get_weights()
-        self.coefs_ = [W for W, _ in weights]
-        self.intercepts_ = [b for _, b in weights]
-        self._net_cache = _InferenceNetwork(self.coefs_, self.intercepts_, self._network_options(), model)
+        """``coefs_`` and ``intercepts_`` from the network's parameters; the network then serves the predictions
+        for as long as they hold what it holds (so that predicting changes nothing of the estimator).
+
+        Where the backend keeps the parameters in host memory, ``coefs_`` and ``intercepts_`` are views of them:
+        an edit in place is an edit of the network, and predictions need not compare anything.
+        """
+        self.coefs_, self.intercepts_, self._net_cache = _InferenceNetwork.serving(model, self._network_options())
 
     def _network_options(self) -> tuple:
         """What besides the weights shapes the inference network: the activations and the backend."""
@@ -173,12 +173,13 @@ class _BaseMLP(BaseEstimator):
     def _inference_network(self) -> MLP:
         """The network predictions run on: the one built from ``coefs_``/``intercepts_`` as they are now.
 
-        The kept network is reused while ``coefs_`` and ``intercepts_`` hold the
-        values it was built from (compared bit for bit on the host: an edit in
-        place counts as much as a new array) and the activations and backend are
-        the same; otherwise a new one is built from a snapshot of them.  An entry
-        is never changed, only replaced whole, so a thread predicting meanwhile
-        keeps a consistent network.
+        The kept network is reused while ``coefs_`` and ``intercepts_`` are the
+        views of its parameters it handed out, or hold the values it was built
+        from (compared bit for bit: an edit in place counts as much as a new
+        array), and while the activations and backend are the same; otherwise a
+        new one is built from a snapshot of them.  An entry is never changed,
+        only replaced whole, so a thread predicting meanwhile keeps a consistent
+        network.
         """
         coefs, intercepts = [np.asarray(c) for c in self.coefs_], [np.asarray(b) for b in self.intercepts_]
         options = self._network_options()
@@ -186,7 +187,7 @@ class _BaseMLP(BaseEstimator):
         if cache is None or not cache.holds(coefs, intercepts, options):
             snapshot = _InferenceNetwork.snapshot(coefs, intercepts)
             network = self._network(snapshot[0][0].dtype, options[2], *snapshot)
-            cache = _InferenceNetwork(*snapshot, options, network, copy=False)
+            cache = _InferenceNetwork(coefs + intercepts, snapshot[0] + snapshot[1], len(coefs), options, network)
             self._net_cache = cache
         return cache.network
 
@@ -195,6 +196,19 @@ class _BaseMLP(BaseEstimator):
         state = dict(state)
         state.pop("_net_cache", None)  # device memory; rebuilt from coefs_ on first use
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if "coefs_" not in state:
+            return
+        # A network on a host backend is built now, so that coefs_ become views of its parameters (predictions
+        # then compare nothing); device memory waits for the first prediction, as do weights no network takes.
+        try:
+            backend = get_backend(self.backend)
+            if _in_host_memory(backend, backend.empty(0, np.float32)):
+                self._store(self._network(np.asarray(self.coefs_[0]).dtype, backend))
+        except (RuntimeError, ValueError):
+            pass
 
     # --------------------------------------------------------------- fitting
     def _initialize(self, y: np.ndarray, layer_units: list[int], dtype: np.dtype) -> None:
@@ -533,15 +547,30 @@ class StochasticRun:
 
 
 class _InferenceNetwork:
-    """A network kept for predictions, with private read-only copies of the weights it was built from and the
-    options (activations, backend) it was built with.  Never changed once made."""
+    """A network kept for predictions, with what an estimator's ``coefs_`` + ``intercepts_`` held when it was made
+    (``held``) and, per array, a read-only copy of its values then, or None where the array is a view of the
+    network's own parameters in host memory (it cannot differ from them).  Never changed once made."""
 
-    __slots__ = ("coefs", "intercepts", "options", "network")
+    __slots__ = ("held", "copies", "n_coefs", "options", "network")
 
-    def __init__(self, coefs: list, intercepts: list, options: tuple, network: MLP, copy: bool = True) -> None:
-        if copy:
-            coefs, intercepts = self.snapshot(coefs, intercepts)
-        self.coefs, self.intercepts, self.options, self.network = coefs, intercepts, options, network
+    def __init__(self, held: list, copies: list, n_coefs: int, options: tuple, network: MLP) -> None:
+        self.held, self.copies, self.n_coefs = tuple(held), tuple(copies), n_coefs
+        self.options, self.network = options, network
+
+    @classmethod
+    def serving(cls, model: MLP, options: tuple) -> tuple[list, list, "_InferenceNetwork"]:
+        """``(coefs, intercepts, entry)`` for a network that now serves the predictions: views of its parameters
+        where they are host memory, else host copies (with read-only copies of their values in the entry)."""
+        if _in_host_memory(model.backend, model.params):
+            Ws, bs = model.parameter_views()
+            coefs, intercepts = [W.view() for W in Ws], [b.view() for b in bs]  # the network's own views stay its
+            if all(a.base is model.params for a in chain(coefs, intercepts)):
+                return coefs, intercepts, cls(coefs + intercepts, [None] * (len(Ws) + len(bs)), len(Ws), options,
+                                              model)
+        weights = model.get_weights()
+        coefs, intercepts = [W for W, _ in weights], [b for _, b in weights]
+        frozen = cls.snapshot(coefs, intercepts)
+        return coefs, intercepts, cls(coefs + intercepts, frozen[0] + frozen[1], len(coefs), options, model)
 
     @staticmethod
     def snapshot(coefs: list, intercepts: list) -> tuple[tuple, tuple]:
@@ -554,11 +583,33 @@ class _InferenceNetwork:
         return tuple(frozen(c) for c in coefs), tuple(frozen(b) for b in intercepts)
 
     def holds(self, coefs: list, intercepts: list, options: tuple) -> bool:
-        """Whether ``coefs``/``intercepts`` (arrays) hold exactly this entry's values, dtypes and shapes, and
-        ``options`` are its own."""
-        return (len(coefs) == len(self.coefs) and len(intercepts) == len(self.intercepts)
-                and all(a == b for a, b in zip(options, self.options))
-                and all(_same_bits(a, b) for a, b in zip(chain(coefs, intercepts), chain(self.coefs, self.intercepts))))
+        """Whether ``coefs``/``intercepts`` (arrays) hold exactly the network's weights (dtypes, shapes, values)
+        and ``options`` are its own."""
+        if len(coefs) != self.n_coefs or len(coefs) + len(intercepts) != len(self.held):
+            return False
+        if not all(a == b for a, b in zip(options, self.options)):
+            return False
+        net = self.network
+        for i, (a, held, copy) in enumerate(zip(chain(coefs, intercepts), self.held, self.copies)):
+            if copy is not None:
+                if not _same_bits(a, copy):
+                    return False
+            # a view of the network's parameters, unless replaced, reshaped or retyped in place, or a copy of it
+            # (copy.deepcopy copies the views into arrays of their own)
+            elif a is not held or a.base is not net.params or a.dtype != net.dtype or a.shape != _weight_shape(net, i):
+                return False
+        return True
+
+
+def _weight_shape(net: MLP, i: int) -> tuple:
+    """The shape of the ``i``-th array of ``coefs_ + intercepts_`` for ``net``."""
+    sizes = net.layer_sizes
+    return (sizes[i], sizes[i + 1]) if i < net.n_layers else (sizes[i - net.n_layers + 1],)
+
+
+def _in_host_memory(backend: Backend, a: Any) -> bool:
+    """Whether ``a``, an array of ``backend``, is host memory (the backend's host view of it is itself)."""
+    return backend.to_numpy(a) is a
 
 
 def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:

@@ -203,14 +203,19 @@ def test_search_best_estimator_in_threads_is_serial(digits):
     _assert_threads_match_serial(lambda t, i: (lambda xb=_rows(X, t, i): search.predict(xb)))
 
 
-def test_classifier_rebuilding_after_an_edit_in_threads_predicts_the_edit(digits):
-    """Threads that all find the kept network out of date (``coefs_`` edited in place) build their own or take
-    another thread's, never a half-made one: every call gives what a fresh copy of the edited model gives."""
+@pytest.mark.parametrize("edit", ["replaced", "replaced then edited in place"])
+def test_classifier_rebuilding_after_an_edit_in_threads_predicts_the_edit(digits, edit):
+    """Threads that all find the kept network out of date (an array of ``coefs_`` replaced, then maybe edited in
+    place) build their own or take another thread's, never a half-made one: every call gives what a fresh copy
+    of the edited model gives."""
     X = digits[0]
     clf = _quiet_fit(mlp.MLPClassifier(hidden_layer_sizes=(64,), max_iter=2, random_state=0, backend="numpy"),
                      X, digits[1])
     clf.predict(X[:5])
-    clf.coefs_[0][:, :8] *= -1.0
+    clf.coefs_[0] = clf.coefs_[0] * -1.0
+    if edit != "replaced":
+        clf.predict(X[:5])  # the kept network now holds a copy of the replaced array's values ...
+        clf.coefs_[0][:, :8] *= -1.0  # ... which this edit no longer matches
     fresh = pickle.loads(pickle.dumps(clf))  # built from the edited coefs_
     calls = [[(lambda xb=_rows(X, t, i): clf.predict_proba(xb)) for i in range(CALLS_PER_THREAD)]
              for t in range(N_THREADS)]
