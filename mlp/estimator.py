@@ -194,7 +194,7 @@ class _BaseMLP(BaseEstimator):
     def __getstate__(self) -> dict:
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
         state = dict(state)
-        state.pop("_net_cache", None)  # device memory; rebuilt from coefs_ on first use
+        state.pop("_net_cache", None)  # may hold device memory; rebuilt from coefs_ (see __setstate__)
         return state
 
     def __setstate__(self, state: dict) -> None:
