@@ -426,6 +426,33 @@ def _search_section(df: pd.DataFrame) -> list[str]:
             "that padding hidden sizes, instead of one stack per shape, would compute.", ""]
 
 
+def _predict_section(df: pd.DataFrame) -> list[str]:
+    """Prediction with per-call buffers and the check of coefs_, each beside its baseline timed in turns with it."""
+    rows = select(df, suite="predict")
+    if rows.empty:
+        return []
+    mlp_rows = select(rows, op="mlp_predict_proba")
+    est = select(rows, op="estimator_predict_proba")
+    table = pd.DataFrame({"model": mlp_rows["layers"] + " " + mlp_rows["dtype"], "rows": mlp_rows["rows"].map(fmt_int),
+                          "MLP.predict_proba": mlp_rows["seconds"].map(fmt_time),
+                          "/ kept workspace": mlp_rows["paired_ratio"].map(fmt_x)})
+    key = ["group", "rows"]
+    for kept, label in (("views", "coefs_ views"), ("copies", "coefs_ assigned")):
+        part = select(est, kept=kept)[[*key, "seconds", "paired_ratio"]]
+        part = part.rename(columns={"seconds": f"MLPClassifier ({label})", "paired_ratio": f"/ before ({label})"})
+        table = table.join(mlp_rows[key].merge(part, on=key, how="left").drop(columns=key).set_axis(table.index))
+    for column in table.columns[4:]:
+        table[column] = table[column].map(fmt_time if column.startswith("MLPClassifier") else fmt_x)
+    return ["## Prediction: buffers per call, coefs_ checked per call", "", markdown(table, "lrrrrrrr"), "",
+            "`predict_proba` of a fitted `mlp.MLPClassifier` on the NumPy backend, one BLAS thread: digits "
+            "(64-100-10, float64) and the reference network (float32). `MLP.predict_proba` makes its buffers on "
+            "every call; its baseline is the same model given a workspace kept per batch size. The estimator also "
+            "checks `coefs_`/`intercepts_` on every call: fitted, they are views of the kept network's parameters "
+            "(only their identity is checked); assigned arrays of the user's are compared with the network's "
+            "weights. Its baseline predicts as before: kept workspaces, the kept network found by the arrays' "
+            "identity. Ratios are medians over pairs of rounds timed in turns (subject / baseline).", ""]
+
+
 def _launch_section(df: pd.DataFrame) -> list[str]:
     launches = select(df, suite="launch", op="launch")
     if launches.empty:
@@ -580,6 +607,7 @@ def render(df: pd.DataFrame, env: dict[str, Any], title: str, plots: list[str] |
     lines += _figures(["scaling.png"], shown)
     lines += _sklearn_section(df)
     lines += _search_section(df)
+    lines += _predict_section(df)
     lines += _launch_section(df)
     lines += _absent_section(env) + _methodology(env)
     return "\n".join(lines).rstrip() + "\n"

@@ -42,6 +42,10 @@ module            kernels and their NumPy twin (``mlp.backends.numpy_backend``)
 ``_launch``       configured-launch cache, placeholder arrays, grid sizing
 ================  ==============================================================
 
+``_compile_cache`` is the decorator every compiled function goes through
+(these kernels and the NumPy backend's loops): Numba's disk cache where it
+can write, compilation in memory with one warning where it cannot.
+
 Every launcher returns the number of kernel launches it made, which the
 backend adds to its ``launch_count``.  This package never imports ``mlp``:
 data flows from the library down into the kernels only.

@@ -27,11 +27,14 @@ if not hasattr(np, "row_stack"):
 
 from numba import cuda  # noqa: E402
 
+from ._compile_cache import jit_with_disk_cache  # noqa: E402
+
 #: True when kernels run on Numba's CUDA simulator rather than a GPU.
 ON_SIMULATOR: bool = bool(cuda.config.ENABLE_CUDASIM)
 
 #: Numba's on-disk kernel cache (``__pycache__`` beside each module, or
-#: ``NUMBA_CACHE_DIR``).  Set ``MLP_KERNEL_CACHE=0`` to compile afresh.
+#: ``NUMBA_CACHE_DIR``; kernels compile in memory where neither is writable,
+#: see ``_compile_cache``).  Set ``MLP_KERNEL_CACHE=0`` to compile afresh.
 USE_DISK_CACHE: bool = os.environ.get("MLP_KERNEL_CACHE", "1") not in ("0", "")
 
 #: Streaming multiprocessors assumed under the simulator.  Small on purpose:
@@ -75,10 +78,10 @@ def kernel(signature, *, launch_bounds=None):
     at launch (it has a single overload), which trims per-launch overhead.
     The caller must therefore pass exactly the declared types.
     """
-    options = {"cache": USE_DISK_CACHE}
+    options = {}
     if not ON_SIMULATOR and launch_bounds is not None:
         options["launch_bounds"] = launch_bounds
-    jit = cuda.jit(signature, **options)
+    jit = jit_with_disk_cache(cuda.jit, signature, **options) if USE_DISK_CACHE else cuda.jit(signature, **options)
 
     def build(fn):
         global kernels_built

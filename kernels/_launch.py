@@ -4,7 +4,8 @@ Building ``kernel[grid, block, stream]`` allocates a launch-configuration
 object (and Numba warns about small grids while doing so); the launchers here
 build each one once per (kernel, grid, block, stream) and reuse it.  Under the
 simulator ``kernel[grid, block, stream]`` mutates and returns the kernel
-itself, so nothing is cached there.
+itself, so a launch there configures the kernel when it is made, one launch
+at a time.
 
 Nothing here is ever evicted.  A captured CUDA graph replays the kernels and
 the device buffers its launches named, so every cached launch, placeholder
@@ -37,14 +38,40 @@ def stream_key(stream) -> int:
     return 0 if not stream else id(stream)
 
 
+#: One simulated launch at a time (see :class:`_SimulatedLaunch`).
+_simulator_lock = threading.Lock()
+
+
+class _SimulatedLaunch:
+    """A launch configuration under Numba's CUDA simulator, applied when the launch is made.
+
+    The simulator's ``kernel[grid, block, stream]`` sets the grid on the kernel
+    object itself and returns it, so a launch kept for later (the matrix
+    products' recipes keep theirs) would run with whatever grid the kernel was
+    given last; and the simulator runs one kernel at a time, on the calling
+    host thread.  Each call here configures the kernel and runs it under one
+    lock: launches from several host threads then run one after another, as
+    launches on one stream of a GPU do.
+    """
+
+    __slots__ = ("kern", "grid", "block", "stream")
+
+    def __init__(self, kern, grid, block, stream) -> None:
+        self.kern, self.grid, self.block, self.stream = kern, grid, block, stream
+
+    def __call__(self, *args) -> None:
+        with _simulator_lock:
+            self.kern[self.grid, self.block, self.stream](*args)
+
+
 def configured(kern, grid, block, stream=0):
-    """``kern[grid, block, stream]``, built once and reused (not on the simulator).
+    """``kern[grid, block, stream]``, built once and reused (on the simulator: configured at each call).
 
     ``stream`` is 0 (the default stream) or a Numba stream; the cache entry
     holds the kernel and the stream so that the ids in its key stay theirs.
     """
     if ON_SIMULATOR:
-        return kern[grid, block, stream]
+        return _SimulatedLaunch(kern, grid, block, stream)
     key = (id(kern), grid, block, stream_key(stream))
     entry = _configured.get(key)
     if entry is None:

@@ -159,36 +159,67 @@ class _BaseMLP(BaseEstimator):
             return np.asarray(self.coefs_[0]).dtype
         return np.dtype(X_dtype)
 
-    def _network(self, dtype: np.dtype, backend: Backend) -> MLP:
-        """An :class:`mlp.MLP` holding ``coefs_`` and ``intercepts_``, on ``backend``."""
-        sizes = [np.shape(self.coefs_[0])[0]] + [np.shape(c)[1] for c in self.coefs_]
+    def _network(self, dtype: np.dtype, backend: Backend, coefs: Any = None, intercepts: Any = None) -> MLP:
+        """An :class:`mlp.MLP` holding ``coefs_`` and ``intercepts_`` (or the given lists), on ``backend``."""
+        coefs = self.coefs_ if coefs is None else coefs
+        intercepts = self.intercepts_ if intercepts is None else intercepts
+        sizes = [np.shape(coefs[0])[0]] + [np.shape(c)[1] for c in coefs]
         model = MLP(sizes, dtype=dtype, activation=self.activation, output=self.out_activation_)
-        model.set_weights(list(zip(self.coefs_, self.intercepts_)))
+        model.set_weights(list(zip(coefs, intercepts)))
         return model.to(backend)
 
     def _store(self, model: MLP) -> None:
-        """``coefs_`` and ``intercepts_`` from the network's parameters (host copies); the network then serves
-        the predictions (so that predicting changes nothing of the estimator)."""
-        weights = model.get_weights()
-        self.coefs_ = [W for W, _ in weights]
-        self.intercepts_ = [b for _, b in weights]
-        self._net_cache = (tuple(chain(self.coefs_, self.intercepts_)), model)
+        """``coefs_`` and ``intercepts_`` from the network's parameters; the network then serves the predictions
+        for as long as they hold what it holds (so that predicting changes nothing of the estimator).
+
+        Where the backend keeps the parameters in host memory, ``coefs_`` and ``intercepts_`` are views of them:
+        an edit in place is an edit of the network, and predictions need not compare anything.
+        """
+        self.coefs_, self.intercepts_, self._net_cache = _InferenceNetwork.serving(model, self._network_options())
+
+    def _network_options(self) -> tuple:
+        """What besides the weights shapes the inference network: the activations and the backend."""
+        return self.activation, self.out_activation_, get_backend(self.backend)
 
     def _inference_network(self) -> MLP:
-        """The network predictions run on: built from ``coefs_``/``intercepts_``, kept while they stay the same."""
-        arrays = tuple(chain(self.coefs_, self.intercepts_))
-        cache = getattr(self, "_net_cache", None)
-        if cache is None or len(cache[0]) != len(arrays) or any(a is not b for a, b in zip(cache[0], arrays)):
-            backend = get_backend(self.backend)
-            cache = (arrays, self._network(np.asarray(self.coefs_[0]).dtype, backend))
+        """The network predictions run on: the one built from ``coefs_``/``intercepts_`` as they are now.
+
+        The kept network is reused while ``coefs_`` and ``intercepts_`` are the
+        views of its parameters it handed out, or hold the values it was built
+        from (compared bit for bit: an edit in place counts as much as a new
+        array), and while the activations and backend are the same; otherwise a
+        new one is built from a snapshot of them.  An entry is never changed,
+        only replaced whole, so a thread predicting meanwhile keeps a consistent
+        network.
+        """
+        coefs, intercepts = [np.asarray(c) for c in self.coefs_], [np.asarray(b) for b in self.intercepts_]
+        options = self._network_options()
+        cache = getattr(self, "_net_cache", None)  # read once: another thread may replace it meanwhile
+        if cache is None or not cache.holds(coefs, intercepts, options):
+            snapshot = _InferenceNetwork.snapshot(coefs, intercepts)
+            network = self._network(snapshot[0][0].dtype, options[2], *snapshot)
+            cache = _InferenceNetwork(coefs + intercepts, snapshot[0] + snapshot[1], len(coefs), options, network)
             self._net_cache = cache
-        return cache[1]
+        return cache.network
 
     def __getstate__(self) -> dict:
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
         state = dict(state)
-        state.pop("_net_cache", None)  # device memory; rebuilt from coefs_ on first use
+        state.pop("_net_cache", None)  # may hold device memory; rebuilt from coefs_ (see __setstate__)
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if "coefs_" not in state:
+            return
+        # A network on a host backend is built now, so that coefs_ become views of its parameters (predictions
+        # then compare nothing); device memory waits for the first prediction, as do weights no network takes.
+        try:
+            backend = get_backend(self.backend)
+            if _in_host_memory(backend, backend.empty(0, np.float32)):
+                self._store(self._network(np.asarray(self.coefs_[0]).dtype, backend))
+        except (RuntimeError, ValueError):
+            pass
 
     # --------------------------------------------------------------- fitting
     def _initialize(self, y: np.ndarray, layer_units: list[int], dtype: np.dtype) -> None:
@@ -562,6 +593,83 @@ class StochasticRun(Policy):
         return float(est._score_function(self.y_val, y_pred, sample_weight=self.sw_val))
 
 
+class _InferenceNetwork:
+    """A network kept for predictions, with what an estimator's ``coefs_`` + ``intercepts_`` held when it was made
+    (``held``) and, per array, a read-only copy of its values then, or None where the array is a view of the
+    network's own parameters in host memory (it cannot differ from them).  Never changed once made."""
+
+    __slots__ = ("held", "copies", "n_coefs", "options", "network")
+
+    def __init__(self, held: list, copies: list, n_coefs: int, options: tuple, network: MLP) -> None:
+        self.held, self.copies, self.n_coefs = tuple(held), tuple(copies), n_coefs
+        self.options, self.network = options, network
+
+    @classmethod
+    def serving(cls, model: MLP, options: tuple) -> tuple[list, list, "_InferenceNetwork"]:
+        """``(coefs, intercepts, entry)`` for a network that now serves the predictions: views of its parameters
+        where they are host memory, else host copies (with read-only copies of their values in the entry)."""
+        if _in_host_memory(model.backend, model.params):
+            Ws, bs = model.parameter_views()
+            coefs, intercepts = [W.view() for W in Ws], [b.view() for b in bs]  # the network's own views stay its
+            if all(a.base is model.params for a in chain(coefs, intercepts)):
+                return coefs, intercepts, cls(coefs + intercepts, [None] * (len(Ws) + len(bs)), len(Ws), options,
+                                              model)
+        weights = model.get_weights()
+        coefs, intercepts = [W for W, _ in weights], [b for _, b in weights]
+        frozen = cls.snapshot(coefs, intercepts)
+        return coefs, intercepts, cls(coefs + intercepts, frozen[0] + frozen[1], len(coefs), options, model)
+
+    @staticmethod
+    def snapshot(coefs: list, intercepts: list) -> tuple[tuple, tuple]:
+        """Read-only copies of the arrays, as they are now."""
+        def frozen(a: Any) -> np.ndarray:
+            a = np.array(a, copy=True)
+            a.flags.writeable = False
+            return a
+
+        return tuple(frozen(c) for c in coefs), tuple(frozen(b) for b in intercepts)
+
+    def holds(self, coefs: list, intercepts: list, options: tuple) -> bool:
+        """Whether ``coefs``/``intercepts`` (arrays) hold exactly the network's weights (dtypes, shapes, values)
+        and ``options`` are its own."""
+        if len(coefs) != self.n_coefs or len(coefs) + len(intercepts) != len(self.held):
+            return False
+        if not all(a == b for a, b in zip(options, self.options)):
+            return False
+        net = self.network
+        for i, (a, held, copy) in enumerate(zip(chain(coefs, intercepts), self.held, self.copies)):
+            if copy is not None:
+                if not _same_bits(a, copy):
+                    return False
+            # a view of the network's parameters, unless replaced, reshaped or retyped in place, or a copy of it
+            # (copy.deepcopy copies the views into arrays of their own)
+            elif a is not held or a.base is not net.params or a.dtype != net.dtype or a.shape != _weight_shape(net, i):
+                return False
+        return True
+
+
+def _weight_shape(net: MLP, i: int) -> tuple:
+    """The shape of the ``i``-th array of ``coefs_ + intercepts_`` for ``net``."""
+    sizes = net.layer_sizes
+    return (sizes[i], sizes[i + 1]) if i < net.n_layers else (sizes[i - net.n_layers + 1],)
+
+
+def _in_host_memory(backend: Backend, a: Any) -> bool:
+    """Whether ``a``, an array of ``backend``, is host memory (the backend's host view of it is itself)."""
+    return backend.to_numpy(a) is a
+
+
+def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal dtypes, shapes and values; floats compared by their bits (so -0.0 differs from 0.0 and a NaN is
+    equal to itself), without copying either array."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    if a.dtype.kind == "f" and a.dtype.itemsize in (2, 4, 8):
+        bits = np.dtype(f"u{a.dtype.itemsize}")
+        return bool(np.array_equal(a.view(bits), b.view(bits)))
+    return bool(np.array_equal(a, b))
+
+
 #: fits already made by a stacked engine (mlp.search): each fingerprint's outcomes, in order; see _adopt_prefitted
 _PREFITTED: contextvars.ContextVar[dict | None] = contextvars.ContextVar("mlp_prefitted", default=None)
 _SERVED = object()  # the table's key counting the fits served
@@ -719,10 +827,10 @@ _PARAMS_DOC = """
 
     Attributes
     ----------
-    As scikit-learn's: ``coefs_``, ``intercepts_`` (host arrays; assigning them changes the network),
-    ``n_features_in_``, ``feature_names_in_``, ``n_iter_`` (epochs of the last ``fit``), ``t_`` (samples
-    seen by the solver), ``n_layers_``, ``n_outputs_``, ``out_activation_``, ``loss_``, and for "sgd" and
-    "adam": ``loss_curve_``, ``best_loss_``, ``validation_scores_``, ``best_validation_score_``.
+    As scikit-learn's: ``coefs_``, ``intercepts_`` (host arrays; predictions use their current values, whether
+    edited in place or assigned), ``n_features_in_``, ``feature_names_in_``, ``n_iter_`` (epochs of the last
+    ``fit``), ``t_`` (samples seen by the solver), ``n_layers_``, ``n_outputs_``, ``out_activation_``, ``loss_``,
+    and for "sgd" and "adam": ``loss_curve_``, ``best_loss_``, ``validation_scores_``, ``best_validation_score_``.
 """
 
 

@@ -54,9 +54,10 @@ def _evaluate_on_device(model: MLP, Xd: Any, yd: Any, outputs: np.ndarray | None
     be = model.backend
     stats = be.new_stats()
     n = Xd.shape[0]
+    ws = model.new_workspace(min(n, PREDICT_CHUNK), training=False)  # this call's own: threads may share model
     for start in range(0, n, PREDICT_CHUNK):
         xb = Xd[start:start + PREDICT_CHUNK]
-        logits = model.forward(xb, model._workspace(xb.shape[0]))
+        logits = model.forward(xb, ws.first_rows(xb.shape[0]))
         model.loss_into(logits, yd[start:start + PREDICT_CHUNK], None, stats, 0)
         if outputs is not None:
             outputs[start:start + xb.shape[0]] = output_activation(be.to_numpy(logits), model.output)

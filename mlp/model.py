@@ -84,7 +84,6 @@ class MLP:
         self.set_weights([(rng.standard_normal((k, m)) * np.sqrt(2.0 / k), np.zeros(m)) for k, m in shapes])
         self._grads = None
         self._net_views: tuple | None = None
-        self._workspaces: dict[int, Workspace] = {}
         #: free-form information stored in checkpoints (see :meth:`save`)
         self.metadata: dict = {}
 
@@ -178,7 +177,6 @@ class MLP:
         self._net_views = None
         self._bind_views()
         self._grads = None
-        self._workspaces.clear()
         return self
 
     # ------------------------------------------------------------- weights
@@ -218,11 +216,15 @@ class MLP:
         return self.backend.asarray(check_features(X, self.n_features, self.dtype, name), dtype=self.dtype)
 
     def _logits_chunks(self, X: Any):
-        """Yield ``(start, logits)`` over chunks of validated input ``X`` (an array of the backend)."""
+        """Yield ``(start, logits)`` over chunks of validated input ``X`` (an array of the backend).
+
+        The buffers are this call's own: several threads may predict with one model at once.
+        """
         n = X.shape[0]
+        ws = self.new_workspace(min(n, PREDICT_CHUNK), training=False)
         for start in range(0, n, PREDICT_CHUNK):
             xb = X[start:start + PREDICT_CHUNK]
-            yield start, self.forward(xb, self._workspace(xb.shape[0]))
+            yield start, self.forward(xb, ws.first_rows(xb.shape[0]))
 
     def decision_function(self, X: Any) -> np.ndarray:
         """Logits, shape (N, n_classes), as a host array."""
@@ -256,20 +258,13 @@ class MLP:
         return output_activation(z, self.output)
 
     # ----------------------------------------------------- forward/backward
-    def new_workspace(self, batch: int) -> Workspace:
+    def new_workspace(self, batch: int, training: bool = True) -> Workspace:
         """Buffers for one batch size on the model's backend, owned by the caller (the model's network as a
-        stack of one: every array has a leading axis of 1; ``ws.dlogits[0]`` is the batch's gradient rows)."""
-        return self.networks().new_workspace(batch)
-
-    def _workspace(self, batch: int) -> Workspace:
-        """A cached workspace for inference: a few batch sizes (full chunks, the last one) at most."""
-        ws = self._workspaces.get(batch)
-        if ws is None:
-            ws = self.new_workspace(batch)
-            if len(self._workspaces) >= 4:
-                self._workspaces.pop(next(iter(self._workspaces)))
-            self._workspaces[batch] = ws
-        return ws
+        stack of one: every array has a leading axis of 1; ``ws.dlogits[0]`` is the batch's gradient rows).
+        The training loop keeps its own for as long as it runs, an inference call makes its own
+        (``training=False``: the layers' outputs only).  The model caches none, so that calls from several
+        threads never share one."""
+        return self.networks().new_workspace(batch, training=training)
 
     def forward(self, x: Any, ws: Workspace) -> Any:
         """Logits (B, outputs) of a batch ``x`` (B, inputs), a validated backend array of the model's dtype;
@@ -277,10 +272,16 @@ class MLP:
         backend's unchecked fast path."""
         return self.networks().forward(_one(x), ws)[0]
 
-    def backward(self, x: Any, ws: Workspace) -> Any:
-        """Gradients of the loss into :attr:`grads` (returned), given ``ws.dlogits`` filled by the loss."""
-        self.networks(with_grads=True).backward(_one(x), ws)
-        return self._grads
+    def backward(self, x: Any, ws: Workspace, grads: Any = None) -> Any:
+        """Gradients of the loss into :attr:`grads` (or into ``grads``, a flat buffer laid out like it), given
+        ``ws.dlogits`` filled by the loss; returns the buffer written."""
+        if grads is None:
+            self.networks(with_grads=True).backward(_one(x), ws)
+            return self._grads
+        P = self.n_params
+        Networks(self.backend, self.layer_sizes, self._act, self.output, self.dtype, self._params.reshape(1, P),
+                 grads.reshape(1, P)).backward(_one(x), ws)
+        return grads
 
     def check_targets(self, y: Any, n_samples: int, name: str = "y") -> np.ndarray:
         """``y`` validated for this model's loss: int64 labels (softmax) or ``(n, n_outputs)`` real targets."""
@@ -306,17 +307,18 @@ class MLP:
         """Mean loss of ``(X, y)`` (see :attr:`loss`) and its gradient per layer ``(dW, db)`` as host arrays.
 
         The data term only: L2 weight decay belongs to the optimizer.  Useful for
-        gradient checks and for custom training loops.
+        gradient checks and for custom training loops.  Every buffer is the call's
+        own (:attr:`grads` is left alone), so threads may call it at once.
         """
         Xd = self._as_input(X)
         targets = self.backend.asarray(self.check_targets(y, Xd.shape[0]))
-        ws = self._workspace(Xd.shape[0])
+        ws = self.new_workspace(Xd.shape[0])
         logits = self.forward(Xd, ws)
         stats = self.backend.new_stats()
         self.loss_into(logits, targets, ws.dlogits[0], stats, 0)
         loss = float(self.backend.to_numpy(stats)[0]) / Xd.shape[0]
-        self.backward(Xd, ws)
-        host = np.array(self.backend.to_numpy(self._grads), copy=True)
+        grads = self.backward(Xd, ws, self.backend.empty(self.n_params, self.dtype))
+        host = np.array(self.backend.to_numpy(grads), copy=True)
         Ws, bs = self._views(host)
         return loss, [(W.copy(), b.copy()) for W, b in zip(Ws, bs)]
 

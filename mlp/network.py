@@ -32,6 +32,11 @@ class Workspace:
     grads_in: list = field(default_factory=list)
     dlogits: Any = None
 
+    def first_rows(self, rows: int) -> "Workspace":
+        """Views of every buffer's first ``rows`` rows of each model's batch (for a last, shorter chunk)."""
+        return Workspace([a[:, :rows] for a in self.acts], [g[:, :rows] for g in self.grads_in],
+                         None if self.dlogits is None else self.dlogits[:, :rows])
+
 
 class Networks:
     """``M`` networks of one shape (layer sizes, hidden activation code, output, dtype) on ``backend``.
@@ -79,9 +84,12 @@ class Networks:
         """Host copy of the parameters, (M, P)."""
         return np.array(self.backend.to_numpy(self.params), copy=True)
 
-    def new_workspace(self, batch: int, models: int | None = None) -> Workspace:
-        """Buffers for batches of ``batch`` rows of ``models`` networks (default: all of them)."""
-        be, dt, M = self.backend, self.dtype, self.M if models is None else int(models)
+    def new_workspace(self, batch: int, training: bool = True) -> Workspace:
+        """Buffers for batches of ``batch`` rows of every network (``training=False``: the layers' outputs only,
+        for a forward pass)."""
+        be, dt, M = self.backend, self.dtype, self.M
+        if not training:
+            return Workspace(acts=[be.empty((M, batch, n), dt) for n in self.layer_sizes[1:]])
         return Workspace(acts=[be.empty((M, batch, n), dt) for n in self.layer_sizes[1:]],
                          grads_in=[be.empty((M, batch, n), dt) for n in self.layer_sizes[1:-1]],
                          dlogits=be.empty((M, batch, self.layer_sizes[-1]), dt))

@@ -591,3 +591,24 @@ def test_gpu_session_collect_tabulates_the_training_rows(tmp_path):
     text = re.sub(" +", " ", (into / "training.md").read_text())
     assert "| 128 | mlp-graphs | 35.00 ms | 1.01× | 100 | 5628 | 5 |" in text
     assert "PyTorch CUDA graphs need a GPU" in text and (into / "session.json").is_file()
+
+
+def test_the_prediction_section_pairs_each_row_with_its_baseline():
+    def row(op, group, rows, seconds, ratio, **extra):
+        return _bench(f"test_{op}[{group}-{rows}]", seconds, suite="predict", op=op, impl="mlp-numpy", device="cpu",
+                      group=group, rows=rows, layers={"digits": "64-100-10"}.get(group, "784-512-256-10"),
+                      dtype="float64" if group == "digits" else "float32", paired_ratio=ratio, **extra)
+
+    doc = {"benchmarks": [
+        row("mlp_predict_proba", "digits", 1, 30e-6, 1.04), row("mlp_predict_proba", "reference", 1, 120e-6, 0.97),
+        row("estimator_predict_proba", "digits", 1, 300e-6, 1.05, kept="views"),
+        row("estimator_predict_proba", "digits", 1, 350e-6, 1.31, kept="copies"),
+        row("estimator_predict_proba", "reference", 1, 500e-6, 1.08, kept="views"),
+        row("estimator_predict_proba", "reference", 1, 1.5e-3, 2.34, kept="copies")]}
+    text = "\n".join(report._predict_section(frame.frame(doc)))
+    digits = next(line for line in text.splitlines() if line.startswith("| 64-100-10 float64"))
+    reference = next(line for line in text.splitlines() if line.startswith("| 784-512-256-10 float32"))
+    assert [c.strip() for c in digits.split("|")[2:-1]] == ["1", "30.0 µs", "1.04×", "300.0 µs", "1.05×",
+                                                              "350.0 µs", "1.31×"]
+    assert reference.split("|")[-2].strip() == "2.34×" and "1.50 ms" in reference
+    assert report._predict_section(frame.frame({"benchmarks": []})) == []

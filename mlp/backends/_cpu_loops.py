@@ -17,10 +17,12 @@ import math
 import numpy as np
 from numba import njit
 
+from mlp.kernels._compile_cache import jit_with_disk_cache
+
 from ._cpu_losses import add_stats, batch_scales
 from .base import ACTIVATIONS
 
-_jit = njit(cache=True, nogil=True, error_model="numpy")
+_jit = jit_with_disk_cache(njit, nogil=True, error_model="numpy")
 
 
 # Activation codes (indices of ACTIVATIONS), as the kernels number them too.

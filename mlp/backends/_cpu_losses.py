@@ -23,9 +23,11 @@ import math
 import numpy as np
 from numba import njit
 
+from mlp.kernels._compile_cache import jit_with_disk_cache
+
 from .base import STATS_CORRECT, STATS_FIRST_NONFINITE_STEP, STATS_LOSS_SUM
 
-_jit = njit(cache=True, nogil=True, error_model="numpy")
+_jit = jit_with_disk_cache(njit, nogil=True, error_model="numpy")
 
 
 @_jit

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from numba import njit
 
+from mlp.kernels._compile_cache import jit_with_disk_cache
 from ..kernels.scalars import (ADAM_BC2_SQRT, ADAM_BETA2, ADAM_DECAY_FACTOR, ADAM_EPS, ADAM_ONE_MINUS_BETA1,
                                ADAM_ONE_MINUS_BETA2, ADAM_STEP_SIZE, ADAM_WEIGHT_DECAY, RMSPROP_ALPHA, RMSPROP_EPS,
                                RMSPROP_LR, RMSPROP_MOMENTUM, RMSPROP_ONE_MINUS_ALPHA, RMSPROP_WEIGHT_DECAY,
@@ -18,7 +19,7 @@ from ..kernels.scalars import (ADAM_BC2_SQRT, ADAM_BETA2, ADAM_DECAY_FACTOR, ADA
 from . import _cpu_loops as loops
 from . import _cpu_losses as losses
 
-_jit = njit(cache=True, nogil=True, error_model="numpy")
+_jit = jit_with_disk_cache(njit, nogil=True, error_model="numpy")
 
 
 # counts (M,) int64: model m's batch is its first counts[m] rows; active (M,) bool: the models that train.
