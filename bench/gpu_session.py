@@ -323,8 +323,8 @@ def part_training(work: Path, backend: str = "cuda", tiny: bool = False, seconds
         from bench._peers import TorchGraphTrainer, TorchTrainer
 
         device = "cuda" if backend == "cuda" and torch.cuda.is_available() else "cpu"
-    except ImportError as exc:
-        torch, device = None, f"absent ({exc})"
+    except ImportError as exc:  # each PyTorch row is recorded absent, with the reason, as the stacks part does
+        torch, device = None, f"PyTorch is not installed ({exc})"
 
     def mlp_row(batch: int, graphs: bool) -> dict[str, Any]:
         model = mlp.MLP(layers, seed=0)

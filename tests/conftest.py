@@ -57,6 +57,27 @@ def cuda():
         pytest.skip(str(exc))
 
 
+@pytest.fixture(scope="session")
+def torch():
+    """PyTorch, an optional peer; the test is skipped, saying why, where it is not installed.
+
+    Every test that uses PyTorch takes this fixture (never a module-level skip), and is marked
+    ``needs_torch`` by :func:`pytest_collection_modifyitems`, so ``pytest -m needs_torch`` runs exactly those.
+    """
+    return pytest.importorskip("torch", reason="PyTorch is not installed (pip install torch); this test needs it")
+
+
+#: the optional peers a test reaches through a fixture of this file, and the marker each adds
+PEER_MARKERS = {"torch": "needs_torch"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for fixture, marker in PEER_MARKERS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(marker)
+
+
 @pytest.fixture
 def rng(request):
     """A fresh random stream per test, reproducible from the test's name."""

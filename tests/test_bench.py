@@ -417,15 +417,16 @@ def test_gpu_session_kills_a_silent_part_on_time(tmp_path, monkeypatch):
 
 
 def test_gpu_session_all_on_numpy_with_a_tiny_network(tmp_path, monkeypatch):
-    """The whole session through its command line, on the NumPy backend with a tiny network, where pooch and
-    platformdirs cannot be imported (as on the GPU machine): every part that can run here runs, and what
-    comes back is at most 8 files, each under 16 MiB, the tests' output in the session's log beside the JUnit
-    XML; the stacks part measures every row it can here, and ``collect`` tabulates them."""
+    """The whole session through its command line, on the NumPy backend with a tiny network, where pooch,
+    platformdirs and PyTorch cannot be imported (as on a GPU machine without them, whether or not this one
+    has them): every part that can run here runs, and what comes back is at most 8 files, each under 16 MiB,
+    the tests' output in the session's log beside the JUnit XML; the stacks part measures every row it can
+    here, each PyTorch row is recorded absent with the reason, and ``collect`` tabulates them."""
     from bench import gpu_session
 
     blockers = tmp_path / "blockers"
     blockers.mkdir()
-    for name in ("pooch", "platformdirs"):
+    for name in ("pooch", "platformdirs", "torch"):
         (blockers / f"{name}.py").write_text(f"raise ImportError('{name} is not installed here')\n")
     monkeypatch.setenv("PYTHONPATH", str(blockers))
     monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:platformdirs")  # its pytest plugin, absent with it
@@ -448,6 +449,9 @@ def test_gpu_session_all_on_numpy_with_a_tiny_network(tmp_path, monkeypatch):
     for key in ("mlp-graphs-b128", "mlp-eager-b1024"):
         row = training["rows"][key]
         assert len(row["epoch_seconds"]) == training["epochs"] and row["steps_per_epoch"] >= 1
+    no_torch = "PyTorch is not installed (torch is not installed here)"
+    assert {k: r for k, r in training["rows"].items() if k.startswith("torch")} == {
+        f"torch-{kind}-b{b}": {"absent": no_torch} for kind in ("eager", "graphs") for b in (128, 1024)}
     assert json.loads((out / "info.json").read_text())["device"]["backend"] == "numpy"
     import numpy as np
 
@@ -456,9 +460,10 @@ def test_gpu_session_all_on_numpy_with_a_tiny_network(tmp_path, monkeypatch):
     assert search["mlp"]["seconds"] > 0 and search["sklearn"]["seconds"] > 0 and search["sklearn_over_mlp"] > 0
     assert search["mlp"]["n_iter"] == search["config"]["epochs"] == 2 and search["sklearn"]["n_jobs"] == -1
     assert 0 <= search["sklearn"]["best_agrees"] <= 1
-    for row in (stacks["torch_func"]["mlp"], stacks["torch_func"]["torch-func"], stacks["padding"]["padded"]):
+    for row in (stacks["torch_func"]["mlp"], stacks["padding"]["padded"]):
         assert row["median_s"] > 0 and len(row["epoch_seconds"]) == 2 and np.isfinite(row["mean_loss_last_epoch"])
-    assert stacks["torch_func"]["torch-func"]["device"] == "cpu" and stacks["torch_func"]["torch_func_over_mlp"] > 0
+    assert stacks["torch_func"]["torch-func"] == {"absent": no_torch}
+    assert stacks["torch_func"]["torch_func_over_mlp"] is None
     assert stacks["torch_func"]["torch-compile"] == {"skipped": "not in a tiny run"}
     grouped = stacks["padding"]["grouped"]
     assert [s["layers"][1] for s in grouped["stacks"]] == stacks["padding"]["config"]["hidden"]
@@ -466,6 +471,34 @@ def test_gpu_session_all_on_numpy_with_a_tiny_network(tmp_path, monkeypatch):
     assert gpu_session.main(["collect", str(out), "--into", str(tmp_path / "record")]) == 0
     table = (tmp_path / "record" / "stacks.md").read_text()
     assert "mlp.GridSearchCV, backend numpy" in table and "not in a tiny run" in table
+    assert re.search(r"\| torch\.func +\| +— \|.*\| " + re.escape(no_torch), table)
+    training_table = (tmp_path / "record" / "training.md").read_text()
+    assert len(re.findall(r"\| torch-(eager|graphs) +\| +— \|.*\| " + re.escape(no_torch), training_table)) == 4
+
+
+def test_gpu_session_torch_rows_on_the_cpu(torch, tmp_path):
+    """With PyTorch installed, the training part's PyTorch eager rows and the stacks part's ``torch.func`` row
+    are measured on the CPU (run here in this process, on the NumPy backend, tiny); PyTorch's CUDA graphs are
+    recorded absent for want of a GPU."""
+    import numpy as np
+
+    from bench import gpu_session, gpu_stacks
+
+    assert gpu_session.part_training(tmp_path, backend="numpy", tiny=True) == 0
+    training = json.loads((tmp_path / "training.json").read_text())
+    for b in (128, 1024):
+        row = training["rows"][f"torch-eager-b{b}"]
+        assert row["median_s"] > 0 and len(row["epoch_seconds"]) == training["epochs"], row
+        assert row["device"] == "cpu" and row["torch"] == torch.__version__
+        assert training["rows"][f"torch-graphs-b{b}"] == {"absent": "PyTorch CUDA graphs need a GPU"}
+
+    sizes = gpu_stacks.TINY_STACK
+    rng = np.random.default_rng(0)
+    X = rng.random((sizes.samples, sizes.layers[0]), dtype=np.float32)
+    y = rng.integers(0, sizes.layers[-1], size=sizes.samples, dtype=np.int64)
+    row = gpu_stacks.torch_func_epochs(sizes, X, y, "numpy", deadline=float("inf"))
+    assert row["median_s"] > 0 and len(row["epoch_seconds"]) == sizes.epochs, row
+    assert np.isfinite(row["mean_loss_last_epoch"]) and row["device"] == "cpu" and row["models"] == sizes.models
 
 
 # bench_search's suite marks are registered by bench/conftest.py, which this run does not load

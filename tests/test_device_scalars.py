@@ -117,8 +117,7 @@ def test_staged_scalars_match_the_host_formulas_step_by_step(backend, name):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_staged_scalars_match_pytorch_step_by_step(name):
-    torch = pytest.importorskip("torch", reason="PyTorch is not installed; the comparison needs it")
+def test_staged_scalars_match_pytorch_step_by_step(torch, name):
     be = _backend("cuda")
     cfg = dict(CASES[name])
     p0, grads = _inputs(seed=1)

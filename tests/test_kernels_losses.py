@@ -356,14 +356,11 @@ def test_no_loss_kernel_spills_to_local_memory(dtype):
 
 
 # ----------------------------------------------- the twins against PyTorch
-torch = pytest.importorskip("torch")
-
-
 def _torch_weighted_mean(per_row, w):
     return (per_row * w).sum() / w.sum()
 
 
-def _torch_loss(loss, z, t):
+def _torch_loss(torch, loss, z, t):
     """Per-row losses from PyTorch's functions."""
     F = torch.nn.functional
     if loss == "logistic":
@@ -377,13 +374,13 @@ def _torch_loss(loss, z, t):
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("c", [1, 3, 10])
 @pytest.mark.parametrize("loss", LOSSES)
-def test_twins_match_pytorch(rng, loss, c, weighted):
+def test_twins_match_pytorch(torch, rng, loss, c, weighted):
     n = 37
     z, t = _inputs(rng, loss, n, c, F64)
     w = _weights(rng, n, F64) if weighted else np.ones(n)
     dz, st = _twin(loss, z, t, w if weighted else None)
     zt = torch.tensor(z, requires_grad=True)
-    mean = _torch_weighted_mean(_torch_loss(loss, zt, torch.tensor(t)), torch.tensor(w))
+    mean = _torch_weighted_mean(_torch_loss(torch, loss, zt, torch.tensor(t)), torch.tensor(w))
     mean.backward()
     grad = zt.grad.numpy()
     if loss == "squared_error":
@@ -396,7 +393,7 @@ def test_twins_match_pytorch(rng, loss, c, weighted):
 
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("c", [1, 3, 10])
-def test_softmax_twin_matches_pytorch(rng, c, weighted):
+def test_softmax_twin_matches_pytorch(torch, rng, c, weighted):
     n = 37
     x = rng.standard_normal((n, c)) * 3
     labels = rng.integers(0, c, n).astype(np.int64)

@@ -74,8 +74,7 @@ CASES = {
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_matches_pytorch_after_20_steps(case, dtype):
-    torch = pytest.importorskip("torch", reason="PyTorch is not installed; the comparison needs it")
+def test_matches_pytorch_after_20_steps(torch, case, dtype):
     torch.use_deterministic_algorithms(True)
     make_ours, make_theirs, wd = CASES[case]
     layers = (20, 16, 8, 3)
@@ -95,8 +94,7 @@ def test_matches_pytorch_after_20_steps(case, dtype):
     assert moved > 1e-4  # the parameters did change: the comparison is not vacuous
 
 
-def test_reference_network_adam_float32_matches_pytorch():
-    torch = pytest.importorskip("torch", reason="PyTorch is not installed; the comparison needs it")
+def test_reference_network_adam_float32_matches_pytorch(torch):
     layers = (784, 512, 256, 10)
     X, y = _data(784, 10, seed=1)
     X = np.abs(X) / 4  # pixel-like inputs
