@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .backends import Backend
-from .backends.base import GraphCaptureError
+from .backends.base import CSRMatrix, GraphCaptureError
 from .model import MLP
 from .optim import Optimizer
 
@@ -108,7 +108,8 @@ class TrainingLoop:
 
     def __init__(self, model: MLP, optimizer: Optimizer, backend: Backend, X: Any, y: Any, batch_size: int,
                  cuda_graphs: bool = False, weights: Any = None, l2_penalty: bool = False) -> None:
-        """``y``: int64 labels (n,) for a softmax output, else real targets (n, n_outputs) of the model's dtype;
+        """``X``: (n, features) of the model's dtype, or a :class:`~mlp.backends.base.CSRMatrix` of the backend
+        (sparse X); ``y``: int64 labels (n,) for a softmax output, else real targets (n, n_outputs) of the model's dtype;
         ``weights``: per-sample weights (n,) of the model's dtype, or None.  With ``l2_penalty`` every step
         adds ``scale * ||W||^2`` (the weights before its update; scale staged per step by
         :meth:`begin_epoch`) to the loss statistics: scikit-learn's L2 term of the loss."""
@@ -124,7 +125,12 @@ class TrainingLoop:
         # the buffer each epoch updates every batch's indices in place.
         self.batch_idx = [self.perm[s * B:min(n, (s + 1) * B)] for s in range(self.steps)]
         sizes = sorted({B, n - (self.steps - 1) * B})
-        self.batch_x = {b: be.empty((b, model.n_features), model.dtype) for b in sizes}
+        if isinstance(X, CSRMatrix):  # sparse X: each batch's rows gathered as a CSR batch of the backend
+            self.batch_x = {b: be.new_csr_batch(X, b) for b in sizes}
+            self._take_x = be._take_rows_csr
+        else:
+            self.batch_x = {b: be.empty((b, model.n_features), model.dtype) for b in sizes}
+            self._take_x = be._take_rows
         self.batch_y = {b: be.empty((b, *y.shape[1:]), y.dtype) for b in sizes}
         self.batch_w = None if weights is None else {b: be.empty((b,), weights.dtype) for b in sizes}
         self.penalty = be.zeros(self.steps, model.dtype) if l2_penalty else None
@@ -150,7 +156,7 @@ class TrainingLoop:
         idx = self.batch_idx[i]
         b = idx.shape[0]
         xb, yb, ws = self.batch_x[b], self.batch_y[b], self.workspaces[b]
-        be._take_rows(self.X, idx, xb)
+        self._take_x(self.X, idx, xb)
         be._take_rows(self.y, idx, yb)
         wb = None
         if self.batch_w is not None:

@@ -12,7 +12,8 @@ import numpy as np
 from ._validation import (check_features, check_float_dtype, check_int, check_labels, check_layer_sizes,
                           check_targets, describe)
 from .backends import Backend, get_backend
-from .backends.base import ACTIVATIONS, activation_code
+from . import sparse
+from .backends.base import ACTIVATIONS, CSRMatrix, activation_code
 from .checkpoint import read_archive, save_model
 from .checkpoint import CHECKPOINT_FORMAT, atomic_write_bytes  # noqa: F401  (importable from here, as before)
 
@@ -216,6 +217,8 @@ class MLP:
 
     # ---------------------------------------------------------- inference
     def _as_input(self, X: Any, name: str = "X") -> Any:
+        if isinstance(X, CSRMatrix) or sparse.is_sparse(X):  # stays sparse: a CSRMatrix of the backend
+            return sparse.check_features(self.backend, X, self.n_features, self.dtype, name)
         if self.backend.is_array(X) and not isinstance(X, np.ndarray):
             shape = tuple(X.shape)
             if len(shape) != 2 or shape[1] != self.n_features or np.dtype(X.dtype) != self.dtype:
@@ -226,6 +229,10 @@ class MLP:
 
     def _logits_chunks(self, X: Any):
         """Yield ``(start, logits)`` over chunks of validated input ``X`` (an array of the backend)."""
+        if isinstance(X, CSRMatrix):  # each chunk's rows gathered as a CSR batch of the backend
+            for start, xb in sparse.row_batches(self.backend, X, PREDICT_CHUNK):
+                yield start, self.forward(xb, self._workspace(xb.shape[0]))
+            return
         n = X.shape[0]
         for start in range(0, n, PREDICT_CHUNK):
             xb = X[start:start + PREDICT_CHUNK]
@@ -284,13 +291,14 @@ class MLP:
         return ws
 
     def forward(self, x: Any, ws: _Workspace) -> Any:
-        """Logits of a batch ``x`` (a validated backend array of the model's dtype); every layer's output
-        is kept in ``ws`` for backward.  Calls the backend's unchecked fast path."""
+        """Logits of a batch ``x`` (a validated backend array of the model's dtype, or a CSR batch of the
+        backend); every layer's output is kept in ``ws`` for backward.  Calls the backend's unchecked fast path."""
         be = self.backend
         last = self.n_layers - 1
         a = x
         for i in range(self.n_layers):
-            be._affine_forward(a, self._W[i], self._b[i], self._act if i < last else 0, ws.acts[i])
+            op = be._csr_affine_forward if i == 0 and isinstance(x, CSRMatrix) else be._affine_forward
+            op(a, self._W[i], self._b[i], self._act if i < last else 0, ws.acts[i])
             a = ws.acts[i]
         return a
 
@@ -305,7 +313,10 @@ class MLP:
             y = ws.acts[i] if i < last else None
             dx = ws.grads_in[i - 1] if i > 0 else None
             # the last layer has no y: no derivative, whatever act says
-            be._affine_backward(dy, x_in, self._W[i], y, dx, self._grad_W[i], self._grad_b[i], act=self._act)
+            if i == 0 and isinstance(x, CSRMatrix):  # a sparse input needs no dx
+                be._csr_affine_backward(dy, x, y, self._grad_W[0], self._grad_b[0], act=self._act)
+            else:
+                be._affine_backward(dy, x_in, self._W[i], y, dx, self._grad_W[i], self._grad_b[i], act=self._act)
             dy = dx
         return self._grads
 
@@ -341,6 +352,8 @@ class MLP:
         gradient checks and for custom training loops.
         """
         Xd = self._as_input(X)
+        if isinstance(Xd, CSRMatrix):
+            Xd = sparse.whole_batch(self.backend, Xd)
         targets = self.backend.asarray(self.check_targets(y, Xd.shape[0]))
         ws = self._workspace(Xd.shape[0])
         logits = self.forward(Xd, ws)

@@ -58,10 +58,11 @@ from .backends import Backend, get_backend
 from .estimator import (_STOCHASTIC_SOLVERS, MLPClassifier, MLPRegressor, StochasticRun, _BaseMLP, _dense,
                         fit_fingerprint, serving_prefitted)
 from .model import MLP
+from .sparse import as_matrix, is_sparse
 from .stack import StackedLoop, StackedNetwork, _optimizer_kind
 
 __all__ = ["GridSearchCV", "RandomizedSearchCV", "MLPEnsembleClassifier", "MLPEnsembleRegressor", "fit_many",
-           "StackSplitWarning"]
+           "StackSplitWarning", "SparseInputWarning"]
 
 
 class StackSplitWarning(UserWarning):
@@ -118,7 +119,11 @@ def fit_many(estimators: Sequence[_BaseMLP], X: Any, y: Any, rows: Sequence[np.n
         raise ValueError(f"max_stack: expected None or an integer >= 1, got {max_stack!r}")
     rows = [np.asarray(r, dtype=np.int64) for r in rows]
     workers = effective_n_jobs(n_jobs)
-    chunks = _plan_chunks(estimators, X, rows, max_stack, workers)
+    if is_sparse(X):
+        X = as_matrix(X)  # CSR once (a CSC X would be indexed by rows for every fit)
+        chunks = _sparse_chunks(estimators, workers)
+    else:
+        chunks = _plan_chunks(estimators, X, rows, max_stack, workers)
     if progress is None:
         progress = sys.stderr.isatty()
     show = bool(progress) and workers == 1  # one bar per chunk, shown where it trains
@@ -133,6 +138,22 @@ def fit_many(estimators: Sequence[_BaseMLP], X: Any, y: Any, rows: Sequence[np.n
         for i, est in zip(chunk, done):
             fitted[i] = est
     return fitted
+
+
+class SparseInputWarning(UserWarning):
+    """Fits of a sparse X train one at a time: a stack's batches are dense."""
+
+
+def _sparse_chunks(estimators: Sequence[_BaseMLP], workers: int) -> list[list[int]]:
+    """A sparse X: every fit trains on its own, batch by batch and never densified (a stack gathers dense
+    batches of every model, so X would be densified); the fits are shared out among the workers.  One
+    warning says so when some fit could otherwise have been stacked."""
+    if any(est.solver in _STOCHASTIC_SOLVERS for est in estimators) and len(estimators) > 1:
+        warnings.warn(f"X is sparse: its {len(estimators)} fits train one at a time, each batch by batch on the "
+                      "sparse rows, instead of as stacks (a stack's batches are dense: X would be densified)",
+                      SparseInputWarning, stacklevel=3)
+    return [list(map(int, c)) for c in np.array_split(np.arange(len(estimators)), min(workers, len(estimators)))
+            if len(c)]
 
 
 def _plan_chunks(estimators: Sequence[_BaseMLP], X: Any, rows: Sequence[np.ndarray], max_stack: int | None,
@@ -184,7 +205,7 @@ def _fit_chunk(estimators: list[_BaseMLP], X: Any, y: Any, rows: list[np.ndarray
     for est, r in zip(estimators, rows):
         Xm, ym = _safe_indexing(X, r), _safe_indexing(y, r)
         swm = None if sample_weight is None else _safe_indexing(np.asarray(sample_weight), r)
-        if est.solver not in _STOCHASTIC_SOLVERS:
+        if est.solver not in _STOCHASTIC_SOLVERS or is_sparse(Xm):  # on its own (see _sparse_chunks)
             est.fit(Xm, ym, sample_weight=swm)
             if bar is not None:
                 bar.update(est.max_iter)
