@@ -29,6 +29,7 @@ SUITES = {
     "launch": "bench_launch.py",
     "sklearn": "bench_sklearn.py",
     "search": "bench_search.py",
+    "sparse": "bench_sparse.py",
 }
 
 
