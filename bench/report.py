@@ -424,8 +424,9 @@ def _sparse_section(df: pd.DataFrame) -> list[str]:
             "*scattered* a few non-zeros at uniform positions with random labels (its accuracy is chance). "
             "*held-out accuracy* (5,000 rows) and *epochs* read mlp / scikit-learn. The time is the median of "
             "rounds of one fit in the benchmark's process, after an untimed fit on a small slice; the peak "
-            "memory is one more fit in a fresh process: the growth of its peak resident memory "
-            "(`ru_maxrss`) over the fit, the data already loaded. One BLAS thread on both sides.", ""]
+            "memory is one more fit in a fresh process: its peak resident memory over what was resident when the "
+            "fit began (Linux's `VmHWM`, reset just before the fit), the data already loaded. One BLAS thread on "
+            "both sides.", ""]
 
 
 _SEARCH_ENGINES = {"mlp-search": "mlp.GridSearchCV (stacked), one process",

@@ -18,7 +18,9 @@ only scores it.  Each stacked model ends with the weights its own fit would
 have, so the results are those of scikit-learn's search over these
 estimators one fit at a time.  Anything the stack cannot train (``lbfgs``,
 an estimator inside a ``Pipeline``) simply trains in the search loop as
-usual.
+usual; the fits of a sparse X train one at a time, each batch by batch on
+the sparse rows (a stack's batches are dense), with one
+:class:`SparseInputWarning`.
 
 ``MLPEnsembleClassifier``/``MLPEnsembleRegressor`` train ``n_estimators``
 copies of a network with different seeds (and bootstrap samples, if asked)
@@ -107,6 +109,8 @@ def fit_many(estimators: Sequence[_BaseMLP], X: Any, y: Any, rows: Sequence[np.n
     with ``n_jobs`` workers (each shape's stack is split so that every worker has one); inside
     ``joblib.parallel_backend("dask")`` they run on a Dask cluster.  ``progress`` shows a bar per stack over
     its models' epochs with the lowest training loss so far (default: on a terminal, without workers).
+    A sparse X (CSR, or converted to CSR once) is never densified: its fits train one at a time, shared out
+    among the workers, with one :class:`SparseInputWarning`.
     """
     estimators = list(estimators)
     if len(rows) != len(estimators):

@@ -62,12 +62,19 @@ def to_backend(backend: Backend, X: Any, dtype: Any) -> Any:
 
 
 def check_features(backend: Backend, X: Any, n_features: int, dtype: Any, name: str = "X") -> CSRMatrix:
-    """A sparse ``X`` (SciPy, or a CSRMatrix of ``backend``) checked as a dense one is (2-D, at least one row,
-    ``n_features`` columns, finite values) and placed on ``backend`` as a CSRMatrix of ``dtype``."""
+    """A sparse ``X`` checked as a dense one is (2-D, at least one row, ``n_features`` columns, finite values)
+    and placed on ``backend`` as a CSRMatrix of ``dtype``.  A CSRMatrix already on the backend (the library's
+    own: the validation rows of a fit, every epoch) is checked for its shape and dtype only, as a device array
+    is."""
     shape = tuple(X.shape)
     if len(shape) != 2 or shape[0] == 0 or shape[1] != n_features:
         raise ValueError(f"{name}: expected a sparse matrix of shape (n_samples >= 1, {n_features}) ({n_features} "
                          f"features: the model's input size), got shape {shape}")
+    if isinstance(X, CSRMatrix):
+        if X.dtype != np.dtype(dtype) or not backend.is_array(X.data):
+            raise ValueError(f"{name}: expected a CSRMatrix of the {backend.name!r} backend and dtype "
+                             f"{np.dtype(dtype)}, got {X!r}")
+        return X
     return backend.csr_asarray(X, dtype)
 
 

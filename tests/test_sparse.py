@@ -180,6 +180,11 @@ def test_mlp_predicts_sparse_rows_chunk_by_chunk(monkeypatch):
     bad.data[0] = np.nan
     with pytest.raises(ValueError, match=r"X: expected finite values, got 1 NaN or infinite entries"):
         model.predict(bad)
+    # the library's own CSRMatrix (a fit's validation rows) is taken as it is, when it fits the model
+    placed = model.backend.csr_asarray(X)
+    np.testing.assert_allclose(model.predict(placed), model.predict(X), rtol=1e-15)
+    with pytest.raises(ValueError, match=r"X: expected a CSRMatrix of the 'numpy' backend and dtype float64"):
+        model.predict(model.backend.csr_asarray(X, np.float32))
 
 
 def test_mlp_loss_and_gradients_of_sparse_rows_are_the_dense_ones():
