@@ -109,7 +109,8 @@ class TrainingLoop:
     def __init__(self, model: MLP, optimizer: Optimizer, backend: Backend, X: Any, y: Any, batch_size: int,
                  cuda_graphs: bool = False, weights: Any = None, l2_penalty: bool = False) -> None:
         """``X``: (n, features) of the model's dtype, or a :class:`~mlp.backends.base.CSRMatrix` of the backend
-        (sparse X); ``y``: int64 labels (n,) for a softmax output, else real targets (n, n_outputs) of the model's dtype;
+        (sparse X); ``y``: int64 labels (n,) for a softmax output, else real targets (n, n_outputs) of the
+        model's dtype;
         ``weights``: per-sample weights (n,) of the model's dtype, or None.  With ``l2_penalty`` every step
         adds ``scale * ||W||^2`` (the weights before its update; scale staged per step by
         :meth:`begin_epoch`) to the loss statistics: scikit-learn's L2 term of the loss."""
