@@ -30,6 +30,7 @@ SUITES = {
     "sklearn": "bench_sklearn.py",
     "search": "bench_search.py",
     "predict": "bench_predict.py",
+    "sparse": "bench_sparse.py",
 }
 
 

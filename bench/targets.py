@@ -29,6 +29,8 @@ _SKLEARN_FIT = "suite == 'sklearn' and op == 'fit'"
 # bench_search.py: one grid search on digits per engine (``impl``); ``group`` is "digits-<dtype>".
 _SEARCH = "suite == 'search' and op == 'search'"
 _STACKED_SEARCH = f"{_SEARCH} and impl == 'mlp-search'"
+# bench_sparse.py: ``group`` is "<data set>-<dtype>"; ``peak_bytes`` the fit's peak memory in a fresh process.
+_SPARSE_FIT = "suite == 'sparse' and op == 'fit'"
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,17 @@ TARGETS: tuple[Target, ...] = (
            "mlp.GridSearchCV(n_jobs=-1)", 10.0, " (goal)"),
           ("sklearn-search-mlp", "sklearn's GridSearchCV(mlp.MLPClassifier), one fit at a time", "mlp-search",
            "mlp.GridSearchCV, one process", 2.0, ""))),
+    *(Target(f"CPU: MLPClassifier.fit on sparse X ({label}), mlp NumPy backend / sklearn's, {what}",
+             subject=f"{_SPARSE_FIT} and impl == 'mlp-numpy' "
+                     f"and group in {[f'{dataset}-{dtype}' for dtype in ('float32', 'float64')]}",
+             reference=f"{_SPARSE_FIT} and impl == 'sklearn'", on=("group",), quantity=quantity, compare="<=",
+             bound=bound, source="bench_sparse.py::test_fit_sparse[mlp-numpy] vs [sklearn] (float64 and float32)",
+             needs=("numpy", "sklearn"), suite="sparse", cpu_only=True,
+             note="worst at {group}: held-out accuracy {score:.3f} vs {score_ref:.3f}, "
+                  "{n_iter:.0f} vs {n_iter_ref:.0f} epochs")
+      for dataset, label in (("tfidf", "TF-IDF-like 20,000 x 100,000, 0.1% non-zero"),
+                             ("scattered", "20,000 x 20,000, 2,000 non-zeros"))
+      for quantity, bound, what in (("seconds", 1.0, "fit time"), ("peak_bytes", 2.0, "peak memory of the fit"))),
     Target("CPU: digits grid search, mlp.GridSearchCV (one process) / its stacked matrix products alone",
            subject=_STACKED_SEARCH, reference="suite == 'search' and op == 'products' and impl == 'stack-products'",
            on=("group",),
@@ -189,6 +202,8 @@ def _figure(quantity: str, value: float) -> str:
         return f"{fmt_num(value)} GFLOP/s"
     if quantity == "gbps":
         return f"{fmt_num(value)} GB/s"
+    if quantity == "peak_bytes":
+        return f"{value / 2**20:,.0f} MiB"
     return fmt_time(value)
 
 

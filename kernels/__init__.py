@@ -36,6 +36,9 @@ module            kernels and their NumPy twin (``mlp.backends.numpy_backend``)
                   ``_adam_step_stacked`` / ``_fill_stacked_stats`` /
                   ``_take_rows_stacked``
 ``gather``        mini-batch row gather -- twin ``_take_rows``
+``sparse``        a batch of sparse (CSR) rows scattered into a dense buffer,
+                  the first layer's input for sparse X -- twin
+                  ``_cpu_sparse.densify_rows``
 ``fill``          fill, dtype-converting copy, ``stats`` reset -- twins
                   ``_fill`` / ``_copy`` / ``_fill_stats``
 ``_config``       compile options, simulator detection, SM count

@@ -27,7 +27,9 @@ backend on the flat parameter vector.
 Deliberate differences, all documented on the classes:
 
 * two parameters of this package's own: ``backend`` and ``dtype``;
-* sparse ``X`` is accepted and densified (the kernels are dense);
+* sparse ``X`` (CSR, or CSC converted once) stays sparse: it is trained on and predicted from batch by
+  batch (on the CPU the first layer's products read the non-zeros; on a GPU each batch is densified
+  on the device), never densified whole (see :mod:`mlp.sparse`);
 * the log-losses are computed from the logits (log-sum-exp, softplus)
   instead of clipping probabilities at machine epsilon, which only changes
   the reported loss of samples predicted wrong with a probability below
@@ -75,6 +77,7 @@ from .backends.base import ACTIVATIONS, STATS_LOSS_SUM
 from .loop import TrainingLoop
 from .runner import EpochPlan, Policy, train
 from .model import MLP, output_activation
+from .sparse import as_matrix, full_batch, is_sparse, to_backend
 from .optim import Optimizer, ScikitAdam, ScikitSGD
 
 try:
@@ -289,7 +292,7 @@ class _BaseMLP(BaseEstimator):
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
         X, y = self._validate_input(X, y, incremental, reset=first_pass)
         dtype = self._params_dtype(X.dtype, first_pass)
-        X = _dense(X, dtype)
+        X = as_matrix(X, dtype)  # a sparse X stays sparse (CSR)
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X, dtype=dtype)
         if y.ndim == 1:
@@ -310,10 +313,10 @@ class _BaseMLP(BaseEstimator):
                         incremental: bool) -> None:
         run = StochasticRun(self, X, y, sample_weight, incremental, model.dtype)
         dev = backend.asarray
-        loop = TrainingLoop.for_model(model, self._optimizer, backend, dev(run.X_train, dtype=model.dtype),
+        loop = TrainingLoop.for_model(model, self._optimizer, backend, to_backend(backend, run.X_train, model.dtype),
                                       dev(run.targets), run.batch_size, cuda_graphs=backend.supports_graphs,
                                       weights=run.sw_train, l2_penalty=self.alpha > 0)
-        X_val = None if run.X_val is None else dev(run.X_val, dtype=model.dtype)
+        X_val = None if run.X_val is None else to_backend(backend, run.X_val, model.dtype)
         try:
             train(loop, [run], validation_X=X_val, interrupt="warn")
         finally:
@@ -374,7 +377,7 @@ class _BaseMLP(BaseEstimator):
         y = np.asarray(y)
         y = y.reshape(-1, 1) if y.ndim == 1 else y
         model = self._network(dtype, get_backend(self.backend))
-        objective = _FullBatchObjective(model, model.backend, _dense(X, dtype), self._targets(y, dtype),
+        objective = _FullBatchObjective(model, model.backend, as_matrix(X, dtype), self._targets(y, dtype),
                                         sample_weight, self.alpha)
         loss, grad = objective(np.asarray(packed_coef_inter, dtype=np.float64))
         self._store(model)
@@ -382,11 +385,11 @@ class _BaseMLP(BaseEstimator):
 
     def _dense_input(self, X: Any) -> np.ndarray:
         X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
-        return _dense(X, np.asarray(self.coefs_[0]).dtype)
+        return as_matrix(X, np.asarray(self.coefs_[0]).dtype)
 
     def _forward_pass_fast(self, X: Any, check_input: bool = True) -> np.ndarray:
         """The output layer's values for ``X`` (n, n_outputs), in the weights' dtype."""
-        X = self._dense_input(X) if check_input else _dense(X, np.asarray(self.coefs_[0]).dtype)
+        X = self._dense_input(X) if check_input else as_matrix(X, np.asarray(self.coefs_[0]).dtype)
         return output_activation(self._inference_network().decision_function(X), self.out_activation_)
 
     # ---------------------------------------------------------------- misc
@@ -461,12 +464,12 @@ class StochasticRun(Policy):
                                  "your dataset.")
             if is_classifier(est):
                 y_val = est._label_binarizer.inverse_transform(y_val)
-            self.X_val, self.y_val = np.ascontiguousarray(X_val), y_val
+            self.X_val, self.y_val = as_matrix(X_val), y_val
         else:
             X_train, y_train, sw_train = X, y, sample_weight
             self.X_val = self.y_val = self.val_rows = None
             self.train_rows = np.arange(X.shape[0], dtype=np.int64)
-        self.X_train = np.ascontiguousarray(X_train)
+        self.X_train = as_matrix(X_train)
         self.targets = est._targets(y_train, dtype)
         self.sw_train = None if sw_train is None else np.ascontiguousarray(sw_train, dtype=dtype)
         self.n = n = X_train.shape[0]
@@ -691,8 +694,13 @@ def fit_fingerprint(est: "_BaseMLP", X: Any, y: Any, sample_weight: Any) -> tupl
     def digest(a: Any) -> str | None:
         if a is None:
             return None
-        if sp.issparse(a):
-            a = a.toarray()
+        if is_sparse(a):  # its canonical CSR arrays: never densified
+            a = as_matrix(a)
+            h = hashlib.blake2b(digest_size=16)
+            h.update(str(("csr", a.shape, a.dtype.str)).encode())
+            for part in (a.indptr, a.indices, a.data):
+                h.update(np.ascontiguousarray(part, dtype=np.int64 if part.dtype.kind in "iu" else None).tobytes())
+            return h.hexdigest()
         a = np.ascontiguousarray(np.asarray(a))
         h = hashlib.blake2b(digest_size=16)
         h.update(str((a.shape, a.dtype.str)).encode())
@@ -755,7 +763,8 @@ class _Served:
 
 
 def _dense(X: Any, dtype: np.dtype) -> np.ndarray:
-    """``X`` as a C-contiguous dense array of ``dtype`` (sparse input is densified: the kernels are dense)."""
+    """``X`` as a C-contiguous dense array of ``dtype``: what a stack trains on (``mlp.search`` trains the fits of
+    a sparse X one at a time instead, each batch by batch)."""
     if sp.issparse(X):
         X = X.toarray()
     return np.ascontiguousarray(X, dtype=dtype)
@@ -775,7 +784,9 @@ class _FullBatchObjective:
                  alpha: float) -> None:
         self.model, self.backend, self.alpha = model, backend, float(alpha)
         self.n = X.shape[0]
-        self.X = backend.asarray(X, dtype=model.dtype)
+        # a sparse X stays sparse (on a GPU, densified whole only when that is small: see mlp.sparse.full_batch)
+        self.X = full_batch(model, X) if is_sparse(X) else backend.asarray(X, dtype=model.dtype)
+        self.backend = backend = model.backend
         self.targets = backend.asarray(targets)
         self.weights = None if sample_weight is None else backend.asarray(
             np.ascontiguousarray(sample_weight), dtype=model.dtype)
@@ -838,7 +849,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     """Multilayer perceptron classifier: scikit-learn's ``MLPClassifier``, trained on this package's backends.
 
     Binary problems have one logistic output unit, multilabel indicator targets one logistic unit per
-    label (binary cross-entropy), several classes a softmax (cross-entropy).  Sparse ``X`` is densified.
+    label (binary cross-entropy), several classes a softmax (cross-entropy).  Sparse ``X`` stays sparse
+    (see :mod:`mlp.sparse`).
     """ + _PARAMS_DOC + """
     classes_ : ndarray of shape (n_classes,)
         The class labels.
@@ -933,7 +945,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     """Multilayer perceptron regressor: scikit-learn's ``MLPRegressor``, trained on this package's backends.
 
     ``loss="squared_error"`` (half the squared error, identity output) or ``"poisson"`` (half the Poisson
-    deviance, exp output); one or several outputs.  Sparse ``X`` is densified.
+    deviance, exp output); one or several outputs.  Sparse ``X`` stays sparse
+    (see :mod:`mlp.sparse`).
     """ + _PARAMS_DOC
 
     _parameter_constraints: dict = {**_BaseMLP._parameter_constraints,

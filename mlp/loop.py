@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .backends import Backend
-from .backends.base import GraphCaptureError
+from .backends.base import CSRMatrix, GraphCaptureError
 from .network import Networks
 from .optim import Optimizer, OptimizerGroup
 
@@ -139,7 +139,14 @@ class TrainingLoop:
         self.active = np.ones(M, dtype=bool)
         self._decays: list | None = None
         self._staged = False
-        self.batch_x = be.empty((M, B, X.shape[1]), dt)
+        # sparse X (a CSRMatrix of the backend; one network): each batch's rows gathered as a CSR batch where
+        # the backend multiplies sparse rows (per batch size, made when staged), else into the dense batch
+        self.sparse = isinstance(X, CSRMatrix)
+        if self.sparse and M != 1:
+            raise ValueError(f"X: sparse input trains one network at a time, this loop has {M}")
+        self._csr_batches: dict[int, Any] | None = {} if self.sparse and be.csr_batch_layout == "csr" else None
+        self._host_rows = np.zeros((S, M), dtype=np.int64)
+        self.batch_x = None if self._csr_batches is not None else be.empty((M, B, X.shape[1]), dt)
         self.batch_y = be.empty((M, B, *targets.shape[1:]), targets.dtype)
         self.workspace = net.new_workspace(B)
         self.stats = be.new_stacked_stats(M)
@@ -170,7 +177,8 @@ class TrainingLoop:
         ws = self.workspace
         return {"ws": type(ws)(acts=[a[models] for a in ws.acts], grads_in=[a[models] for a in ws.grads_in],
                                dlogits=ws.dlogits[models]),
-                "x": self.batch_x[models], "y": self.batch_y[models], "stats": self.stats[models],
+                "x": None if self.batch_x is None else self.batch_x[models], "y": self.batch_y[models],
+                "stats": self.stats[models],
                 "params": self.net.params[models], "grads": self.net.grads[models],
                 "penalty": None if self.penalty is None else self.penalty[models]}
 
@@ -214,6 +222,10 @@ class TrainingLoop:
             be.copy_(self.sample_weights, w)
         if self.penalty is not None:
             be.copy_(self.penalty, scales)
+        self._host_rows[:] = counts
+        if self._csr_batches is not None:  # a CSR batch for each batch size, made before any step runs
+            for r in {int(c) for c in counts[:, 0] if c > 0} - set(self._csr_batches):
+                self._csr_batches[r] = be.new_csr_batch(self.X, r)
         self._decays = None if weight_decay is None else list(weight_decay)
         self._staged = True
 
@@ -254,7 +266,14 @@ class TrainingLoop:
         v = self._views[(models.start, models.stop)]
         ws, x, stats = v["ws"], v["x"], v["stats"]
         idx = self.idx[s][models]
-        be._take_rows_stacked(self.X, idx, x)
+        if not self.sparse:
+            be._take_rows_stacked(self.X, idx, x)
+        elif self._csr_batches is None:  # dense batches on this backend: the sparse rows scattered into one
+            be._take_rows_csr(self.X, idx[0], x[0])
+        else:  # a CSR batch of exactly this step's rows (a stack of one: its row count is known here)
+            r = int(self._host_rows[s, 0])
+            x = self._csr_batches[r]
+            be._take_rows_csr(self.X, idx[0][:r], x)
         be._take_rows_stacked(self.targets, idx, v["y"])
         if v["penalty"] is not None:
             be._l2_penalty_stacked(v["params"], net.n_weights, v["penalty"], s, stats, rows)
@@ -338,8 +357,8 @@ class TrainingLoop:
         key = (width, features)
         if key not in self._eval_cache:
             be, net, M = self.backend, self.net, self.net.M
-            self._eval_cache[key] = (be.zeros((M, width), np.int64), be.empty((M, width, features), net.dtype),
-                                     net.new_workspace(width))
+            dense = None if features is None else be.empty((M, width, features), net.dtype)
+            self._eval_cache[key] = (be.zeros((M, width), np.int64), dense, net.new_workspace(width, training=False))
         return self._eval_cache[key]
 
     def logits(self, rows: Sequence[np.ndarray | None], X: Any = None, chunk: int = 4096) -> list[np.ndarray | None]:
@@ -356,9 +375,16 @@ class TrainingLoop:
                 if r is not None and start < len(r):
                     part = r[start:stop]
                     idx[m, :len(part)] = part
-            idx_d, xb, ws = self._eval_buffers(stop - start, X.shape[1])
+            csr_rows = isinstance(X, CSRMatrix) and be.csr_batch_layout == "csr"
+            idx_d, xb, ws = self._eval_buffers(stop - start, None if csr_rows else X.shape[1])
             be.copy_(idx_d, idx)
-            be._take_rows_stacked(X, idx_d, xb)
+            if not isinstance(X, CSRMatrix):
+                be._take_rows_stacked(X, idx_d, xb)
+            elif csr_rows:  # one network: its rows of this chunk as a CSR batch
+                xb = be.new_csr_batch(X, stop - start)
+                be._take_rows_csr(X, idx_d[0], xb)
+            else:
+                be._take_rows_csr(X, idx_d[0], xb[0])
             z = be.to_numpy(net.forward(xb, ws))
             for m, r in enumerate(rows):
                 if r is not None and start < len(r):

@@ -11,7 +11,8 @@ import numpy as np
 from ._validation import (check_features, check_float_dtype, check_int, check_labels, check_layer_sizes,
                           check_targets, describe)
 from .backends import Backend, get_backend
-from .backends.base import ACTIVATIONS, OUTPUTS, TARGET_RANGES, activation_code, layer_layout
+from . import sparse
+from .backends.base import ACTIVATIONS, OUTPUTS, TARGET_RANGES, CSRMatrix, activation_code, layer_layout
 from .checkpoint import read_archive, read_model_record, save_model
 from .checkpoint import CHECKPOINT_FORMAT, atomic_write_bytes  # noqa: F401  (importable from here, as before)
 from .network import Networks, Workspace
@@ -207,6 +208,8 @@ class MLP:
 
     # ---------------------------------------------------------- inference
     def _as_input(self, X: Any, name: str = "X") -> Any:
+        if isinstance(X, CSRMatrix) or sparse.is_sparse(X):  # stays sparse: a CSRMatrix of the backend
+            return sparse.check_features(self.backend, X, self.n_features, self.dtype, name)
         if self.backend.is_array(X) and not isinstance(X, np.ndarray):
             shape = tuple(X.shape)
             if len(shape) != 2 or shape[1] != self.n_features or np.dtype(X.dtype) != self.dtype:
@@ -216,10 +219,15 @@ class MLP:
         return self.backend.asarray(check_features(X, self.n_features, self.dtype, name), dtype=self.dtype)
 
     def _logits_chunks(self, X: Any):
-        """Yield ``(start, logits)`` over chunks of validated input ``X`` (an array of the backend).
+        """Yield ``(start, logits)`` over chunks of validated input ``X`` (an array of the backend, or a CSR
+        matrix of it: each chunk's rows gathered as a CSR batch).
 
         The buffers are this call's own: several threads may predict with one model at once.
         """
+        if isinstance(X, CSRMatrix):
+            for start, xb in sparse.row_batches(self.backend, X, PREDICT_CHUNK):
+                yield start, self.forward(xb, self.new_workspace(xb.shape[0], training=False))
+            return
         n = X.shape[0]
         ws = self.new_workspace(min(n, PREDICT_CHUNK), training=False)
         for start in range(0, n, PREDICT_CHUNK):
@@ -311,6 +319,8 @@ class MLP:
         own (:attr:`grads` is left alone), so threads may call it at once.
         """
         Xd = self._as_input(X)
+        if isinstance(Xd, CSRMatrix):
+            Xd = sparse.whole_batch(self.backend, Xd)
         targets = self.backend.asarray(self.check_targets(y, Xd.shape[0]))
         ws = self.new_workspace(Xd.shape[0])
         logits = self.forward(Xd, ws)
@@ -343,8 +353,9 @@ class MLP:
 
 
 def _one(a: Any) -> Any:
-    """``a`` as the only model of a stack: a view with a leading axis of 1."""
-    return a.reshape((1, *a.shape))
+    """``a`` as the only model of a stack: a view with a leading axis of 1 (a CSR batch, the input of a stack
+    of one, as it is)."""
+    return a if isinstance(a, CSRMatrix) else a.reshape((1, *a.shape))
 
 
 def _unpickle_mlp(layer_sizes, seed, dtype, params, metadata, activation="relu", output="softmax") -> MLP:

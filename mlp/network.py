@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .backends import Backend
+from .backends.base import CSRMatrix
 
 
 @dataclass
@@ -96,6 +97,8 @@ class Networks:
 
     def forward(self, x: Any, ws: Workspace, rows: Any = None, models: slice = slice(None)) -> Any:
         """Logits ``(M, B, outputs)`` of the batches ``x`` ``(M, B, inputs)``; each layer's output kept in ``ws``.
+        For a stack of one, ``x`` may be a CSR batch of the backend (sparse input rows: its rows are the
+        batch's rows, the first of ``ws``'s).
 
         ``rows``: each model's row count in its batch, -1 for a model that does
         not train (see the backend's stacked operations; None: every row);
@@ -103,8 +106,11 @@ class Networks:
         """
         be, last, a = self.backend, self.n_layers - 1, x
         for i in range(self.n_layers):
-            be._affine_forward_stacked(a, self._W[i][models], self._b[i][models], self.act if i < last else 0,
-                                       ws.acts[i], rows)
+            act = self.act if i < last else 0
+            if i == 0 and isinstance(x, CSRMatrix):  # sparse rows (a stack of one): the backend's sparse product
+                be._csr_affine_forward(x, self._W[0][0], self._b[0][0], act, ws.acts[0][0][:x.shape[0]])
+            else:
+                be._affine_forward_stacked(a, self._W[i][models], self._b[i][models], act, ws.acts[i], rows)
             a = ws.acts[i]
         return a
 
@@ -115,8 +121,13 @@ class Networks:
             x_in = ws.acts[i - 1] if i > 0 else x
             y = ws.acts[i] if i < last else None  # the last layer has no activation to differentiate
             dx = ws.grads_in[i - 1] if i > 0 else None
-            be._affine_backward_stacked(dy, x_in, self._W[i][models], y, dx, self._dW[i][models],
-                                        self._db[i][models], self.act, rows)
+            if i == 0 and isinstance(x, CSRMatrix):  # sparse rows: no gradient with respect to the input
+                r = x.shape[0]
+                be._csr_affine_backward(dy[0][:r], x, None if y is None else y[0][:r], self._dW[0][0],
+                                        self._db[0][0], self.act)
+            else:
+                be._affine_backward_stacked(dy, x_in, self._W[i][models], y, dx, self._dW[i][models],
+                                            self._db[i][models], self.act, rows)
             dy = dx
 
     def loss(self, logits: Any, targets: Any, dlogits: Any, stats: Any, step: int, weights: Any = None,

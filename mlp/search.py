@@ -18,7 +18,9 @@ only scores it.  Each stacked model ends with the weights its own fit would
 have, so the results are those of scikit-learn's search over these
 estimators one fit at a time.  Anything the stack cannot train (``lbfgs``,
 an estimator inside a ``Pipeline``) simply trains in the search loop as
-usual.
+usual; the fits of a sparse X train one at a time, each batch by batch on
+the sparse rows (a stack's batches are dense), with one
+:class:`SparseInputWarning`.
 
 A fit fails on its own, as it would one fit at a time (parameters its
 ``fit`` rejects, a validation set too small, weights that became
@@ -71,13 +73,13 @@ from .backends import Backend, get_backend
 from .estimator import (_STOCHASTIC_SOLVERS, MLPClassifier, MLPRegressor, StochasticRun, _BaseMLP, _dense,
                         fit_fingerprint, serving_prefitted)
 from .model import MLP
-from .backends.base import STATS_LOSS_SUM
 from .loop import TrainingLoop
 from .network import Networks
 from .runner import train
+from .sparse import as_matrix, is_sparse
 
 __all__ = ["GridSearchCV", "RandomizedSearchCV", "MLPEnsembleClassifier", "MLPEnsembleRegressor", "fit_many",
-           "StackSplitWarning", "StackingWarning"]
+           "StackSplitWarning", "StackingWarning", "SparseInputWarning"]
 
 
 class StackSplitWarning(UserWarning):
@@ -108,6 +110,8 @@ def fit_many(estimators: Sequence[_BaseMLP], X: Any, y: Any, rows: Sequence[np.n
     ``joblib.parallel_backend("dask")`` they run on a Dask cluster.  ``progress`` shows a bar per stack over
     its models' epochs with the lowest training loss so far (default: on a terminal, without workers).
     The workers apply the caller's warning filters and scikit-learn configuration.
+    A sparse X (CSR, or converted to CSR once) is never densified: its fits train one at a time, shared out
+    among the workers, with one :class:`SparseInputWarning`.
 
     Each fit succeeds or fails on its own, as its own ``fit`` would: one that raises (parameters its ``fit``
     rejects, a validation set too small, weights that became non-finite) leaves every other fit, those of its
@@ -143,10 +147,15 @@ def _fit_datasets(estimators: Sequence[_BaseMLP], datasets: Sequence[tuple], whi
     # with fewer datasets than workers, each dataset's stacks are split so that every worker has one
     split_for = workers if len(datasets) < workers else 1
     chunks: list[tuple[int, list[int]]] = []
-    for d, (X, _, _) in enumerate(datasets):
+    datasets = list(datasets)
+    for d, (X, y, sw) in enumerate(datasets):
         members = [i for i in range(len(estimators)) if which[i] == d]
-        planned = _plan_chunks([estimators[i] for i in members], X, [rows[i] for i in members], max_stack,
-                               split_for, stacklevel)
+        if is_sparse(X):
+            datasets[d] = (as_matrix(X), y, sw)  # CSR once (a CSC X would be indexed by rows for every fit)
+            planned = _sparse_chunks([estimators[i] for i in members], split_for, stacklevel)
+        else:
+            planned = _plan_chunks([estimators[i] for i in members], X, [rows[i] for i in members], max_stack,
+                                   split_for, stacklevel)
         chunks.extend((d, [members[j] for j in chunk]) for chunk in planned)
     if progress is None:
         progress = sys.stderr.isatty()
@@ -162,6 +171,22 @@ def _fit_datasets(estimators: Sequence[_BaseMLP], datasets: Sequence[tuple], whi
         for i, outcome in zip(chunk, done):
             outcomes[i] = outcome
     return outcomes
+
+
+class SparseInputWarning(UserWarning):
+    """Fits of a sparse X train one at a time: a stack's batches are dense."""
+
+
+def _sparse_chunks(estimators: Sequence[_BaseMLP], workers: int, stacklevel: int = 5) -> list[list[int]]:
+    """A sparse X: every fit trains on its own, batch by batch and never densified (a stack gathers dense
+    batches of every model, so X would be densified); the fits are shared out among the workers.  One
+    warning says so when some fit could otherwise have been stacked."""
+    if any(est.solver in _STOCHASTIC_SOLVERS for est in estimators) and len(estimators) > 1:
+        warnings.warn(f"X is sparse: its {len(estimators)} fits train one at a time, each batch by batch on the "
+                      "sparse rows, instead of as stacks (a stack's batches are dense: X would be densified)",
+                      SparseInputWarning, stacklevel=stacklevel)
+    return [list(map(int, c)) for c in np.array_split(np.arange(len(estimators)), min(workers, len(estimators)))
+            if len(c)]
 
 
 def _plan_chunks(estimators: Sequence[_BaseMLP], X: Any, rows: Sequence[np.ndarray], max_stack: int | None,
@@ -225,7 +250,7 @@ def _fit_chunk(estimators: list[_BaseMLP], X: Any, y: Any, rows: list[np.ndarray
         Xm, ym = _safe_indexing(X, r), _safe_indexing(y, r)
         swm = None if sample_weight is None else _safe_indexing(np.asarray(sample_weight), r)
         try:
-            if est.solver not in _STOCHASTIC_SOLVERS:
+            if est.solver not in _STOCHASTIC_SOLVERS or is_sparse(Xm):  # on its own (see _sparse_chunks)
                 est.fit(Xm, ym, sample_weight=swm)
                 if bar is not None:
                     bar.update(est.max_iter)

@@ -17,6 +17,7 @@ import mlp
 pytestmark = pytest.mark.gpu  # the CUDA half runs on a GPU or Numba's CUDA simulator
 
 F32, I64 = np.float32, np.int64
+NP_BACKEND = mlp.get_backend("numpy")
 
 
 @pytest.fixture(params=["numpy", "cuda"])
@@ -216,3 +217,103 @@ def test_a_trainer_fit_rejects_bad_labels_before_touching_the_device(be):
                                          r"got values in \[0, 2\]"):
         trainer.fit(np.zeros((4, 3), F32), np.array([0, 1, 2, 0]), epochs=1, verbose=0)
     assert model.backend.name == "numpy"
+
+
+# ------------------------------------------------------------------ sparse input
+def _csr(be, dense):
+    import scipy.sparse as sp
+
+    return be.csr_asarray(sp.csr_matrix(dense))
+
+
+def _sparse_rows(rng, rows, cols, dtype):
+    """A (rows, cols) matrix with about 30% non-zeros; row 1 and the last row have none."""
+    X = rng.standard_normal((rows, cols)) * (rng.random((rows, cols)) < 0.3)
+    X[1] = X[-1] = 0
+    return X.astype(dtype)
+
+
+def test_csr_operations_refuse_bad_input(be):
+    sp = pytest.importorskip("scipy.sparse", reason="sparse input needs SciPy")
+    from mlp.backends.base import CSRMatrix
+
+    with pytest.raises(TypeError, match=r"X: expected a scipy.sparse matrix or a CSRMatrix, got array of shape"):
+        be.csr_asarray(np.zeros((3, 2), F32))
+    bad = sp.csr_matrix(np.eye(3, dtype=F32))
+    bad.data[1] = np.inf
+    with pytest.raises(ValueError, match=r"X: expected finite values, got 1 NaN or infinite entries"):
+        be.csr_asarray(bad)
+    with pytest.raises(TypeError, match=r"dtype: expected one of \('float32', 'float64'\), got int64"):
+        be.csr_asarray(sp.csr_matrix(np.eye(3)), dtype=I64)
+    X = _csr(be, np.eye(5, 3, dtype=F32))
+    with pytest.raises(ValueError, match=r"idx: expected row indices in \[0, 4\] \(X has 5 rows\), got values in "
+                                         r"\[0, 5\]"):
+        be.take_rows_csr(X, _dev(be, np.array([0, 5], I64)))
+    with pytest.raises(TypeError, match=r"idx: expected dtype int64, got int32"):
+        be.take_rows_csr(X, _dev(be, np.array([0, 1], np.int32)))
+    with pytest.raises(TypeError, match=r"X: expected a CSRMatrix of the '\w+' backend \(see csr_asarray\), got "
+                                        r"array of shape \(5, 3\)"):
+        be.take_rows_csr(_dev(be, np.zeros((5, 3), F32)), _dev(be, np.array([0], I64)))
+    malformed = CSRMatrix(X.data, X.indices, _dev(be, np.array([0, 1, 0, 2, 3, 3], I64)), X.shape)
+    with pytest.raises(ValueError, match=r"X.indptr: expected 0, then non-decreasing offsets"):
+        be.take_rows_csr(malformed, _dev(be, np.array([0], I64)))
+    out_of_range = CSRMatrix(X.data, _dev(be, np.array([0, 1, 3], I64)), X.indptr, X.shape)
+    with pytest.raises(ValueError, match=r"X.indices: expected column indices in \[0, 2\] \(X has 3 columns\), "
+                                         r"got values in \[0, 3\]"):
+        be.take_rows_csr(out_of_range, _dev(be, np.array([0], I64)))
+    with pytest.raises(ValueError, match=r"rows: expected an integer >= 0, got -1"):
+        be.new_csr_batch(X, -1)
+    idx = _dev(be, np.array([0, 2], I64))
+    xb = be.take_rows_csr(X, idx)
+    W, b = _dev(be, np.zeros((3, 2), F32)), _dev(be, np.zeros(2, F32))
+    with pytest.raises(ValueError, match=r"W: expected 3 rows, got array of shape \(4, 2\)"):
+        be.csr_affine_forward(xb, _dev(be, np.zeros((4, 2), F32)), b)
+    with pytest.raises(TypeError, match=r"W: expected dtype float32 \(the dtype of x\), got float64"):
+        be.csr_affine_forward(xb, _dev(be, np.zeros((3, 2))), b)
+    with pytest.raises(ValueError, match=r"out: expected a C-contiguous output of shape \(2, 2\)"):
+        be.csr_affine_forward(xb, W, b, out=_dev(be, np.zeros((2, 3), F32)))
+    dy = _dev(be, np.zeros((2, 2), F32))
+    with pytest.raises(ValueError, match=r"x: expected a batch of 3 rows, got 2"):
+        be.csr_affine_backward(_dev(be, np.zeros((3, 2), F32)), xb)
+    with pytest.raises(ValueError, match=r"dW_out: expected a C-contiguous output of shape \(3, 2\)"):
+        be.csr_affine_backward(dy, xb, dW_out=_dev(be, np.zeros((2, 3), F32)))
+    with pytest.raises(ValueError, match=r"y: activation 'tanh' needs this layer's output y"):
+        be.csr_affine_backward(dy, xb, activation="tanh")
+    # a batch is in the backend's own layout: a CSR batch on the host, the rows densified on a device
+    if be.csr_batch_layout == "csr":
+        with pytest.raises(TypeError, match=r"x: expected a CSRMatrix of the 'numpy' backend"):
+            be.csr_affine_forward(np.zeros((2, 3), F32), W, b)
+        small = be.new_csr_batch(X, 2)  # room for the two longest rows (one non-zero each)
+        with pytest.raises(ValueError, match=r"out: expected room for 3 non-zeros, got a buffer of 2"):
+            be.take_rows_csr(X, _dev(be, np.array([0, 1, 2], I64)), out=small)
+        with pytest.raises(ValueError, match=r"out: expected a CSR batch of shape \(2, 3\) and dtype float32"):
+            be.take_rows_csr(X, idx, out=be.new_csr_batch(X, 3))
+    else:
+        with pytest.raises(TypeError, match=r"x: expected a CSR batch of the 'cuda' backend \(its rows densified"):
+            be.csr_affine_forward(X, W, b)
+        with pytest.raises(ValueError, match=r"out: expected a C-contiguous output of shape \(2, 3\)"):
+            be.take_rows_csr(X, idx, out=_dev(be, np.zeros((2, 4), F32)))
+
+
+@pytest.mark.parametrize("dtype", [F32, np.float64])
+@pytest.mark.parametrize("activation", ["relu", "tanh", "logistic", "identity"])
+def test_csr_operations_give_the_dense_operations_results(be, rng, dtype, activation):
+    """A batch gathered from sparse rows (repeated rows, rows without non-zeros, a batch of one) goes through
+    the first layer as the same rows dense do; the products add the same terms in another order."""
+    pytest.importorskip("scipy.sparse", reason="sparse input needs SciPy")
+    tol = 2e-6 if dtype == F32 else 1e-13
+    dense = _sparse_rows(rng, 9, 13, dtype)
+    X = _csr(be, dense)
+    W = (rng.standard_normal((13, 5)) / 3).astype(dtype)
+    b = rng.standard_normal(5).astype(dtype)
+    for rows in ([3, 1, 3, 8, 0], [8]):
+        idx = np.array(rows, I64)
+        xb = be.take_rows_csr(X, _dev(be, idx))
+        y = be.csr_affine_forward(xb, _dev(be, W), _dev(be, b), activation)
+        y_ref = NP_BACKEND.affine_forward(dense[idx], W, b, activation)
+        np.testing.assert_allclose(be.to_numpy(y), y_ref, rtol=tol, atol=tol)
+        dy = rng.standard_normal((len(rows), 5)).astype(dtype)
+        dW, db = be.csr_affine_backward(_dev(be, dy), xb, y, activation=activation)
+        _, dW_ref, db_ref = NP_BACKEND.affine_backward(dy, dense[idx], W, y_ref, need_dx=False, activation=activation)
+        np.testing.assert_allclose(be.to_numpy(dW), dW_ref, rtol=tol, atol=tol)
+        np.testing.assert_allclose(be.to_numpy(db), db_ref, rtol=tol, atol=tol)

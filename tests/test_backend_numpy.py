@@ -293,3 +293,43 @@ def test_get_backend_names():
         get_backend(3)
     be2 = NumpyBackend()
     assert get_backend(be2) is be2
+
+
+def test_csr_batches_hold_the_rows_non_zeros_with_room_for_the_longest_rows():
+    sp = pytest.importorskip("scipy.sparse", reason="sparse input needs SciPy")
+    rng = np.random.default_rng(3)
+    dense = rng.standard_normal((8, 6)) * (rng.random((8, 6)) < 0.4)
+    dense[2] = 0
+    dense[5] = 1.0  # the longest row: 6 non-zeros
+    X = be.csr_asarray(sp.csr_matrix(dense))
+    lengths = np.sort(np.count_nonzero(dense, axis=1))[::-1]
+    batch = be.new_csr_batch(X, 3)
+    assert batch.data.shape == batch.indices.shape == (lengths[:3].sum(),)
+    idx = np.array([5, 2, 5], dtype=np.int64)  # the longest row twice and an empty one: the most they can hold
+    be.take_rows_csr(X, idx, batch)
+    ref = sp.csr_matrix(dense)[idx]
+    np.testing.assert_array_equal(batch.indptr, ref.indptr)
+    nnz = ref.indptr[-1]
+    np.testing.assert_array_equal(batch.indices[:nnz], ref.indices)
+    np.testing.assert_array_equal(batch.data[:nnz], ref.data)
+    assert be.new_csr_batch(X, 20).data.shape == (np.count_nonzero(dense),)  # more rows than X: all of them
+    assert be.new_csr_batch(X, 0).indptr.tolist() == [0]
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_csr_affine_backward_gradcheck(activation):
+    sp = pytest.importorskip("scipy.sparse", reason="sparse input needs SciPy")
+    rng = np.random.default_rng(2)
+    dense = rng.standard_normal((6, 5)) * (rng.random((6, 5)) < 0.5)
+    dense[0] = 0
+    x = be.csr_asarray(sp.csr_matrix(dense))
+    W, b = rng.standard_normal((5, 3)), rng.standard_normal(3)
+    G = rng.standard_normal((6, 3))  # loss = sum(G * f(x @ W + b))
+
+    def loss() -> float:
+        return float((G * be.csr_affine_forward(x, W, b, activation)).sum())
+
+    y = be.csr_affine_forward(x, W, b, activation)
+    dW, db = be.csr_affine_backward(G, x, y, activation=activation)
+    assert rel_err(dW, numeric_grad(loss, W)) < 1e-7
+    assert rel_err(db, numeric_grad(loss, b)) < 1e-7

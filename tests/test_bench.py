@@ -235,6 +235,35 @@ def test_gpu_targets_name_the_simulator_when_cuda_is_absent():
     assert all(o.status == "not measured" and "simulator: timings meaningless" in o.note for o in gpu)
 
 
+def _sparse_fits() -> dict:
+    """bench_sparse rows: on tfidf mlp is 4x faster with 1.2x the memory; on scattered it takes 2.5x the memory."""
+    rows = []
+    for dataset, features, nnz, mine, theirs in (("tfidf", 100_000, 2_000_000, (5.0, 600), (20.0, 500)),
+                                                 ("scattered", 20_000, 2_000, (4.0, 250), (15.0, 100))):
+        for impl, (seconds, mib), score in (("mlp-numpy", mine, 0.8), ("sklearn", theirs, 0.79)):
+            rows.append(_bench(f"test_fit_sparse[{impl}-{dataset}-float64]", seconds, rounds=3, suite="sparse",
+                               op="fit", impl=impl, device="cpu", dataset=dataset, dtype="float64",
+                               group=f"{dataset}-float64", rows=20_000, features=features, classes=20, nnz=nnz,
+                               score=score, n_iter=5, peak_bytes=mib * 2**20, params={"solver": "adam"}))
+    return {"benchmarks": rows}
+
+
+def test_sparse_fit_targets_and_section(tmp_path):
+    doc = _sparse_fits()
+    outcomes = _outcomes(doc)
+    assert _find(outcomes, "TF-IDF-like", "fit time").status == "met"
+    memory = _find(outcomes, "TF-IDF-like", "peak memory")
+    assert memory.status == "met" and memory.measured.startswith("1.20× (600 MiB vs 500 MiB)")
+    assert _find(outcomes, "2,000 non-zeros", "fit time").status == "met"
+    assert _find(outcomes, "2,000 non-zeros", "peak memory").status == "not met"
+    (tmp_path / frame.BENCHMARK_JSON).write_text(json.dumps(doc))
+    text = report.write_report(tmp_path, plots=False).read_text()
+    section = text[text.index("## Sparse X: fit against scikit-learn"):]
+    _assert_well_formed(section, 1)
+    assert "| tfidf 20,000 × 100,000, 2,000,000 non-zeros | float64 |" in section
+    assert re.search(r"\|\s+600 MiB \|\s+500 MiB \|\s+1\.20× \| 5 / 5\s+\| 0\.800 / 0\.790\s+\|", section)
+
+
 # -------------------------------------------------------------- render
 def _assert_well_formed(text: str, at_least: int) -> None:
     tables = _tables(text)

@@ -41,8 +41,9 @@ if not _usable:
 
 from numba import cuda  # noqa: E402
 
-from mlp.kernels import _launch, fill, gather, gemm, gemm_plan, softmax  # noqa: E402
+from mlp.kernels import _launch, fill, gather, gemm, gemm_plan, softmax, sparse  # noqa: E402
 from mlp.kernels._config import STATS_CORRECT, STATS_FIRST_NONFINITE_STEP, STATS_LOSS_SUM  # noqa: E402
+from mlp.backends import _cpu_sparse  # noqa: E402
 from mlp.backends.base import ACTIVATIONS, activation_code  # noqa: E402
 from mlp.backends.cuda_backend import CudaBackend  # noqa: E402
 from mlp.backends.numpy_backend import NumpyBackend  # noqa: E402
@@ -358,7 +359,7 @@ def _all_pickable_kernels(dtype):
     kernels.update({f"softmax {kind}": kern for kind, kern in softmax.selectable_kernels(dt).items()})
     kernels.update({"fill": fill.fill_kernel(dt), "take_rows_2d": gather.take_rows_2d_kernel(dt),
                     "take_rows_1d": gather.take_rows_1d_kernel(np.dtype(np.int64)),
-                    "reset_stats": fill.reset_stats_kernel()})
+                    "densify_rows": sparse.densify_rows_kernel(dt), "reset_stats": fill.reset_stats_kernel()})
     return kernels
 
 
@@ -598,6 +599,56 @@ def test_take_rows_out_of_range_gives_zero_rows():
     out = poisoned((3, 3), F32)
     gather.take_rows(dev(X), dev(np.array([1, 4, -5], dtype=np.int64)), out)
     np.testing.assert_array_equal(out.copy_to_host(), [[4, 5, 6], [0, 0, 0], [0, 0, 0]])
+
+
+def _csr_arrays(dense):
+    """``(indptr, indices, data)`` of a dense host matrix, canonical (row-major order of the non-zeros)."""
+    rows, cols = np.nonzero(dense)
+    indptr = np.concatenate([[0], np.cumsum(np.count_nonzero(dense, axis=1))]).astype(np.int64)
+    return indptr, cols.astype(np.int64), np.ascontiguousarray(dense[rows, cols])
+
+
+# rows of X per batch: a batch of one, repeats (each its own output row), rows without non-zeros (0, 5 and
+# 22), negatives counting from the end, and indices still out of range (zero rows, as the twin gives)
+DENSIFY_BATCHES = [[7], [22, 0, 5, 5, 3, 3, 21, -1, -23], [23, -24, 4]]
+
+
+@pytest.mark.parametrize("dtype,cols", [(F32, 129), (F64, 7), (F64, 1), (F32, 300)])
+def test_densify_rows_matches_its_twin(rng, small_grids, dtype, cols):
+    """Rows wider and narrower than a block's 128 threads; two blocks for up to 11 rows: each block loops."""
+    dense = (rng.standard_normal((23, cols)) * (rng.random((23, cols)) < 0.3)).astype(dtype)
+    dense[[0, 5, 22]] = 0
+    arrays = _csr_arrays(dense)
+    for rows in DENSIFY_BATCHES:
+        idx = np.array(rows, dtype=np.int64)
+        out = poisoned((len(idx), cols), dtype)  # every element must be written: the zeros too
+        assert sparse.take_rows_dense(*map(dev, arrays), dev(idx), out) == 1
+        twin = np.full((len(idx), cols), np.nan, dtype=dtype)
+        _cpu_sparse.densify_rows(*arrays, idx, twin)
+        np.testing.assert_array_equal(out.copy_to_host(), twin)  # one value per element: exact
+        expected = np.zeros_like(twin)  # the twin itself: X's rows (NumPy's negative indices), zeros outside
+        inside = (idx >= -23) & (idx < 23)
+        expected[inside] = dense[idx[inside]]
+        np.testing.assert_array_equal(twin, expected)
+
+
+def test_densify_rows_adds_repeated_columns_like_its_twin():
+    # a non-canonical row: column 2 three times (exact halves and quarters, so any order of the adds agrees)
+    indptr = np.array([0, 4, 4], dtype=np.int64)
+    indices = np.array([2, 0, 2, 2], dtype=np.int64)
+    data = np.array([0.5, 1.0, 0.25, 0.125], dtype=F32)
+    idx = np.array([0, 1, 0], dtype=np.int64)
+    out = poisoned((3, 4), F32)
+    sparse.take_rows_dense(dev(indptr), dev(indices), dev(data), dev(idx), out)
+    twin = np.empty((3, 4), dtype=F32)
+    _cpu_sparse.densify_rows(indptr, indices, data, idx, twin)
+    np.testing.assert_array_equal(out.copy_to_host(), twin)
+    np.testing.assert_array_equal(twin, [[1, 0, 0.875, 0], [0, 0, 0, 0], [1, 0, 0.875, 0]])
+
+
+def test_densify_rows_launches_nothing_for_an_empty_batch():
+    indptr, indices, data = (dev(np.zeros(2, np.int64)), dev(np.zeros(1, np.int64)), dev(np.zeros(1, F32)))
+    assert sparse.take_rows_dense(indptr, indices, data, dev(np.zeros(0, np.int64)), poisoned((0, 3), F32)) == 0
 
 
 @pytest.mark.parametrize("dtype,value", [(F32, 2.5), (F64, -math.inf), (np.int64, 7), (np.uint8, 255)])

@@ -39,30 +39,35 @@ def _logistic(v, one):
 
 
 @_jit
-def bias_act_inplace(out, b, act):
-    """out[i, j] = f(out[i, j] + b[j]) for activation code ``act`` (an index of ``ACTIVATIONS``).
+def bias_act_row(row, b, act):
+    """row[j] = f(row[j] + b[j]) for activation code ``act`` (an index of ``ACTIVATIONS``).
 
     The branch on ``act`` sits outside the inner loops, so each stays a plain
     loop LLVM can vectorise.
     """
-    n, m = out.shape
-    zero = out.dtype.type(0)
-    one = out.dtype.type(1)
-    for i in range(n):
-        row = out[i]
-        if act == _RELU:
-            for j in range(m):
-                v = row[j] + b[j]
-                row[j] = v if v > zero else zero
-        elif act == _TANH:
-            for j in range(m):
-                row[j] = math.tanh(row[j] + b[j])
-        elif act == _LOGISTIC:
-            for j in range(m):
-                row[j] = _logistic(row[j] + b[j], one)
-        else:
-            for j in range(m):
-                row[j] = row[j] + b[j]
+    m = row.shape[0]
+    zero = row.dtype.type(0)
+    one = row.dtype.type(1)
+    if act == _RELU:
+        for j in range(m):
+            v = row[j] + b[j]
+            row[j] = v if v > zero else zero
+    elif act == _TANH:
+        for j in range(m):
+            row[j] = math.tanh(row[j] + b[j])
+    elif act == _LOGISTIC:
+        for j in range(m):
+            row[j] = _logistic(row[j] + b[j], one)
+    else:
+        for j in range(m):
+            row[j] = row[j] + b[j]
+
+
+@_jit
+def bias_act_inplace(out, b, act):
+    """out[i, j] = f(out[i, j] + b[j]) for activation code ``act``, row by row (:func:`bias_act_row`)."""
+    for i in range(out.shape[0]):
+        bias_act_row(out[i], b, act)
 
 
 @_jit

@@ -29,12 +29,12 @@ from numba import cuda
 from numba.cuda.cudadrv import devicearray
 
 from mlp.kernels import fill as fill_kernels
-from mlp.kernels import gather, gemm, gemm_stacked, losses, optim, softmax
+from mlp.kernels import gather, gemm, gemm_stacked, losses, optim, softmax, sparse
 from mlp.kernels import stacked as stacked_kernels
 from mlp.kernels._config import ON_SIMULATOR, sm_count
 
 from . import _cuda_graph
-from .base import Backend, BackendStatus, StackedLayer, is_c_contiguous
+from .base import Backend, BackendStatus, CSRMatrix, StackedLayer, is_c_contiguous
 
 # Element kinds the fill and conversion kernels handle; anything else (bool,
 # complex, ...) takes a round trip through host memory instead.
@@ -258,6 +258,24 @@ class CudaBackend(Backend):
         if dx is not None:
             self.launch_count += gemm.affine_backward_dx(dy, W, y, dx, act=act, **self._gemm_options)
 
+    # ------------------------------------------------------------ sparse input
+    # A CSR batch is dense (csr_batch_layout "dense"): the CSR arrays live on the device, and each step one
+    # kernel (kernels/sparse.py) scatters the batch's rows into a preallocated (B, features) buffer, on which
+    # the first layer's products are the dense ones.
+    csr_batch_layout = "dense"
+
+    def _new_csr_batch(self, X: CSRMatrix, rows: int) -> Any:
+        return self.empty((rows, X.shape[1]), X.dtype)
+
+    def _take_rows_csr(self, X, idx, out) -> None:
+        self.launch_count += sparse.take_rows_dense(X.indptr, X.indices, X.data, idx, out, stream=self.stream)
+
+    def _csr_affine_forward(self, x, W, b, act, out) -> None:
+        self._affine_forward(x, W, b, act, out)
+
+    def _csr_affine_backward(self, dy, x, y, dW, db, act=1) -> None:
+        self.launch_count += gemm.affine_backward_dw(dy, x, y, dW, db, act=act, **self._gemm_options)
+
     @property
     def _gemm_options(self) -> dict:
         return dict(config=self.gemm_config, split_k=self.split_k, workspace=self._workspace, stream=self.stream)
@@ -396,6 +414,7 @@ class CudaBackend(Backend):
         built.update({"sgd": optim.sgd_kernel(dt), "rmsprop": optim.rmsprop_kernel(dt), "adam": optim.adam_kernel(dt),
                       "take_rows_2d": gather.take_rows_2d_kernel(dt),
                       "take_rows_1d": gather.take_rows_1d_kernel(np.dtype(np.int64)),
+                      "densify_rows": sparse.densify_rows_kernel(dt),
                       "fill": fill_kernels.fill_kernel(dt), "reset_stats": fill_kernels.reset_stats_kernel()})
         return {"kernels": len(built), "names": sorted(built), "seconds": time.perf_counter() - start}
 

@@ -18,8 +18,9 @@ from ..kernels.scalars import (ADAM_BC2_SQRT, ADAM_BETA2, ADAM_DECAY_FACTOR, ADA
                                SGD_LOOKAHEAD, SGD_LR, SGD_MOMENTUM, SGD_WEIGHT_DECAY)
 from . import _cpu_losses as losses
 from . import _cpu_loops as loops
+from . import _cpu_sparse as sparse
 from . import _cpu_stacked as stacked
-from .base import Backend, layer_layout
+from .base import Backend, CSRMatrix, layer_layout
 
 
 class NumpyBackend(Backend):
@@ -86,15 +87,28 @@ class NumpyBackend(Backend):
         loops.bias_act_inplace(out, b, int(act))
 
     def _affine_backward(self, dy, x, W, y, dx, dW, db, act=1) -> None:
-        if y is not None and act:  # code 0, the identity, has derivative 1
-            dym = self._scratch(dy.shape, dy.dtype)
-            loops.act_grad_colsum(dy, y, int(act), dym, db)
-        else:
-            dym = dy
-            loops.colsum(dy, db)
+        dym = _masked_gradient(self, dy, y, db, act)
         np.matmul(x.T, dym, out=dW)
         if dx is not None:
             np.matmul(dym, W.T, out=dx)
+
+    # ------------------------------------------------------------ sparse input
+    # A CSR batch is a CSRMatrix (csr_batch_layout "csr"): the first layer's products run over its
+    # non-zeros (_cpu_sparse), and no row of X is ever densified.
+    def _new_csr_batch(self, X, rows) -> CSRMatrix:
+        capacity = sparse.batch_capacity(X.indptr, rows)
+        # indptr zeros: an unfilled batch is a valid one whose rows are empty
+        return CSRMatrix(np.empty(capacity, X.dtype), np.empty(capacity, np.int64), np.zeros(rows + 1, np.int64),
+                         (rows, X.shape[1]))
+
+    def _take_rows_csr(self, X, idx, out) -> None:
+        sparse.take_rows(X.indptr, X.indices, X.data, idx, out.indptr, out.indices, out.data)
+
+    def _csr_affine_forward(self, x, W, b, act, out) -> None:
+        sparse.affine_forward(x.indptr, x.indices, x.data, W, b, int(act), out)
+
+    def _csr_affine_backward(self, dy, x, y, dW, db, act=1) -> None:
+        sparse.affine_backward_dw(x.indptr, x.indices, x.data, _masked_gradient(self, dy, y, db, act), dW)
 
     # ---------------------------------------------------------------- softmax
     def _softmax(self, logits, out) -> None:
@@ -205,6 +219,17 @@ class NumpyBackend(Backend):
                            rows) -> None:
         stacked.adam(params, grads, exp_avg, exp_avg_sq, table, row, decoupled, n_decay,
                      _rows_and_models(params, rows)[1])
+
+
+def _masked_gradient(be: NumpyBackend, dy: np.ndarray, y: Any, db: np.ndarray, act: int) -> np.ndarray:
+    """``dy * f'(y)`` (``dy`` itself for the identity or without ``y``: its derivative is 1), with its column
+    sums written to ``db``; in the calling thread's scratch, never into ``dy``."""
+    if y is not None and act:  # code 0, the identity, has derivative 1
+        dym = be._scratch(dy.shape, dy.dtype)
+        loops.act_grad_colsum(dy, y, int(act), dym, db)
+        return dym
+    loops.colsum(dy, db)
+    return dy
 
 
 def _rows_and_models(a: np.ndarray, rows: Any) -> tuple[np.ndarray, np.ndarray]:
