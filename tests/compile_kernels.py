@@ -105,7 +105,9 @@ def _record_kernels() -> None:
 
     if config.ON_SIMULATOR:
         raise SystemExit("compile_kernels.py: set NUMBA_ENABLE_CUDASIM=0 (the simulator has no compiler)")
-    already = sorted(m for m in sys.modules if m.startswith("mlp.kernels.") and m != "mlp.kernels._config")
+    # modules that hold no kernel (the compile-cache decorator, the scalars tables' columns) may come first
+    no_kernels = {"mlp.kernels._config", "mlp.kernels._compile_cache", "mlp.kernels.scalars"}
+    already = sorted(m for m in sys.modules if m.startswith("mlp.kernels.") and m not in no_kernels)
     if already:
         raise SystemExit(f"compile_kernels.py: kernel modules imported before recording could start: {already}")
     real = config.cuda
@@ -138,7 +140,7 @@ def specializations() -> dict[str, Specialization]:
     """Every kernel the CUDA backend's launchers can pick, by a readable name (call after ``_record_kernels``)."""
     import numpy as np
 
-    from mlp.kernels import fill, gather, gemm, gemm_stacked, losses, optim, softmax, stacked
+    from mlp.kernels import fill, gather, gemm, gemm_stacked, losses, optim, softmax, sparse, stacked
 
     found: dict[str, Specialization] = {}
     seen: set[int] = set()
@@ -190,7 +192,9 @@ def specializations() -> dict[str, Specialization]:
                     add(f"stacked loss {d} {output}{shape}{' weighted' if weighted else ''}", kern)
         add(f"stacked l2_penalty {d}", stacked.l2_penalty_kernel(dt))
         add(f"stacked sgd {d}", stacked.sgd_kernel(dt))
+        add(f"stacked rmsprop {d}", stacked.rmsprop_kernel(dt))
         add(f"stacked adam {d}", stacked.adam_kernel(dt))
+        add(f"sparse densify_rows {d}", sparse.densify_rows_kernel(dt))
     for d in GATHER_DTYPES:
         add(f"take_rows_1d {d}", gather.take_rows_1d_kernel(np.dtype(d)))
         add(f"take_rows_2d {d}", gather.take_rows_2d_kernel(np.dtype(d)))
