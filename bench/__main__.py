@@ -15,6 +15,7 @@ tabulate, matplotlib) it prints one line saying what to install and exits 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -66,6 +67,7 @@ def pytest_args(args: argparse.Namespace, out: Path) -> list[str]:
         "-o", "addopts=",  # the project's addopts skip benchmarks (--benchmark-skip)
         "-o", "python_files=bench_*.py",
         "-p", "no:cacheprovider",
+        "-p", "no:xdist",  # one process, timed alone (also when started from a parallel test run)
         "-q", "-rfE",
         "--benchmark-enable",
         "--benchmark-disable-gc",
@@ -103,7 +105,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = (args.out or default_out_dir(args.quick)).resolve()
     out.mkdir(parents=True, exist_ok=True)
     report.clean(out)  # never mix two runs in one folder
-    code = pytest.main(pytest_args(args, out))
+    # started inside a worker of a parallel test run, the benchmarks still run alone in this process: the
+    # worker's marker would make pytest-benchmark switch them off
+    worker = os.environ.pop("PYTEST_XDIST_WORKER", None)
+    try:
+        code = pytest.main(pytest_args(args, out))
+    finally:
+        if worker is not None:
+            os.environ["PYTEST_XDIST_WORKER"] = worker
     if code == pytest.ExitCode.INTERRUPTED:
         print("interrupted; no report written", file=sys.stderr)
         return 130

@@ -71,11 +71,17 @@ def torch():
 PEER_MARKERS = {"torch": "needs_torch"}
 
 
+#: test files that take minutes on their own: run first, so that in a parallel run (pytest-xdist) the other
+#: workers take the many short tests meanwhile instead of waiting for them at the end
+LONGEST_FIRST = ("test_kernels_compile.py",)
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         for fixture, marker in PEER_MARKERS.items():
             if fixture in getattr(item, "fixturenames", ()):
                 item.add_marker(marker)
+    items.sort(key=lambda item: getattr(item, "path", None) is None or item.path.name not in LONGEST_FIRST)
 
 
 @pytest.fixture

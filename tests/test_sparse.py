@@ -26,6 +26,7 @@ from sklearn.base import clone  # noqa: E402
 from sklearn.datasets import load_digits, make_regression  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 
+from conftest import real_gpu_training  # noqa: E402
 import mlp  # noqa: E402
 from mlp import model as model_module  # noqa: E402
 from mlp import sparse as sparse_module  # noqa: E402
@@ -268,6 +269,7 @@ def test_searches_and_ensembles_fit_a_sparse_X_one_at_a_time_with_one_warning():
     np.testing.assert_allclose(ensemble.predict_proba(Xs), dense_ensemble.predict_proba(X), rtol=1e-10, atol=1e-12)
 
 
+@real_gpu_training
 @pytest.mark.gpu
 @pytest.mark.parametrize("solver", ["adam", "lbfgs"])
 def test_the_cuda_backend_trains_on_sparse_X_like_numpy(cuda, solver):

@@ -21,9 +21,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from mlp.kernels._compile_cache import jit_with_disk_cache
+
 from ._cpu_loops import bias_act_row
 
-_jit = njit(cache=True, nogil=True, error_model="numpy")
+_jit = jit_with_disk_cache(njit, nogil=True, error_model="numpy")
 
 
 @_jit
