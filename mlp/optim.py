@@ -217,7 +217,7 @@ class OptimizerGroup:
 
     def __init__(self, optimizers: Sequence[Optimizer], backend: Backend, params: Any) -> None:
         self.optimizers = list(optimizers)
-        M, P = int(params.shape[0]), int(params.shape[1])
+        M = int(params.shape[0])
         if len(self.optimizers) != M:
             raise ValueError(f"optimizers: expected {M} (one per network), got {len(self.optimizers)}")
         for i, opt in enumerate(self.optimizers):

@@ -170,11 +170,11 @@ def _epoch(runner: Runner, validation_X: Any, after_epoch: Callable | None) -> N
                penalty=[None if p is None else p.penalty for p in plans],
                sample_weights=[None if p is None else p.sample_weights for p in plans] if weighted else None)
     callbacks = [policies[m].on_step for m in active if policies[m].on_step is not None]
-    on_step = None
-    if callbacks:
-        def on_step(done: int) -> bool:
-            return any([cb(done) for cb in callbacks])
-    ran = loop.epoch(on_step)
+
+    def every_callback(done: int) -> bool:  # each is called (a bar advances) even when an earlier one stops
+        return any([cb(done) for cb in callbacks])
+
+    ran = loop.epoch(every_callback if callbacks else None)
     totals = loop.totals()  # the epoch's one synchronisation
     wanted = [policies[m].validation_rows if m in active else None for m in range(len(policies))]
     logits = loop.logits(wanted, validation_X) if any(w is not None for w in wanted) else [None] * len(policies)

@@ -69,10 +69,10 @@ from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.parallel import Parallel, delayed  # joblib's, passing on scikit-learn's config and warning filters
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .backends import Backend, get_backend
-from .estimator import (_STOCHASTIC_SOLVERS, MLPClassifier, MLPRegressor, StochasticRun, _BaseMLP, _dense,
-                        fit_fingerprint, serving_prefitted)
-from .model import MLP
+from .backends import get_backend
+from .estimator import _STOCHASTIC_SOLVERS, MLPClassifier, MLPRegressor, _BaseMLP
+from .fit_cache import fingerprint, serving
+from .sklearn_run import StochasticRun
 from .loop import TrainingLoop
 from .network import Networks
 from .runner import train
@@ -255,15 +255,11 @@ def _fit_chunk(estimators: list[_BaseMLP], X: Any, y: Any, rows: list[np.ndarray
                 if bar is not None:
                     bar.update(est.max_iter)
                 continue
-            run = est._begin_stochastic_fit(Xm, ym, swm)
+            run = est.start_stacked_fit(Xm, ym, swm)
         except Exception as exc:  # what this fit raises on its own; the others go on
             outcomes[i] = exc
             continue
-        key = (type(est), tuple(np.shape(c) for c in est.coefs_), est.activation, est.out_activation_,
-               np.asarray(est.coefs_[0]).dtype.str, est._optimizer.group_key(), run.batch_size, run.steps,
-               None if not hasattr(est, "classes_") else repr(np.asarray(est.classes_).tolist()),
-               run.sw_train is not None, str(est.backend))
-        groups.setdefault(key, []).append((i, est, run, r))
+        groups.setdefault(run.stack_key(), []).append((i, run, r))
     best_loss = math.inf
     with config_context(skip_parameter_validation=True):  # as inside fit: its inner calls are not re-validated
         for members in groups.values():
@@ -273,40 +269,32 @@ def _fit_chunk(estimators: list[_BaseMLP], X: Any, y: Any, rows: list[np.ndarray
     return outcomes
 
 
-def _train_stack(members: list[tuple[int, _BaseMLP, StochasticRun, np.ndarray]], X: Any, y: Any, bar: Any,
+def _train_stack(members: list[tuple[int, StochasticRun, np.ndarray]], X: Any, y: Any, bar: Any,
                  threads: int, outcomes: list[Any]) -> float:
     """Train one stack to the end of every member's fit; returns the lowest training loss reached.
 
-    ``members`` are ``(index, estimator, run, rows)``; a member whose fit raises (at the end of an epoch, or
-    its weights non-finite at the end) is frozen, and the exception is its outcome (``outcomes[index]``).
-    With ``threads`` > 1 on a host backend, ranges of the models step in threads, each product on one
-    BLAS thread (many small products gain more from a core each than from two cores sharing each)."""
-    ests = [m[1] for m in members]
-    runs = [m[2] for m in members]
-    first = ests[0]
-    dtype = np.asarray(first.coefs_[0]).dtype
-    backend = get_backend(first.backend)
+    ``members`` are ``(index, run, rows)``: each fit's policy (see :meth:`mlp.MLPClassifier.start_stacked_fit`)
+    and its rows of ``X``; a member whose fit raises (at the end of an epoch, or its weights non-finite at the
+    end) is frozen, and the exception is its outcome (``outcomes[index]``).  With ``threads`` > 1 on a host
+    backend, ranges of the models step in threads, each product on one BLAS thread (many small products gain
+    more from a core each than from two cores sharing each)."""
+    runs = [m[1] for m in members]
+    first = runs[0]
+    backend = get_backend(first.est.backend)
     host = get_backend("numpy")
-    X_all = _dense(_as_matrix(X), dtype)
-    if is_classifier(first):
-        y_all = first._label_binarizer.transform(np.asarray(y))
-        y_all = y_all.reshape(len(y_all), -1)
-    else:
-        y_all = np.asarray(y, dtype=dtype).reshape(np.shape(y)[0], -1)
-    targets = first._targets(y_all, dtype)
-    net = Networks.stack([e._network(dtype, host) for e in ests], backend)
-    loop = TrainingLoop(net, [e._optimizer for e in ests], backend, backend.asarray(X_all, dtype=dtype),
-                        backend.asarray(targets), runs[0].batch_size, runs[0].steps,
-                        weighted=runs[0].sw_train is not None, l2_penalty=any(e.alpha > 0 for e in ests),
+    net = Networks.stack([run.network(host) for run in runs], backend)
+    loop = TrainingLoop(net, [run.optimizer for run in runs], backend, backend.asarray(X, dtype=net.dtype),
+                        backend.asarray(first.targets_of(y)), first.batch_size, first.steps,
+                        weighted=first.sw_train is not None, l2_penalty=any(run.est.alpha > 0 for run in runs),
                         cuda_graphs=True, threads=threads)
-    for (_, _, run, r) in members:  # each fit's rows of the one copy of the data the stack holds
+    for (_, run, r) in members:  # each fit's rows of the one copy of the data the stack holds
         run.row_map = r[run.train_rows]
         run.validation_rows = None if run.val_rows is None else r[run.val_rows]
         run.isolated = True  # an error at the end of an epoch ends this fit alone
     lowest = [math.inf]
 
     def progress(trained: Sequence[int]) -> None:
-        lowest[0] = min([lowest[0], *(ests[m].loss_ for m in trained if runs[m].failure is None)])
+        lowest[0] = min([lowest[0], *(runs[m].est.loss_ for m in trained if runs[m].failure is None)])
         if bar is not None:
             bar.update(len(trained))
             bar.set_postfix_str(f"best loss {lowest[0]:.4g}", refresh=False)
@@ -322,30 +310,17 @@ def _train_stack(members: list[tuple[int, _BaseMLP, StochasticRun, np.ndarray]],
     finally:
         loop.close()
     final = net.params_numpy()
-    for m, (index, est, run, _) in enumerate(members):
+    for m, (index, run, _) in enumerate(members):
         if run.failure is not None:
             outcomes[index] = run.failure
             continue
         try:
-            model = MLP(net.layer_sizes, dtype=dtype, activation=first.activation, output=net.output)
-            model.backend.copy_(model.params, final[m])
-            est._store(model.to(backend))
-            if run.early_stopping:
-                est._best_coefs, est._best_intercepts = est.coefs_, est.intercepts_
-            est._end_fit()
+            run.finish(final[m], backend)
         except Exception as exc:  # e.g. its weights became non-finite: its fit fails as its own would
             outcomes[index] = exc
     if bar is not None:  # the epochs the models that stopped early did not need
-        bar.update(sum(max(0, est.max_iter - est.n_iter_) for est in ests))
+        bar.update(sum(max(0, run.est.max_iter - run.est.n_iter_) for run in runs))
     return lowest[0]
-
-
-def _as_matrix(X: Any) -> np.ndarray:
-    import scipy.sparse as sp
-
-    if sp.issparse(X):
-        return X.toarray()
-    return np.asarray(X)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -397,7 +372,7 @@ class _StackedSearch:
             # (then scikit-learn's own error handling scores it error_score, warns or raises); nothing to
             # parallelise
             self.cv, self.n_jobs = splits, None
-            with serving_prefitted(zip(keys, outcomes)) as served:
+            with serving(zip(keys, outcomes)) as served:
                 result = sk_fit(X, y, **params)
                 found = served.count
             expected = len(jobs)
@@ -425,14 +400,14 @@ class _StackedSearch:
             values = clone(cand, safe=False)
             own = {k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)} if prefix else values
             steps = {k: v for k, v in values.items() if prefix and not k.startswith(prefix)}
-            for f, (train, _) in enumerate(splits):
-                y_train = _safe_indexing(y, train)
-                sw = None if sample_weight is None else _safe_indexing(np.asarray(sample_weight), train)
+            for f, (train_rows, _) in enumerate(splits):
+                y_train = _safe_indexing(y, train_rows)
+                sw = None if sample_weight is None else _safe_indexing(np.asarray(sample_weight), train_rows)
                 if prefix:
                     key = (f, tuple(sorted((k, repr(v)) for k, v in steps.items())))
                     if key not in index:
                         head = clone(self.estimator[:-1]).set_params(**steps)
-                        Xt = head.fit_transform(_safe_indexing(X, train), y_train)
+                        Xt = head.fit_transform(_safe_indexing(X, train_rows), y_train)
                         index[key] = len(datasets)
                         datasets.append((Xt, y_train, None))
                     d = index[key]
@@ -441,9 +416,9 @@ class _StackedSearch:
                 else:
                     if not datasets:
                         datasets.append((X, y, sample_weight))
-                    d, data_rows, X_fit = 0, train, _safe_indexing(X, train)
+                    d, data_rows, X_fit = 0, train_rows, _safe_indexing(X, train_rows)
                 job = clone(final).set_params(**own)
-                keys.append(fit_fingerprint(job, X_fit, y_train, sw))
+                keys.append(fingerprint(job, X_fit, y_train, sw))
                 jobs.append(job)
                 which.append(d)
                 rows.append(np.asarray(data_rows, dtype=np.int64))

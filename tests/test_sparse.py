@@ -30,7 +30,8 @@ from conftest import real_gpu_training  # noqa: E402
 import mlp  # noqa: E402
 from mlp import model as model_module  # noqa: E402
 from mlp import sparse as sparse_module  # noqa: E402
-from mlp.estimator import MLPClassifier, MLPRegressor, fit_fingerprint  # noqa: E402
+from mlp.estimator import MLPClassifier, MLPRegressor  # noqa: E402
+from mlp.fit_cache import fingerprint as fit_fingerprint  # noqa: E402
 from mlp.search import GridSearchCV, MLPEnsembleClassifier, SparseInputWarning, fit_many  # noqa: E402
 
 TOL = {np.float64: 1e-12, np.float32: 2e-5}
