@@ -47,23 +47,21 @@ import json
 import math
 import numbers
 import os
-import secrets
-import stat
 import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence, Union
+from typing import Any, Sequence, Union
 
 import numpy as np
 
 from ._validation import FLOAT_DTYPE_NAMES, _finite, check_int, check_layer_sizes, check_real, describe
+from ._files import atomic_write_bytes
+from .early_stopping import EarlyStopping
 from ._version import __version__
-from .backends.base import ACTIVATIONS
+from .backends.names import ACTIVATIONS, OUTPUTS
 from .optim import OPTIMIZERS, Optimizer, make_optimizer
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .model import MLP
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -72,57 +70,6 @@ CHECKPOINT_FORMAT = 2
 READABLE_FORMATS = (1, 2)
 
 _OPTIMIZER_PREFIX = "optimizer."
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder, ``fsync`` and ``os.replace``.
-
-    A reader sees the old file or the new one, never a part; a crash leaves the old one intact.  The
-    permissions are those ``open(path, "w")`` gives: a new file gets ``0o666`` less the umask, a file
-    replaced keeps its permission bits (the temporary file never has more than the result).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        kept: int | None = stat.S_IMODE(os.stat(path).st_mode) & 0o777
-    except FileNotFoundError:
-        kept = None
-    fd, tmp = _create_temporary(path, 0o666 if kept is None else kept)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if kept is not None and hasattr(os, "fchmod"):
-                os.fchmod(f.fileno(), kept)  # the umask may have cleared bits the replaced file had
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable where the platform allows it
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
-
-
-def _create_temporary(path: Path, mode: int) -> tuple[int, Path]:
-    """A new file ``.<name>.<random>.tmp`` beside ``path``, opened for writing; ``mode`` is filtered by the
-    umask as for any file created.  (``tempfile.mkstemp`` would create it ``0o600`` whatever the umask.)"""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-        try:
-            return os.open(tmp, flags, mode), tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"path: no free temporary name beside {str(path)!r}")
 
 
 def write_archive(path: PathLike, header: dict, arrays: dict[str, np.ndarray]) -> Path:
@@ -278,7 +225,6 @@ def read_model_record(header: dict, arrays: dict[str, np.ndarray], path: PathLik
     Files without ``activation`` and ``output`` hold a ReLU network with a softmax output; without ``seed``,
     seed 0.  A malformed field is a ``ValueError`` naming the file and the field.
     """
-    from .model import OUTPUTS  # the model module reads its checkpoints through this one
 
     with _checking(path):
         output = _choice(header.get("output", "softmax"), "output", tuple(OUTPUTS))
@@ -292,7 +238,7 @@ def read_model_record(header: dict, arrays: dict[str, np.ndarray], path: PathLik
     return ModelRecord(sizes, dtype, seed, activation, output, metadata, params)
 
 
-def save_model(path: PathLike, model: "MLP", metadata: dict | None = None) -> Path:
+def save_model(path: PathLike, model: Any, metadata: dict | None = None) -> Path:
     """Write ``model``'s architecture and weights to ``path``, atomically; returns the path.
 
     ``metadata`` (JSON-serialisable; default: the model's own) is stored with
@@ -302,7 +248,7 @@ def save_model(path: PathLike, model: "MLP", metadata: dict | None = None) -> Pa
     return write_archive(path, header, arrays)
 
 
-def save_training_checkpoint(path: PathLike, model: "MLP", state: "TrainingState",
+def save_training_checkpoint(path: PathLike, model: Any, state: "TrainingState",
                              metadata: dict | None = None) -> Path:
     """Write ``model`` and the ``state`` of its training run to ``path``, atomically; returns the path.
 
@@ -314,7 +260,7 @@ def save_training_checkpoint(path: PathLike, model: "MLP", state: "TrainingState
     return write_archive(path, header, {**arrays, **training_arrays})
 
 
-def _model_archive(model: "MLP", metadata: dict | None) -> tuple[dict, dict[str, np.ndarray]]:
+def _model_archive(model: Any, metadata: dict | None) -> tuple[dict, dict[str, np.ndarray]]:
     """The header entries and the ``params`` array that describe ``model`` (read back by
     :func:`mlp.model.model_from_archive`)."""
     header = {"layer_sizes": list(model.layer_sizes), "dtype": model.dtype.name, "seed": model.seed,
@@ -500,7 +446,6 @@ def _history_fields(history: Any, epoch: int) -> dict:
 
 def _early_stopping_fields(state: Any, arrays: dict[str, np.ndarray],
                            model: ModelRecord) -> tuple[dict | None, np.ndarray | None]:
-    from .early_stopping import EarlyStopping  # early stopping watches models, which read checkpoints here
 
     best_params = arrays.get("best_params")
     if best_params is not None:

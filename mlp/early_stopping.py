@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Union
+from typing import Any, Union
 
 import numpy as np
 
 from ._validation import check_int, check_real, describe
-from .evaluation import has_accuracy
+from .backends.names import CLASSIFICATION_OUTPUTS
 from .history import History
-from .model import MLP
 
 #: the figures of a :class:`~mlp.history.History` record early stopping can watch
 MONITORS = ("val_loss", "val_accuracy", "loss", "accuracy")
@@ -41,13 +40,13 @@ class EarlyStopping:
             return value > best + self.min_delta
         return value < best - self.min_delta
 
-    def check_usable(self, model: MLP, validated: bool) -> None:
+    def check_usable(self, model: Any, validated: bool) -> None:
         """Raise ``ValueError`` when a run of ``model`` cannot produce the monitored figure: a ``val_`` one
         without validation data (``validated`` False), an accuracy for a regression output."""
         if self.monitor.startswith("val_") and not validated:
             raise ValueError(f"early_stopping: monitoring {self.monitor!r} needs validation_data "
                              "or validation_split")
-        if self.monitor.endswith("accuracy") and not has_accuracy(model):
+        if self.monitor.endswith("accuracy") and model.output not in CLASSIFICATION_OUTPUTS:
             raise ValueError(f"early_stopping: monitoring {self.monitor!r} needs a classification output; "
                              f"the model's output is {model.output!r} (regression, no accuracy): monitor "
                              "'val_loss' or 'loss'")

@@ -14,7 +14,8 @@ from .backends import Backend, get_backend
 from . import sparse
 from .backends.base import ACTIVATIONS, OUTPUTS, TARGET_RANGES, CSRMatrix, activation_code, layer_layout
 from .checkpoint import read_archive, read_model_record, save_model
-from .checkpoint import CHECKPOINT_FORMAT, atomic_write_bytes  # noqa: F401  (importable from here, as before)
+from ._files import atomic_write_bytes  # noqa: F401  (importable from here, as before)
+from .checkpoint import CHECKPOINT_FORMAT  # noqa: F401  (importable from here, as before)
 from .network import Networks, Workspace
 
 PathLike = Union[str, "os.PathLike[str]"]

@@ -9,12 +9,10 @@ from __future__ import annotations
 import io
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any, Union
 
-from .checkpoint import atomic_write_bytes
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .trainer import History
+from ._files import atomic_write_bytes
+from .backends.names import CLASSIFICATION_OUTPUTS, OUTPUTS
 
 PLOT_EXTRA_HINT = "plotting needs matplotlib: pip install 'numba-mlp[plot]'"
 
@@ -45,7 +43,7 @@ LOSS_LABELS = {
 SCORE_LABELS = {"accuracy": ("accuracy", "accuracy"), "r2": ("R²", "R² (coefficient of determination)")}
 
 
-def plot_history(history: "History", path: Union[str, Path, None] = None) -> Any:
+def plot_history(history: Any, path: Union[str, Path, None] = None) -> Any:
     """Draw the loss and a score per epoch (training, and validation when recorded).
 
     Returns the matplotlib ``Figure``, two panels side by side: the loss the
@@ -55,9 +53,6 @@ def plot_history(history: "History", path: Union[str, Path, None] = None) -> Any
     written there, atomically, in the format its suffix names (``.png``,
     ``.svg``, ``.pdf``...).
     """
-    from .evaluation import CLASSIFICATION_OUTPUTS
-    from .model import OUTPUTS
-
     Figure = figure_class()
     fig = Figure(figsize=(10, 4), layout="constrained")
     records = list(history)
