@@ -10,17 +10,19 @@
 ``best_estimator_``, ``refit``, ``scoring``, any splitter as ``cv``), with
 one difference in how the fits run: before scikit-learn's search loop
 starts, every fit it will make (each candidate on each training fold) is
-made at once by :func:`fit_many`, which trains the networks of one shape as
-one stack (:mod:`mlp.stack`): one copy of the data on the device, each
-model with its own rows, seed, hyperparameters and stopping.  The search
+made at once by :func:`mlp.fit_many.fit_many`, which trains the networks of
+one shape as one stack: one copy of the data on the device, each model with
+its own rows, seed, hyperparameters and stopping.  The search
 loop then finds each fit already made (same parameters, same data) and
 only scores it.  Each stacked model ends with the weights its own fit would
 have, so the results are those of scikit-learn's search over these
-estimators one fit at a time.  Anything the stack cannot train (``lbfgs``,
-an estimator inside a ``Pipeline``) simply trains in the search loop as
-usual; the fits of a sparse X train one at a time, each batch by batch on
-the sparse rows (a stack's batches are dense), with one
-:class:`SparseInputWarning`.
+estimators one fit at a time.  A search over a ``Pipeline`` ending in an
+mlp network fits the steps before the network once per fold (and setting of
+their parameters) and stacks the candidates that share that data.  Fits that
+train one at a time anyway (``lbfgs``, data that differs from what was
+stacked) say so in one :class:`StackingWarning`; the fits of a sparse X train
+one at a time, each batch by batch on the sparse rows, with one
+:class:`~mlp.fit_many.SparseInputWarning`.
 
 A fit fails on its own, as it would one fit at a time (parameters its
 ``fit`` rejects, a validation set too small, weights that became
@@ -31,9 +33,7 @@ error handling turns into ``error_score``, a ``FitFailedWarning`` or, with
 one fit of the loop, so duplicate candidates drawn from
 ``random_state=None`` get fits of their own, as in scikit-learn.
 
-``MLPEnsembleClassifier``/``MLPEnsembleRegressor`` train ``n_estimators``
-copies of a network with different seeds (and bootstrap samples, if asked)
-as one stack, and average their probabilities or predictions.
+The ensembles (:mod:`mlp.ensemble`) and :func:`~mlp.fit_many.fit_many` are importable from here too.
 
 Large searches are split into chunks that fit the device's memory (a
 warning says so); chunks are dispatched through joblib (``n_jobs``, by
@@ -42,6 +42,7 @@ and scikit-learn configuration), so ``with joblib.parallel_backend("dask"):``
 spreads them over a Dask cluster's workers.
 """
 
+
 from __future__ import annotations
 
 try:
@@ -49,283 +50,26 @@ try:
 except ImportError:
     raise ImportError("mlp's searches and ensembles need scikit-learn: pip install 'numba-mlp[sklearn]'") from None
 
-import contextlib
-import math
 import numbers
-import os
-import sys
 import warnings
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
-from joblib import effective_n_jobs
-from sklearn import config_context
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone, is_classifier
+from sklearn.base import clone, is_classifier
 from sklearn.model_selection import GridSearchCV as _SkGridSearchCV
 from sklearn.model_selection import RandomizedSearchCV as _SkRandomizedSearchCV
 from sklearn.model_selection import check_cv
 from sklearn.utils import _safe_indexing, check_random_state
-from sklearn.utils.multiclass import unique_labels
-from sklearn.utils.parallel import Parallel, delayed  # joblib's, passing on scikit-learn's config and warning filters
-from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .backends import get_backend
-from .estimator import _STOCHASTIC_SOLVERS, MLPClassifier, MLPRegressor, _BaseMLP
+from .ensemble import MLPEnsembleClassifier, MLPEnsembleRegressor
 from .fit_cache import fingerprint, serving
-from .sklearn_run import StochasticRun
-from .loop import TrainingLoop
-from .network import Networks
-from .runner import train
-from .sparse import as_matrix, is_sparse
+from .fit_many import SparseInputWarning, StackSplitWarning, _fit_datasets, fit_many
+from .sklearn_base import _STOCHASTIC_SOLVERS, _BaseMLP
 
 __all__ = ["GridSearchCV", "RandomizedSearchCV", "MLPEnsembleClassifier", "MLPEnsembleRegressor", "fit_many",
            "StackSplitWarning", "StackingWarning", "SparseInputWarning"]
 
 
-class StackSplitWarning(UserWarning):
-    """A set of fits did not fit the device's memory as one stack and was split into several."""
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Fitting many estimators at once
-# ---------------------------------------------------------------------------------------------------------
-def _model_bytes(est: _BaseMLP, layer_units: Sequence[int], batch: int, itemsize: int) -> int:
-    """Device memory one model of a stack needs: parameters, gradients and two state buffers, and its
-    batch's activations, their gradients and inputs."""
-    params = sum(k * n + n for k, n in zip(layer_units[:-1], layer_units[1:]))
-    acts = batch * (sum(layer_units) + sum(layer_units[1:]))
-    return itemsize * (4 * params + 2 * acts)
-
-
-def fit_many(estimators: Sequence[_BaseMLP], X: Any, y: Any, rows: Sequence[np.ndarray],
-             sample_weight: Any = None, *, n_jobs: int | None = None, max_stack: int | None = None,
-             progress: bool | None = None, return_exceptions: bool = False) -> list[Any]:
-    """Fit ``estimators[i]`` on the rows ``rows[i]`` of ``(X, y)``; returns the fitted estimators.
-
-    The result is what ``estimators[i].fit(X[rows[i]], y[rows[i]], sample_weight[rows[i]])`` gives, but
-    the "sgd"/"adam" fits that share a network shape (layer sizes, activation, output, dtype, solver,
-    batch size and batches per epoch) train as one stack.  ``max_stack`` caps the models of a stack (default:
-    what fits half the free device memory, or a quarter of the RAM).  Stacks are dispatched through joblib
-    with ``n_jobs`` workers (each shape's stack is split so that every worker has one); inside
-    ``joblib.parallel_backend("dask")`` they run on a Dask cluster.  ``progress`` shows a bar per stack over
-    its models' epochs with the lowest training loss so far (default: on a terminal, without workers).
-    The workers apply the caller's warning filters and scikit-learn configuration.
-    A sparse X (CSR, or converted to CSR once) is never densified: its fits train one at a time, shared out
-    among the workers, with one :class:`SparseInputWarning`.
-
-    Each fit succeeds or fails on its own, as its own ``fit`` would: one that raises (parameters its ``fit``
-    rejects, a validation set too small, weights that became non-finite) leaves every other fit, those of its
-    stack included, to finish.  Then the first failed fit's exception (in the order of ``estimators``) is
-    raised; with ``return_exceptions=True`` it takes that estimator's place in the returned list instead.
-    """
-    estimators = list(estimators)
-    if len(rows) != len(estimators):
-        raise ValueError(f"rows: expected one index array per estimator ({len(estimators)}), got {len(rows)}")
-    for i, est in enumerate(estimators):
-        if not isinstance(est, _BaseMLP):
-            raise TypeError(f"estimators[{i}]: expected an mlp.MLPClassifier or mlp.MLPRegressor, "
-                            f"got {type(est).__name__}")
-    if max_stack is not None and (not isinstance(max_stack, numbers.Integral) or max_stack < 1):
-        raise ValueError(f"max_stack: expected None or an integer >= 1, got {max_stack!r}")
-    rows = [np.asarray(r, dtype=np.int64) for r in rows]
-    outcomes = _fit_datasets(estimators, [(X, y, sample_weight)], [0] * len(estimators), rows, n_jobs, max_stack,
-                             progress)
-    if not return_exceptions:
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
-    return outcomes
-
-
-def _fit_datasets(estimators: Sequence[_BaseMLP], datasets: Sequence[tuple], which: Sequence[int],
-                  rows: Sequence[np.ndarray], n_jobs: int | None, max_stack: int | None, progress: bool | None,
-                  stacklevel: int = 4) -> list[Any]:
-    """Fit ``estimators[i]`` on the rows ``rows[i]`` of ``datasets[which[i]]`` (an ``(X, y, sample_weight)``),
-    the fits of one dataset and one network shape stacked; returns each fit's outcome (the fitted estimator or
-    the exception its fit raised).  Stacks of every dataset go through one joblib dispatch."""
-    workers = effective_n_jobs(n_jobs)
-    # with fewer datasets than workers, each dataset's stacks are split so that every worker has one
-    split_for = workers if len(datasets) < workers else 1
-    chunks: list[tuple[int, list[int]]] = []
-    datasets = list(datasets)
-    for d, (X, y, sw) in enumerate(datasets):
-        members = [i for i in range(len(estimators)) if which[i] == d]
-        if is_sparse(X):
-            datasets[d] = (as_matrix(X), y, sw)  # CSR once (a CSC X would be indexed by rows for every fit)
-            planned = _sparse_chunks([estimators[i] for i in members], split_for, stacklevel)
-        else:
-            planned = _plan_chunks([estimators[i] for i in members], X, [rows[i] for i in members], max_stack,
-                                   split_for, stacklevel)
-        chunks.extend((d, [members[j] for j in chunk]) for chunk in planned)
-    if progress is None:
-        progress = sys.stderr.isatty()
-    show = bool(progress) and workers == 1  # one bar per chunk, shown where it trains
-    # the cores left to each worker step ranges of a stack's models in threads (host backends)
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    results = Parallel(n_jobs=n_jobs)(
-        delayed(_fit_chunk)([estimators[i] for i in chunk], datasets[d][0], datasets[d][1], [rows[i] for i in chunk],
-                            datasets[d][2], show, threads)
-        for d, chunk in chunks)
-    outcomes: list[Any] = [None] * len(estimators)
-    for (_, chunk), done in zip(chunks, results):
-        for i, outcome in zip(chunk, done):
-            outcomes[i] = outcome
-    return outcomes
-
-
-class SparseInputWarning(UserWarning):
-    """Fits of a sparse X train one at a time: a stack's batches are dense."""
-
-
-def _sparse_chunks(estimators: Sequence[_BaseMLP], workers: int, stacklevel: int = 5) -> list[list[int]]:
-    """A sparse X: every fit trains on its own, batch by batch and never densified (a stack gathers dense
-    batches of every model, so X would be densified); the fits are shared out among the workers.  One
-    warning says so when some fit could otherwise have been stacked."""
-    if any(est.solver in _STOCHASTIC_SOLVERS for est in estimators) and len(estimators) > 1:
-        warnings.warn(f"X is sparse: its {len(estimators)} fits train one at a time, each batch by batch on the "
-                      "sparse rows, instead of as stacks (a stack's batches are dense: X would be densified)",
-                      SparseInputWarning, stacklevel=stacklevel)
-    return [list(map(int, c)) for c in np.array_split(np.arange(len(estimators)), min(workers, len(estimators)))
-            if len(c)]
-
-
-def _plan_chunks(estimators: Sequence[_BaseMLP], X: Any, rows: Sequence[np.ndarray], max_stack: int | None,
-                 workers: int, stacklevel: int = 5) -> list[list[int]]:
-    """Indices of ``estimators`` in chunks: fits of one network shape together, split so that each chunk fits
-    the memory budget (a warning says so when that splits a shape) and every worker gets a share."""
-    n_features = np.shape(X)[1]
-    shapes: dict[tuple, list[int]] = {}
-    for i, est in enumerate(estimators):
-        try:
-            key = _stack_shape(est, len(rows[i]))
-        except Exception:  # parameters its fit rejects: it fails on its own, as its fit does, in _fit_chunk
-            key = None
-        shapes.setdefault(("alone", i) if key is None else key, []).append(i)
-    chunks, split = [], False
-    for key, members in shapes.items():
-        if key[0] == "alone":
-            chunks.append(members)
-            continue
-        est = estimators[members[0]]
-        budget = get_backend(est.backend).memory_budget() - int(np.prod(np.shape(X))) * 8
-        size = _model_bytes(est, [n_features, *est._hidden_sizes(), 10], key[4], 8)
-        cap = max(1, budget // max(size, 1))
-        if max_stack is not None:
-            cap = min(cap, max_stack)
-        parts = max(-(-len(members) // cap), min(workers, len(members)))
-        split |= -(-len(members) // cap) > 1
-        chunks.extend(np.array_split(np.asarray(members), parts))
-    chunks = [list(map(int, c)) for c in chunks if len(c)]
-    if split:
-        warnings.warn(f"{len(estimators)} fits need more memory than one stack may use"
-                      + ("" if max_stack is None else f" (or more than max_stack={max_stack} models)")
-                      + f": training them as {len(chunks)} stacks", StackSplitWarning, stacklevel=stacklevel)
-    return chunks
-
-
-def _stack_shape(est: _BaseMLP, n_rows: int) -> tuple | None:
-    """What the fits of one stack share before their data is seen (None: a fit that trains alone); raises
-    what reading parameters that ``fit`` rejects raises."""
-    if est.solver not in _STOCHASTIC_SOLVERS:
-        return None
-    get_backend(est.backend)
-    batch = min(200, n_rows) if est.batch_size == "auto" else min(int(est.batch_size), n_rows)
-    return (type(est), tuple(est._hidden_sizes()), est.activation, est.solver, batch, str(est.dtype),
-            str(est.backend))
-
-
-def _fit_chunk(estimators: list[_BaseMLP], X: Any, y: Any, rows: list[np.ndarray], sample_weight: Any,
-               progress: bool, threads: int = 1) -> list[Any]:
-    """Fit a chunk's estimators: the stochastic ones grouped into stacks, any other one on its own.  Returns each
-    one's outcome: the fitted estimator, or the exception its fit raised."""
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=sum(e.max_iter for e in estimators), unit="epoch", leave=False,
-                   desc=f"{len(estimators)} models x epochs", file=sys.stderr, dynamic_ncols=True)
-    outcomes: list[Any] = list(estimators)
-    groups: dict[tuple, list] = {}
-    for i, (est, r) in enumerate(zip(estimators, rows)):
-        Xm, ym = _safe_indexing(X, r), _safe_indexing(y, r)
-        swm = None if sample_weight is None else _safe_indexing(np.asarray(sample_weight), r)
-        try:
-            if est.solver not in _STOCHASTIC_SOLVERS or is_sparse(Xm):  # on its own (see _sparse_chunks)
-                est.fit(Xm, ym, sample_weight=swm)
-                if bar is not None:
-                    bar.update(est.max_iter)
-                continue
-            run = est.start_stacked_fit(Xm, ym, swm)
-        except Exception as exc:  # what this fit raises on its own; the others go on
-            outcomes[i] = exc
-            continue
-        groups.setdefault(run.stack_key(), []).append((i, run, r))
-    best_loss = math.inf
-    with config_context(skip_parameter_validation=True):  # as inside fit: its inner calls are not re-validated
-        for members in groups.values():
-            best_loss = min(best_loss, _train_stack(members, X, y, bar, threads, outcomes))
-    if bar is not None:
-        bar.close()
-    return outcomes
-
-
-def _train_stack(members: list[tuple[int, StochasticRun, np.ndarray]], X: Any, y: Any, bar: Any,
-                 threads: int, outcomes: list[Any]) -> float:
-    """Train one stack to the end of every member's fit; returns the lowest training loss reached.
-
-    ``members`` are ``(index, run, rows)``: each fit's policy (see :meth:`mlp.MLPClassifier.start_stacked_fit`)
-    and its rows of ``X``; a member whose fit raises (at the end of an epoch, or its weights non-finite at the
-    end) is frozen, and the exception is its outcome (``outcomes[index]``).  With ``threads`` > 1 on a host
-    backend, ranges of the models step in threads, each product on one BLAS thread (many small products gain
-    more from a core each than from two cores sharing each)."""
-    runs = [m[1] for m in members]
-    first = runs[0]
-    backend = get_backend(first.est.backend)
-    host = get_backend("numpy")
-    net = Networks.stack([run.network(host) for run in runs], backend)
-    loop = TrainingLoop(net, [run.optimizer for run in runs], backend, backend.asarray(X, dtype=net.dtype),
-                        backend.asarray(first.targets_of(y)), first.batch_size, first.steps,
-                        weighted=first.sw_train is not None, l2_penalty=any(run.est.alpha > 0 for run in runs),
-                        cuda_graphs=True, threads=threads)
-    for (_, run, r) in members:  # each fit's rows of the one copy of the data the stack holds
-        run.row_map = r[run.train_rows]
-        run.validation_rows = None if run.val_rows is None else r[run.val_rows]
-        run.isolated = True  # an error at the end of an epoch ends this fit alone
-    lowest = [math.inf]
-
-    def progress(trained: Sequence[int]) -> None:
-        lowest[0] = min([lowest[0], *(runs[m].est.loss_ for m in trained if runs[m].failure is None)])
-        if bar is not None:
-            bar.update(len(trained))
-            bar.set_postfix_str(f"best loss {lowest[0]:.4g}", refresh=False)
-
-    blas: Any = contextlib.nullcontext()
-    if len(loop.parts) > 1:
-        from threadpoolctl import threadpool_limits
-
-        blas = threadpool_limits(limits=1, user_api="blas")
-    try:
-        with blas:
-            train(loop, runs, after_epoch=progress, interrupt="warn")
-    finally:
-        loop.close()
-    final = net.params_numpy()
-    for m, (index, run, _) in enumerate(members):
-        if run.failure is not None:
-            outcomes[index] = run.failure
-            continue
-        try:
-            run.finish(final[m], backend)
-        except Exception as exc:  # e.g. its weights became non-finite: its fit fails as its own would
-            outcomes[index] = exc
-    if bar is not None:  # the epochs the models that stopped early did not need
-        bar.update(sum(max(0, run.est.max_iter - run.est.n_iter_) for run in runs))
-    return lowest[0]
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Searches
-# ---------------------------------------------------------------------------------------------------------
 class StackingWarning(UserWarning):
     """Some fits of an ``mlp`` search trained one at a time instead of stacked (the message says why)."""
 
@@ -466,104 +210,3 @@ class RandomizedSearchCV(_StackedSearch, _SkRandomizedSearchCV):
     def fit(self, X: Any, y: Any = None, **params: Any) -> "RandomizedSearchCV":
         """As scikit-learn's ``RandomizedSearchCV.fit``; returns ``self``."""
         return self._stacked_fit(super().fit, X, y, **params)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Ensembles
-# ---------------------------------------------------------------------------------------------------------
-class _BaseEnsemble(BaseEstimator):
-    def __init__(self, estimator: Any = None, n_estimators: int = 10, *, bootstrap: bool = False,
-                 max_samples: float | int | None = None, random_state: Any = None, n_jobs: int | None = None):
-        self.estimator = estimator
-        self.n_estimators = n_estimators
-        self.bootstrap = bootstrap
-        self.max_samples = max_samples
-        self.random_state = random_state
-        self.n_jobs = n_jobs
-
-    #: the kind of network the ensemble averages
-    _member: type = _BaseMLP
-
-    def _members(self, X: Any, y: Any, sample_weight: Any) -> None:
-        if not isinstance(self.n_estimators, numbers.Integral) or self.n_estimators < 1:
-            raise ValueError(f"n_estimators: expected an integer >= 1, got {self.n_estimators!r}")
-        base = self.estimator if self.estimator is not None else self._member()
-        if not isinstance(base, self._member):
-            raise TypeError(f"estimator: {type(self).__name__} averages the networks of an "
-                            f"mlp.{self._member.__name__}, got {type(base).__name__}")
-        X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True, dtype=None,
-                             ensure_all_finite=True)
-        n = np.shape(X)[0]
-        rs = check_random_state(self.random_state)
-        size = n
-        if self.max_samples is not None:
-            size = int(self.max_samples * n) if isinstance(self.max_samples, float) else int(self.max_samples)
-            if not 1 <= size <= n:
-                raise ValueError(f"max_samples: expected a fraction in (0, 1] or a count in [1, {n}], got "
-                                 f"{self.max_samples!r}")
-        members, rows = [], []
-        for _ in range(self.n_estimators):
-            seed = int(rs.randint(np.iinfo(np.int32).max))
-            members.append(clone(base).set_params(random_state=seed))
-            rows.append(rs.randint(0, n, size) if self.bootstrap else
-                        (np.sort(rs.permutation(n)[:size]) if size < n else np.arange(n)))
-        self._check_rows(y, rows)
-        self.estimators_ = fit_many(members, X, y, rows, sample_weight, n_jobs=self.n_jobs)
-        self.estimators_samples_ = rows
-        self.n_features_in_ = np.shape(X)[1]
-
-    def _check_rows(self, y: np.ndarray, rows: list[np.ndarray]) -> None:
-        """Refuse members' rows that cannot make the ensemble's model (nothing to refuse by default)."""
-
-
-class MLPEnsembleClassifier(ClassifierMixin, _BaseEnsemble):
-    """``n_estimators`` copies of an ``mlp.MLPClassifier`` (default: its defaults), each with its own seed and,
-    with ``bootstrap=True``, its own bootstrap sample (``max_samples`` rows), trained at once as a stack;
-    ``predict_proba`` averages the members' probabilities.  Every member must see every class of ``y``."""
-
-    _member = MLPClassifier
-
-    def _check_rows(self, y: np.ndarray, rows: list[np.ndarray]) -> None:
-        classes = unique_labels(y)
-        for i, r in enumerate(rows):
-            seen = unique_labels(_safe_indexing(y, r))
-            if len(seen) != len(classes):
-                how = (f"a bootstrap sample of {len(r)} rows (drawn with replacement)" if self.bootstrap else
-                       f"a subsample of {len(r)} of the {len(y)} rows (max_samples={self.max_samples!r}, drawn "
-                       "without replacement)")
-                raise ValueError(f"y: member {i} would train on {how}, which holds the classes {seen.tolist()} "
-                                 f"of y's {classes.tolist()}; every member must see every class: use more rows "
-                                 "per member (max_samples)" + (" or bootstrap=False" if self.bootstrap else ""))
-
-    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> "MLPEnsembleClassifier":
-        """Fit every member; returns ``self``."""
-        self._members(X, y, sample_weight)
-        self.classes_ = self.estimators_[0].classes_
-        return self
-
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """The members' class probabilities, averaged: (n_samples, n_classes)."""
-        check_is_fitted(self)
-        return np.mean([e.predict_proba(X) for e in self.estimators_], axis=0)
-
-    def predict(self, X: Any) -> np.ndarray:
-        """The class of highest average probability."""
-        check_is_fitted(self)
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
-
-
-class MLPEnsembleRegressor(RegressorMixin, _BaseEnsemble):
-    """``n_estimators`` copies of an ``mlp.MLPRegressor`` (default: its defaults), each with its own seed and,
-    with ``bootstrap=True``, its own bootstrap sample, trained at once as a stack; predictions are averaged."""
-
-    _member = MLPRegressor
-
-    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> "MLPEnsembleRegressor":
-        """Fit every member; returns ``self``."""
-        self._members(X, y, sample_weight)
-        return self
-
-    def predict(self, X: Any) -> np.ndarray:
-        """The members' predictions, averaged."""
-        check_is_fitted(self)
-        return np.mean([e.predict(X) for e in self.estimators_], axis=0)
