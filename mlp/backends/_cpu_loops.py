@@ -23,13 +23,17 @@ from ._cpu_losses import add_stats, batch_scales
 from .base import ACTIVATIONS
 
 _jit = jit_with_disk_cache(njit, nogil=True, error_model="numpy")
+# The loops a stacked operation (_cpu_stacked) runs model by model, inlined into it where it is compiled: a fit
+# (a stack of one or of many) compiles only the stacked operations, not each loop again on its own (a call
+# from Python still compiles a loop by itself).
+_inline = jit_with_disk_cache(njit, nogil=True, error_model="numpy", inline="always")
 
 
 # Activation codes (indices of ACTIVATIONS), as the kernels number them too.
 _RELU, _TANH, _LOGISTIC = (ACTIVATIONS.index(a) for a in ("relu", "tanh", "logistic"))
 
 
-@_jit
+@_inline
 def _logistic(v, one):
     # exp of a non-positive argument only, so nothing overflows at extreme inputs
     if v >= 0:
@@ -38,7 +42,7 @@ def _logistic(v, one):
     return e / (one + e)
 
 
-@_jit
+@_inline
 def bias_act_row(row, b, act):
     """row[j] = f(row[j] + b[j]) for activation code ``act`` (an index of ``ACTIVATIONS``).
 
@@ -63,14 +67,14 @@ def bias_act_row(row, b, act):
             row[j] = row[j] + b[j]
 
 
-@_jit
+@_inline
 def bias_act_inplace(out, b, act):
     """out[i, j] = f(out[i, j] + b[j]) for activation code ``act``, row by row (:func:`bias_act_row`)."""
     for i in range(out.shape[0]):
         bias_act_row(out[i], b, act)
 
 
-@_jit
+@_inline
 def act_grad_colsum(dy, y, act, dym, db):
     """dym = dy * f'(z), with f'(z) of activation code ``act`` computed from the output y = f(z),
     and db = column sums of dym (float64 accumulation).
@@ -107,7 +111,7 @@ def act_grad_colsum(dy, y, act, dym, db):
         db[j] = acc[j]
 
 
-@_jit
+@_inline
 def colsum(dy, db):
     n, m = dy.shape
     acc = np.zeros(m, dtype=np.float64)
@@ -163,7 +167,7 @@ def row_exps(logits: np.ndarray, out: np.ndarray) -> None:
         np.exp(out, out=out)
 
 
-@_jit
+@_inline
 def softmax_xent(logits, labels, exps, dlogits, write_grad, stats, step, weights, weighted):
     """One pass per row: max and argmax, log-sum-exp, loss, gradient.
 
@@ -219,7 +223,7 @@ def softmax_xent(logits, labels, exps, dlogits, write_grad, stats, step, weights
     add_stats(stats, step, loss_sum, correct, bad)
 
 
-@_jit
+@_inline
 def sgd_update(p, g, buf, lr, momentum, nesterov, wd, n_decay, lookahead):
     use_momentum = momentum != 0
     for i in range(p.size):
@@ -236,7 +240,7 @@ def sgd_update(p, g, buf, lr, momentum, nesterov, wd, n_decay, lookahead):
         p[i] = p[i] - lr * d
 
 
-@_jit
+@_inline
 def rmsprop_update(p, g, sq, buf, lr, alpha, one_minus_alpha, eps, momentum, wd, n_decay):
     use_momentum = momentum > 0
     for i in range(p.size):
@@ -254,7 +258,7 @@ def rmsprop_update(p, g, sq, buf, lr, alpha, one_minus_alpha, eps, momentum, wd,
             p[i] = p[i] - lr * (d / avg)
 
 
-@_jit
+@_inline
 def adam_update(p, g, m, v, one_minus_b1, beta2, one_minus_b2, eps, step_size, bc2_sqrt,
                 wd, decay_factor, decoupled, n_decay):
     for i in range(p.size):

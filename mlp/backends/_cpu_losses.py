@@ -28,9 +28,13 @@ from mlp.kernels._compile_cache import jit_with_disk_cache
 from .base import STATS_CORRECT, STATS_FIRST_NONFINITE_STEP, STATS_LOSS_SUM
 
 _jit = jit_with_disk_cache(njit, nogil=True, error_model="numpy")
+# The loops a stacked operation (_cpu_stacked) runs model by model, inlined into it where it is compiled: a fit
+# (a stack of one or of many) compiles only the stacked operations, not each loop again on its own (a call
+# from Python still compiles a loop by itself).
+_inline = jit_with_disk_cache(njit, nogil=True, error_model="numpy", inline="always")
 
 
-@_jit
+@_inline
 def batch_scales(weights, weighted, n):
     """``(gradient scale, loss factor)`` of a row of unit weight: ``(1/N, 1)``, or ``(1/S, N/S)`` with weights.
 
@@ -46,7 +50,7 @@ def batch_scales(weights, weighted, n):
     return inv, n * inv
 
 
-@_jit
+@_inline
 def add_stats(stats, step, loss_sum, correct, bad):
     """Add a batch's loss sum and hit count to ``stats``; record ``step`` when a loss was not finite."""
     stats[STATS_LOSS_SUM] += loss_sum
@@ -59,7 +63,7 @@ def add_stats(stats, step, loss_sum, correct, bad):
 LOGISTIC, SQUARED_ERROR, POISSON = 0, 1, 2
 
 
-@_jit
+@_inline
 def _logistic(z, t, one):
     """Sigmoid and binary cross-entropy of one element: ``(sigmoid(z) - t, loss, right)``.
 
@@ -74,14 +78,14 @@ def _logistic(z, t, one):
     return p - t, loss, (z > 0) == (t > 0.5)
 
 
-@_jit
+@_inline
 def _squared(z, t):
     """``(z - t, (z - t)^2)`` in float64; the row's ``0.5 / C`` is applied once per row."""
     d = np.float64(z) - np.float64(t)
     return d, d * d
 
 
-@_jit
+@_inline
 def _poisson(z, t):
     """Exp output and the Poisson deviance of one element: ``(exp(z) - t, xlogy(t, t) - t z - t + exp(z))``."""
     e = math.exp(z)
@@ -90,7 +94,7 @@ def _poisson(z, t):
     return e - t, xlogy - td * np.float64(z) - td + np.float64(e)
 
 
-@_jit
+@_inline
 def output_loss(kind, z, targets, dz, write_grad, stats, step, weights, weighted):
     """One pass over the rows of ``z`` (N, C): the gradient ``w (out(z) - t) / S`` into ``dz`` (when
     ``write_grad``) and the loss statistics, for the loss ``kind``.
@@ -134,7 +138,7 @@ def output_loss(kind, z, targets, dz, write_grad, stats, step, weights, weighted
     add_stats(stats, step, loss_sum, correct, bad)
 
 
-@_jit
+@_inline
 def l2_penalty(params, n, scale, stats):
     """``stats[STATS_LOSS_SUM] += scale * sum(params[:n]**2)``, squares summed in float64."""
     acc = 0.0
