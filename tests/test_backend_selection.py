@@ -49,6 +49,51 @@ def test_auto_falls_back_to_numpy_with_one_notice():
     assert len(notices) == 1, r.stderr
 
 
+def _driver_library_loads() -> bool:
+    import ctypes
+
+    from mlp.backends.cuda_probe import DRIVER_LIBRARIES
+
+    for name in DRIVER_LIBRARIES:
+        try:
+            ctypes.CDLL(name)
+            return True
+        except OSError:
+            pass
+    return False
+
+
+def test_auto_without_a_driver_library_never_imports_numbas_cuda_support():
+    """Without an NVIDIA driver, 'auto' is decided without importing Numba's CUDA support (a few tenths of a
+    second of every first fit)."""
+    if _driver_library_loads():
+        pytest.skip("an NVIDIA driver library is installed here: the backend itself decides")
+    r = _run("""
+        import sys
+        import mlp
+        mlp.get_backend("auto")
+        print("CUDA MODULES", sorted(m for m in sys.modules if m.startswith(("numba.cuda", "mlp.backends.cuda_b"))))
+        print("STATUS", mlp.backends.backend_status("cuda"))
+        """, NUMBA_ENABLE_CUDASIM="0")
+    assert r.returncode == 0, r.stderr
+    assert "CUDA MODULES []" in r.stdout
+    assert "usable=False" in r.stdout and "no CUDA driver library" in r.stdout
+
+
+def test_the_probe_leaves_the_decision_to_the_backend_where_a_driver_loads(monkeypatch):
+    from mlp.backends import cuda_probe
+
+    monkeypatch.setenv("NUMBA_ENABLE_CUDASIM", "0")
+    monkeypatch.delenv("NUMBA_CUDA_DRIVER", raising=False)
+    monkeypatch.setattr(cuda_probe.ctypes, "CDLL", lambda name: object())  # a driver library that loads
+    assert cuda_probe.status() is None
+    monkeypatch.setenv("NUMBA_CUDA_DRIVER", "/opt/driver/libcuda.so")  # a path Numba is told to use
+    monkeypatch.setattr(cuda_probe.ctypes, "CDLL", lambda name: (_ for _ in ()).throw(OSError(name)))
+    assert cuda_probe.status() is None
+    monkeypatch.delenv("NUMBA_CUDA_DRIVER")
+    assert cuda_probe.status().usable is False
+
+
 @pytest.mark.skipif(not ON_SIMULATOR, reason="the simulator is only used where no GPU is present")
 def test_auto_never_picks_the_simulator_but_cuda_runs_on_it():
     r = _run("""

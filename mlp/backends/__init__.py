@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import logging
 import os
 import pkgutil
@@ -80,8 +81,18 @@ def _backend_class(name: str) -> type[Backend] | BaseException:
         return _classes[name]
 
 
+def _quick_status(name: str) -> BackendStatus | None:
+    """The status a backend's optional ``<name>_probe`` module knows without importing the backend, or None."""
+    if name in _classes or importlib.util.find_spec(f"{__name__}.{name}_probe") is None:
+        return None
+    return importlib.import_module(f"{__name__}.{name}_probe").status()
+
+
 def backend_status(name: str) -> BackendStatus:
     """Whether backend ``name`` is usable here and why (or why not)."""
+    quick = _quick_status(name)
+    if quick is not None:
+        return quick
     cls = _backend_class(name)
     if isinstance(cls, BaseException):
         return BackendStatus(False, f"its module could not be imported ({_first_line(cls)})")
@@ -130,9 +141,8 @@ def _choose_auto() -> str:
     best, notes = None, []
     for name in backend_names()[:-1]:
         st = backend_status(name)
-        cls = _backend_class(name)
         if st.usable and st.auto_eligible:
-            if best is None or cls.auto_priority > _backend_class(best).auto_priority:
+            if best is None or _backend_class(name).auto_priority > _backend_class(best).auto_priority:
                 best = name
         elif name != "numpy":
             notes.append(f"{name}: {st.reason}" if not st.usable else
