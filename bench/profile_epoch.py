@@ -31,8 +31,9 @@ from mlp.backends.numpy_backend import NumpyBackend
 #: The NumPy backend's operations the training step calls, timed by name.
 BACKEND_OPS = ("_take_rows_stacked", "_affine_forward_stacked", "_affine_backward_stacked", "_loss_stacked",
                "_adam_step_stacked", "_sgd_step_stacked")
-#: The Numba loops inside the affine operations, timed to split them into products and epilogues.
-LOOPS = ("bias_act", "act_grad_colsum", "colsum")
+#: Numba loops timed on their own inside the operations above (the affine layers' products and their bias,
+#: activation and gradient epilogues run in one compiled loop: they are timed together)
+LOOPS: tuple[str, ...] = ()
 REST = "the rest (trainer's Python per step)"
 
 
@@ -76,15 +77,11 @@ def instrument(seconds: collections.Counter, calls: collections.Counter) -> Call
 
 def breakdown(epoch_seconds: float, totals: collections.Counter) -> dict[str, float]:
     """Seconds per category of one epoch; the last, the rest, is what no timer saw."""
-    epilogues = totals["bias_act"]
-    masks = totals["act_grad_colsum"] + totals["colsum"]
     parts = {
-        "matrix products (BLAS)": (totals["_affine_forward_stacked"] + totals["_affine_backward_stacked"] - epilogues
-                                   - masks),
+        "affine layers (BLAS products, bias, activation and its gradient)": (totals["_affine_forward_stacked"]
+                                                                             + totals["_affine_backward_stacked"]),
         "optimizer update": totals["_adam_step_stacked"] + totals["_sgd_step_stacked"],
         "batch gather (take_rows)": totals["_take_rows_stacked"],
-        "bias + ReLU epilogues": epilogues,
-        "ReLU mask + bias gradients": masks,
         "softmax with cross-entropy": totals["_loss_stacked"],
     }
     parts[REST] = epoch_seconds - sum(parts.values())

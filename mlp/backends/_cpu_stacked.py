@@ -9,6 +9,7 @@ stacked ``matmul`` (one BLAS call per model).
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 from mlp.kernels._compile_cache import jit_with_disk_cache
@@ -123,3 +124,46 @@ def adam(params, grads, exp_avg, exp_avg_sq, table, row, decoupled, n_decay, act
         loops.adam_update(params[m], grads[m], exp_avg[m], exp_avg_sq[m], t[ADAM_ONE_MINUS_BETA1], t[ADAM_BETA2],
                           t[ADAM_ONE_MINUS_BETA2], t[ADAM_EPS], t[ADAM_STEP_SIZE], t[ADAM_BC2_SQRT],
                           t[ADAM_WEIGHT_DECAY], t[ADAM_DECAY_FACTOR], decoupled, n_decay)
+
+
+# The products of a stack, model by model, each on its own rows: W (k, n) and b (n,) of model m read at their
+# offsets of its row of the flat (M, P) parameters, the batch's rows x[m, :counts[m]]; NumPy's dot inside the
+# compiled loop calls BLAS with the GIL released, so the stack's models (or ranges of them in threads) go
+# through every product without returning to Python.  A stack of one runs exactly this too.
+@_jit
+def affine_forward(x, params, w_off, b_off, k, n, act, out, counts, active):
+    """out[m, :r] = act(x[m, :r] @ W_m + b_m) for every active model, r = counts[m]."""
+    for m in range(x.shape[0]):
+        if not active[m]:
+            continue
+        r = counts[m]
+        if r == 0:
+            continue
+        o = out[m, :r]
+        np.dot(x[m, :r], params[m, w_off:w_off + k * n].reshape(k, n), o)
+        loops.bias_act_inplace(o, params[m, b_off:b_off + n], act)
+
+
+@_jit
+def affine_backward(dy, x, params, grads, w_off, b_off, k, n, act, y, has_y, dym, dx, has_dx, counts, active):
+    """For every active model: g = dy * act'(y) (``dym``; dy itself without y or for the identity), db its
+    column sums, dW = x.T @ g, and with ``has_dx`` dx = g @ W.T, on the model's first counts[m] rows."""
+    for m in range(dy.shape[0]):
+        if not active[m]:
+            continue
+        r = counts[m]
+        db = grads[m, b_off:b_off + n]
+        G = grads[m, w_off:w_off + k * n].reshape(k, n)
+        if r == 0:  # no row: no gradient (BLAS is not asked for a product over nothing)
+            G[:] = 0
+            db[:] = 0
+            continue
+        if has_y and act != 0:
+            g = dym[m, :r]
+            loops.act_grad_colsum(dy[m, :r], y[m, :r], act, g, db)
+        else:
+            g = dy[m, :r]
+            loops.colsum(g, db)
+        np.dot(x[m, :r].T, g, G)
+        if has_dx:
+            np.dot(g, params[m, w_off:w_off + k * n].reshape(k, n).T, dx[m, :r])

@@ -20,7 +20,7 @@ from . import _cpu_losses as losses
 from . import _cpu_loops as loops
 from . import _cpu_sparse as sparse
 from . import _cpu_stacked as stacked
-from .base import Backend, CSRMatrix, layer_layout
+from .base import Backend, CSRMatrix, StackedLayer
 
 
 class NumpyBackend(Backend):
@@ -50,12 +50,6 @@ class NumpyBackend(Backend):
 
     def zeros(self, shape: int | Sequence[int], dtype: Any = np.float32) -> np.ndarray:
         return np.zeros(shape, dtype=dtype)
-
-    def layer_views(self, flat: np.ndarray, sizes) -> tuple[list, list]:
-        M = flat.shape[0]
-        layout = layer_layout(sizes)
-        return ([flat[:, w:w + k * n].reshape(M, k, n) for w, (k, n), _, _ in layout],
-                [flat[:, b:b + n] for _, _, b, n in layout])
 
     def _copy(self, dst: np.ndarray, src: Any) -> None:
         np.copyto(dst, self.asarray(src), casting="same_kind")
@@ -172,6 +166,10 @@ class NumpyBackend(Backend):
     # is also exactly the single model's product.
     def _affine_forward_stacked(self, x, W, b, act, out, rows=None) -> None:
         counts, active = _rows_and_models(x, rows)
+        if _one_buffer(W, b):
+            k, n = W.shape
+            stacked.affine_forward(x, W.flat, W.offset, b.offset, k, n, int(act), out, counts, active)
+            return
         for m in np.flatnonzero(active):
             r = counts[m]
             np.matmul(x[m, :r], W[m], out=out[m, :r])
@@ -179,6 +177,14 @@ class NumpyBackend(Backend):
 
     def _affine_backward_stacked(self, dy, x, W, y, dx, dW, db, act=1, rows=None) -> None:
         counts, active = _rows_and_models(dy, rows)
+        if _one_buffer(dW, db) and isinstance(W, StackedLayer) and W.models == dW.models \
+                and (W.offset, W.shape) == (dW.offset, dW.shape):
+            k, n = W.shape
+            dym = self._scratch(dy.shape, dy.dtype)
+            stacked.affine_backward(dy, x, W.flat, dW.flat, W.offset, db.offset, k, n, int(act),
+                                    dy if y is None else y, y is not None, dym, dy if dx is None else dx,
+                                    dx is not None, counts, active)
+            return
         if y is not None and act:
             dym = self._scratch(dy.shape, dy.dtype)
             stacked.act_grad_colsum(dy, y, int(act), dym, db, counts, active)
@@ -230,6 +236,12 @@ def _masked_gradient(be: NumpyBackend, dy: np.ndarray, y: Any, db: np.ndarray, a
         return dym
     loops.colsum(dy, db)
     return dy
+
+
+def _one_buffer(W: Any, b: Any) -> bool:
+    """Whether a layer's weights and biases are :class:`StackedLayer` views of one stack's buffer (the compiled
+    products read them there); plain arrays take the loop over models in Python."""
+    return isinstance(W, StackedLayer) and isinstance(b, StackedLayer) and W.same_models(b)
 
 
 def _rows_and_models(a: np.ndarray, rows: Any) -> tuple[np.ndarray, np.ndarray]:
