@@ -132,16 +132,27 @@ TARGETS: tuple[Target, ...] = (
     *(Target(f"CPU: digits grid search, {peer} / {ours} (speed-up){goal}",
              subject=f"{_SEARCH} and impl == '{impl}'", reference=f"{_SEARCH} and impl == '{mine}'", on=("group",),
              quantity="seconds", compare=">=", bound=bound,
-             source=f"bench_search.py::test_search[{impl}] vs test_search[{mine}]",
+             source=f"bench_search.py::{test}[{impl}] vs {test}[{mine}]",
              needs=("numpy", "sklearn"), suite="search", cpu_only=True,
              note="at {group}: best {best} ({best_score:.4f}) vs {best_ref} ({best_score_ref:.4f})")
-      for impl, peer, mine, ours, bound, goal in (
+      for impl, peer, mine, ours, bound, goal, test in (
+          ("sklearn-search-mlp", "sklearn's GridSearchCV(mlp.MLPClassifier, n_jobs=-1)", "mlp-search-all-cores",
+           "mlp.GridSearchCV(n_jobs=-1)", 1.5, "", "test_search"),
           ("sklearn-search", "sklearn's GridSearchCV(sklearn MLPClassifier, n_jobs=-1)", "mlp-search-all-cores",
-           "mlp.GridSearchCV(n_jobs=-1)", 3.0, ""),
+           "mlp.GridSearchCV(n_jobs=-1)", 4.0, "", "test_search"),
           ("sklearn-search", "sklearn's GridSearchCV(sklearn MLPClassifier, n_jobs=-1)", "mlp-search-all-cores",
-           "mlp.GridSearchCV(n_jobs=-1)", 10.0, " (goal)"),
-          ("sklearn-search-mlp", "sklearn's GridSearchCV(mlp.MLPClassifier), one fit at a time", "mlp-search",
-           "mlp.GridSearchCV, one process", 2.0, ""))),
+           "mlp.GridSearchCV(n_jobs=-1)", 10.0, " (goal)", "test_search"),
+          ("sklearn-search-pipeline", "sklearn's GridSearchCV(Pipeline(StandardScaler(), sklearn MLPClassifier), "
+           "n_jobs=-1)", "mlp-search-pipeline", "mlp.GridSearchCV(the same pipeline with mlp's, n_jobs=-1)", 3.0,
+           "", "test_search_pipeline"))),
+    Target("GPU: digits grid search, sklearn's GridSearchCV(n_jobs=-1) on every CPU core / mlp.GridSearchCV on the "
+           "GPU (speed-up, goal)",
+           subject="suite == 'stacks' and op == 'search' and impl == 'sklearn-search'",
+           reference="suite == 'stacks' and op == 'search' and impl == 'mlp-search-cuda'",
+           quantity="seconds", compare=">=", bound=50.0,
+           source="bench_stacks.py::test_stack_search[sklearn-search] vs [mlp-search-cuda]",
+           needs=("cuda", "sklearn"), suite="stacks",
+           note="{cores:.0f} CPU cores; best {best} ({best_score:.4f}) vs {best_ref} ({best_score_ref:.4f})"),
     *(Target(f"CPU: MLPClassifier.fit on sparse X ({label}), mlp NumPy backend / sklearn's, {what}",
              subject=f"{_SPARSE_FIT} and impl == 'mlp-numpy' "
                      f"and group in {[f'{dataset}-{dtype}' for dtype in ('float32', 'float64')]}",
@@ -153,13 +164,14 @@ TARGETS: tuple[Target, ...] = (
       for dataset, label in (("tfidf", "TF-IDF-like 20,000 x 100,000, 0.1% non-zero"),
                              ("scattered", "20,000 x 20,000, 2,000 non-zeros"))
       for quantity, bound, what in (("seconds", 1.0, "fit time"), ("peak_bytes", 2.0, "peak memory of the fit"))),
-    Target("CPU: digits grid search, mlp.GridSearchCV (one process) / its stacked matrix products alone",
+    Target("CPU: digits grid search, mlp.GridSearchCV (one process) / its stacked matrix products alone on the "
+           "same cores",
            subject=_STACKED_SEARCH, reference="suite == 'search' and op == 'products' and impl == 'stack-products'",
            on=("group",),
            quantity="seconds", compare="<=", bound=1.5,
            source="bench_search.py::test_search[mlp-search] vs test_search_products[grouped]",
            needs=("numpy", "sklearn"), suite="search", cpu_only=True,
-           note="at {group}: {products_ref:,.0f} products, one BLAS thread"),
+           note="at {group}: {products_ref:,.0f} products in {stack_threads_ref:.0f} threads, one BLAS thread each"),
     Target("CPU: digits grid search, best parameters of GridSearchCV(mlp.MLPClassifier) one fit at a time "
            "equal to mlp.GridSearchCV's",
            subject=f"{_SEARCH} and impl == 'sklearn-search-mlp'", quantity="best_agrees", compare=">=", bound=1.0,
