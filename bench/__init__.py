@@ -19,6 +19,7 @@ Suites (collected only when named: the repository's ``pytest`` run never sees th
   against their matrix products alone;
 * ``bench_stacks.py``: many networks at once on a device (a search, a stack
   against ``torch.func``, hidden sizes grouped against padded);
+* ``bench_coldstart.py``: a new process importing the library and fitting once;
 * ``bench_predict.py``: prediction's per-call buffers and checks;
 * ``bench_sparse.py``: ``fit`` on sparse ``X`` against scikit-learn's.
 

@@ -4,7 +4,7 @@ Examples::
 
     python -m bench --quick                         # a short run (a few minutes on 2 cores)
     python -m bench                                 # the full run, into bench/results/<machine tag>/
-    python -m bench --suites search stacks          # some suites; -k selects benchmarks by name
+    python -m bench --suites search coldstart       # some suites; -k selects benchmarks by name
     python -m bench --session --budget 500 --out OUT   # on a GPU machine: the whole session, in a budget
     python -m bench --collect OUT                   # back home: OUT as the committed record
 
@@ -37,6 +37,7 @@ SUITES = {
     "sklearn": "bench_sklearn.py",
     "search": "bench_search.py",
     "stacks": "bench_stacks.py",
+    "coldstart": "bench_coldstart.py",
     "predict": "bench_predict.py",
     "sparse": "bench_sparse.py",
 }

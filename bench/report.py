@@ -574,6 +574,35 @@ def _stacks_section(df: pd.DataFrame) -> list[str]:
     return lines
 
 
+# ------------------------------------------------------------ cold start
+_COLD = {"mlp-warm": "mlp, Numba cache filled", "mlp-empty": "mlp, Numba cache empty",
+         "sklearn": "scikit-learn"}
+
+
+def _coldstart_section(df: pd.DataFrame) -> list[str]:
+    rows = select(df, suite="coldstart")
+    if rows.empty:
+        return []
+    order = list(_COLD)
+    rows = rows.assign(_e=rows["impl"].map(lambda i: order.index(i) if i in order else len(order)))
+    rows = rows.sort_values("_e")
+    sk = select(rows, impl="sklearn")
+    sk_seconds = float(sk["seconds"].iloc[0]) if not sk.empty else np.nan
+    table = pd.DataFrame({
+        "script": rows["impl"].map(lambda i: _COLD.get(i, i)), "process": rows["seconds"].map(fmt_time),
+        "/ scikit-learn's process": (rows["seconds"] / sk_seconds).map(fmt_x),
+        "import": _col(rows, "import_median").map(fmt_time), "load digits": _col(rows, "data_median").map(fmt_time),
+        "first fit": _col(rows, "fit_median").map(fmt_time), "rounds": rows["rounds"].map(fmt_int)})
+    first_row = rows.iloc[0]
+    return ["## Cold start: a new process, its import and its first fit", "", markdown(table, "lrrrrrr"), "",
+            "Each round is a new Python process running one script: import the library (`import mlp` and "
+            "`mlp.MLPClassifier`; or `from sklearn.neural_network import MLPClassifier`), load digits (X/16), "
+            f"then `MLPClassifier({first_row.get('params') or 'max_iter=20, random_state=0'}).fit(X, y)`. *process* is "
+            "the median wall time of the whole process (interpreter start included), the others the median of the "
+            "times the script measures. *Numba cache filled*: a private `NUMBA_CACHE_DIR` filled by one untimed "
+            "run before the rounds; *empty*: a new empty `NUMBA_CACHE_DIR` every round (everything compiles).", ""]
+
+
 # ---------------------------------------------------------- fit epochs
 def _fit_epochs_section(df: pd.DataFrame) -> list[str]:
     rows = select(df, suite="training", op="fit_epochs")
@@ -816,6 +845,7 @@ def render(df: pd.DataFrame, env: dict[str, Any], title: str, plots: list[str] |
     lines += _sklearn_section(df)
     lines += _search_section(df)
     lines += _stacks_section(df)
+    lines += _coldstart_section(df)
     lines += _predict_section(df)
     lines += _sparse_section(df)
     lines += _launch_section(df)

@@ -29,6 +29,8 @@ _SKLEARN_FIT = "suite == 'sklearn' and op == 'fit'"
 # bench_search.py: one grid search on digits per engine (``impl``); ``group`` is "digits-<dtype>".
 _SEARCH = "suite == 'search' and op == 'search'"
 _STACKED_SEARCH = f"{_SEARCH} and impl == 'mlp-search'"
+# bench_coldstart.py: one row per script (``impl``), each round a new process.
+_COLD = "suite == 'coldstart' and op == 'process'"
 # bench_sparse.py: ``group`` is "<data set>-<dtype>"; ``peak_bytes`` the fit's peak memory in a fresh process.
 _SPARSE_FIT = "suite == 'sparse' and op == 'fit'"
 
@@ -153,6 +155,19 @@ TARGETS: tuple[Target, ...] = (
            source="bench_stacks.py::test_stack_search[sklearn-search] vs [mlp-search-cuda]",
            needs=("cuda", "sklearn"), suite="stacks",
            note="{cores:.0f} CPU cores; best {best} ({best_score:.4f}) vs {best_ref} ({best_score_ref:.4f})"),
+    Target("Cold start: a new process importing mlp and fitting digits once (Numba cache filled) / the same with "
+           "scikit-learn's MLPClassifier",
+           subject=f"{_COLD} and impl == 'mlp-warm'", reference=f"{_COLD} and impl == 'sklearn'",
+           quantity="seconds", compare="<=", bound=1.5,
+           source="bench_coldstart.py::test_coldstart[mlp-warm] vs [sklearn]", needs=("numpy", "sklearn"),
+           suite="coldstart", cpu_only=True,
+           note="import {import_median:.2f} s vs {import_median_ref:.2f} s, first fit {fit_median:.2f} s vs "
+                "{fit_median_ref:.2f} s"),
+    Target("Cold start: mlp's first fit with an empty Numba cache (everything compiles)",
+           subject=f"{_COLD} and impl == 'mlp-empty'", quantity="fit_median", compare="<=", bound=1.5,
+           absolute=True, source="bench_coldstart.py::test_coldstart[mlp-empty] (the fit the script times)",
+           needs=("numpy", "sklearn"), suite="coldstart", cpu_only=True,
+           note="import {import_median:.2f} s; the whole process {seconds:.2f} s"),
     *(Target(f"CPU: MLPClassifier.fit on sparse X ({label}), mlp NumPy backend / sklearn's, {what}",
              subject=f"{_SPARSE_FIT} and impl == 'mlp-numpy' "
                      f"and group in {[f'{dataset}-{dtype}' for dtype in ('float32', 'float64')]}",

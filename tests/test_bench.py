@@ -346,9 +346,9 @@ def test_cli_builds_a_pytest_run_that_enables_benchmarks(tmp_path):
     assert argv[argv.index("-o") + 1] == "addopts="  # the project's addopts would skip every benchmark
     assert str(tmp_path / "benchmark.json") in argv
     assert "--mlp-quick" in argv and "--mlp-skip-cpu" in argv
-    args = build_parser().parse_args(["--tiny", "--seconds", "60", "--suites", "stacks", "search"])
+    args = build_parser().parse_args(["--tiny", "--seconds", "60", "--suites", "stacks", "coldstart"])
     argv = pytest_args(args, tmp_path)
-    assert "--mlp-tiny" in argv and argv[0].endswith("bench_stacks.py") and argv[1].endswith("bench_search.py")
+    assert "--mlp-tiny" in argv and argv[0].endswith("bench_stacks.py") and argv[1].endswith("bench_coldstart.py")
     deadline = float(argv[argv.index("--mlp-deadline") + 1])
     assert 50 < deadline - time.time() <= 61
 
@@ -705,6 +705,36 @@ def test_the_fit_epochs_section():
     text = re.sub(" +", " ", "\n".join(report._fit_epochs_section(frame.frame({"benchmarks": [row]}))))
     assert "| mlp-cuda-graphs | 128 | 35.00 ms | 600.00 ms | 1.01× | 1,200 | 5628 | 5 | 3 |" in text
     assert "`Trainer.fit(X, y, epochs=6)` of [784, 512, 256, 10]" in text
+
+
+def _cold(impl: str, process: float, imported: float, fit: float) -> dict:
+    return _bench(f"test_coldstart[{impl}]", process, suite="coldstart", op="process", impl=impl, device="cpu",
+                  params="max_iter=20, random_state=0", import_median=imported, data_median=0.05, fit_median=fit)
+
+
+def test_cold_start_targets_and_section():
+    doc = {"benchmarks": [_cold("mlp-warm", 2.4, 1.2, 0.5), _cold("mlp-empty", 12.0, 1.3, 9.5),
+                          _cold("sklearn", 2.0, 0.9, 0.6)]}
+    outcomes = _outcomes(doc)
+    warm = _find(outcomes, "Numba cache filled")
+    assert warm.status == "met" and warm.measured.startswith("1.20× (2.40 s vs 2.00 s)")
+    assert "first fit 0.50 s vs 0.60 s" in warm.note
+    empty = _find(outcomes, "empty Numba cache")
+    assert empty.status == "not met" and empty.measured == "9.50 s"
+    text = re.sub(" +", " ", "\n".join(report._coldstart_section(frame.frame(doc))))
+    assert "| mlp, Numba cache empty | 12.00 s | 6.00× | 1.30 s | 50.00 ms | 9.50 s | 5 |" in text
+
+
+# bench_coldstart's suite mark is registered by bench/conftest.py, which this run does not load
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnknownMarkWarning")
+def test_the_cold_start_script_reports_its_import_data_and_fit():
+    """The script each cold-start round runs in a new process (scikit-learn's side: no compilation, seconds)."""
+    from bench import bench_coldstart
+
+    times = bench_coldstart.run_script("sklearn", None)
+    assert set(times) == {"import", "data", "fit"} and all(t > 0 for t in times.values())
+    with pytest.raises(ValueError, match="library: expected 'mlp' or 'sklearn', got 'torch'"):
+        bench_coldstart.run_script("torch", None)
 
 
 def _search_row(impl: str, seconds: float, group: str = "digits-float64", **extra) -> dict:
