@@ -11,9 +11,9 @@ not it prints anything):
    are present here and why not (``info.json``);
 2. ``tests``: the CUDA-graph, step, trainer, search and kernel tests on the
    device (``tests-junit.xml``; the console output goes to ``session.log``);
-3. ``training``: ``python -m bench --suites training`` on the GPU rows (epochs
-   through ``fit`` with and without CUDA graphs, the loop's epoch, PyTorch
-   eager and with CUDA graphs);
+3. ``training``: ``python -m bench --suites training`` on the GPU rows (the
+   loop's epoch replayed as a CUDA graph, epochs through ``fit`` with and
+   without CUDA graphs, PyTorch eager and with CUDA graphs);
 4. ``stacks``: ``python -m bench --suites stacks`` (the digits search on the
    GPU against scikit-learn's on every core, a stack of 64 reference
    networks against ``torch.func``, hidden sizes grouped against padded);
@@ -66,8 +66,13 @@ GPU_TESTS = ["tests/test_cuda_graphs.py", "tests/test_graph_orchestration.py", "
              "tests/test_kernels_activations.py", "tests/test_kernels_losses.py", "tests/test_kernels_tuning.py",
              "tests/test_kernels_naive.py", "tests/test_backend_contract.py", "tests/test_backend_selection.py",
              "tests/test_sparse.py"]
-#: the benchmarks of the training part: what only a GPU shows (the CPU epochs are a CPU run's)
-TRAINING_ROWS = "fit_epochs or (epoch_loop and cuda and adam) or (epoch_torch and cuda and adam)"
+#: the benchmarks of the training part, in the suite's order: the loop's epoch replayed as a CUDA graph (the
+#: rows of the GPU epoch targets), epochs within whole fits with and without graphs, PyTorch eager and with
+#: CUDA graphs (the CPU rows are a CPU run's: --skip-cpu, but in a --tiny rehearsal)
+TRAINING_ROWS = "(epoch_loop and cuda-graphs and adam) or fit_epochs or (epoch_torch and cuda and adam)"
+#: the benchmarks of the stacks part: all but the CPU's padding rows (a CPU run's; the CPU rows of the others
+#: skip themselves outside a --tiny rehearsal, and scikit-learn's search on the cores is the GPU search's peer)
+STACKS_ROWS = "not (padding and numpy)"
 #: the limits on what a session returns
 MAX_FILES = 8
 MAX_FILE_BYTES = 16 * 2**20
@@ -130,9 +135,10 @@ def plan(work: Path, out: Path, tiny: bool = False, tests: Sequence[str] = ()) -
              results=("info.json",)),
         Part("tests", pytest_cmd, cap_s=150, min_s=30, results=("tests-junit.xml",),
              skip=None if tests else "no test files given"),
-        Part("training", suite("training", "--suites", "training", "-k", TRAINING_ROWS), cap_s=120, min_s=30,
-             paced=True, benchmarks=True),
-        Part("stacks", suite("stacks", "--suites", "stacks"), cap_s=120, min_s=30, paced=True, benchmarks=True),
+        Part("training", suite("training", "--suites", "training", "-k", TRAINING_ROWS,
+                               *([] if tiny else ["--skip-cpu"])), cap_s=120, min_s=30, paced=True, benchmarks=True),
+        Part("stacks", suite("stacks", "--suites", "stacks", *([] if tiny else ["-k", STACKS_ROWS])), cap_s=120,
+             min_s=30, paced=True, benchmarks=True),
         Part("kernels", suite("kernels", "--suites", "kernels", "--skip-cpu"), cap_s=60, min_s=30, paced=True,
              benchmarks=True, gpu=True),
         Part("report", [py, "-m", "bench.report", str(out), "--no-plots"], cap_s=60, min_s=5,

@@ -591,6 +591,12 @@ def test_session_returns_at_most_8_files_each_under_the_limit(tmp_path, monkeypa
     assert len(session.returned_files(parts)) <= session.MAX_FILES
     assert [p.name for p in parts] == ["info", "tests", "training", "stacks", "kernels", "report", "tune"]
     assert [p.name for p in parts if p.gpu] == ["kernels", "tune"]
+    # on a GPU machine the CPU's rows are a CPU run's; a tiny rehearsal on a CPU runs them instead
+    training = {p.name: p.command for p in parts}["training"]
+    assert "--skip-cpu" in training and "--tiny" not in training
+    rehearsal = {p.name: p.command for p in session.plan(tmp_path, tmp_path / "out", tiny=True)}
+    assert "--skip-cpu" not in rehearsal["training"] and "--tiny" in rehearsal["stacks"]
+    assert {p.name: p.skip for p in session.plan(tmp_path, tmp_path / "out")}["tests"] == "no test files given"
 
     monkeypatch.setattr(session, "MAX_FILE_BYTES", 100)
     work, out = tmp_path / "work", tmp_path / "out"
