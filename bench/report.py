@@ -436,16 +436,15 @@ def _sparse_section(df: pd.DataFrame) -> list[str]:
 
 
 _SEARCH_ENGINES = {
-    "mlp-search": "mlp.GridSearchCV (stacked), one process, a thread per core",
-    "mlp-search-1-thread": "mlp.GridSearchCV (stacked), one process, one thread (MLP_STACK_THREADS=1)",
-    "mlp-search-all-cores": "mlp.GridSearchCV (stacked), n_jobs=-1",
-    "sklearn-search-mlp": "scikit-learn GridSearchCV(mlp.MLPClassifier, n_jobs=-1), one fit at a time",
-    "sklearn-search": "scikit-learn GridSearchCV(sklearn MLPClassifier, n_jobs=-1)",
-    "stack-products": "the stacks' matrix products alone, same threads as one process",
+    "mlp-search": "mlp.GridSearchCV (stacked), a thread per core",
+    "mlp-search-1-thread": "mlp.GridSearchCV (stacked), one thread (MLP_STACK_THREADS=1)",
+    "mlp-search-all-cores": "mlp.GridSearchCV (stacked)",
+    "sklearn-search-mlp": "scikit-learn GridSearchCV(mlp.MLPClassifier), one fit at a time",
+    "sklearn-search": "scikit-learn GridSearchCV(sklearn MLPClassifier)",
+    "stack-products": "the stacks' matrix products alone, in the threads of one process",
     "stack-products-padded": "the same products with the one-layer models padded to the widest",
-    "mlp-search-pipeline": "mlp.GridSearchCV(Pipeline(StandardScaler(), mlp MLPClassifier), n_jobs=-1)",
-    "sklearn-search-pipeline": "scikit-learn GridSearchCV(Pipeline(StandardScaler(), sklearn MLPClassifier), "
-                               "n_jobs=-1)",
+    "mlp-search-pipeline": "mlp.GridSearchCV(Pipeline(StandardScaler(), mlp MLPClassifier))",
+    "sklearn-search-pipeline": "scikit-learn GridSearchCV(Pipeline(StandardScaler(), sklearn MLPClassifier))",
 }
 
 
@@ -466,6 +465,7 @@ def _search_section(df: pd.DataFrame) -> list[str]:
     t = rows.merge(firsts.rename(columns={"seconds": "seconds_first", "impl": "impl_first"}), on="group", how="left")
     table = pd.DataFrame({
         "engine": t["impl"].map(lambda i: _SEARCH_ENGINES.get(i, i)), "dtype": t["dtype"],
+        "processes": _col(t, "n_jobs").map(lambda v: "n_jobs=-1: one per core" if v == -1 else "one"),
         "candidates × folds": t["candidates"].map(fmt_int) + " × " + t["folds"].map(fmt_int),
         "time": t["seconds"].map(fmt_time),
         "/ first row of its group": (t["seconds"] / t["seconds_first"]).map(fmt_x),
@@ -477,7 +477,7 @@ def _search_section(df: pd.DataFrame) -> list[str]:
     first_row = rows.iloc[0]
     grid = ", ".join(f"`{k}` {v}" for k, v in (first_row.get("grid") or {}).items())
     lines = ["## Hyperparameter searches: every candidate and fold at once", "",
-             markdown(table, "llrrrlrlrr"), "",
+             markdown(table, "lllrrrlrlrr"), "",
              f"`GridSearchCV` on digits (1,797 × 64, X/16, 10 classes) over {grid or 'the grid'} (the pipeline "
              "rows: the same parameters of the pipeline's network, 12 candidates), folds of "
              "`StratifiedKFold(shuffle=True, random_state=0)`, adam, `batch_size='auto'`, `random_state=0`, "

@@ -198,6 +198,13 @@ TARGETS: tuple[Target, ...] = (
 _COMPARE: dict[str, Callable[[Any, Any], Any]] = {"<": operator.lt, "<=": operator.le, ">=": operator.ge}
 
 
+class _OrNan(dict):
+    """A row's figures for a target's note; one the row did not record (an older record) reads as NaN."""
+
+    def __missing__(self, key: str) -> float:
+        return float("nan")
+
+
 @dataclass
 class Outcome:
     """One target read against a run: ``status`` is "met", "not met" or "not measured"."""
@@ -251,7 +258,7 @@ def evaluate(target: Target, df: pd.DataFrame, why_absent: Callable[[Target], st
                      f"{_figure(target.quantity, worst[f'{target.quantity}_ref'])})")
     if len(found) > 1:
         measured = f"{int(ok.sum())} of {len(found)} within; worst {measured} at {worst['shape']}"
-    notes = [target.note.format(**worst.to_dict())] if target.note else []
+    notes = [target.note.format_map(_OrNan(worst.to_dict()))] if target.note else []
     scaled = [int(worst[c]) for c in ("samples", "samples_ref") if target.quantity == "epoch_60k" and c in worst
               and pd.notna(worst[c]) and worst[c] != N_SAMPLES]
     notes += [f"timed on {n:,} samples, scaled to {N_SAMPLES:,}" for n in scaled]
