@@ -50,9 +50,12 @@ _DISTRIBUTIONS = {
     "threadpoolctl": ("threadpoolctl",),
 }
 
-#: Modules of the ``bench`` extra that ``python -m bench`` cannot run without, by distribution name.
+#: Modules of the ``bench`` extra, by distribution name: the suites need pytest and pytest-benchmark, the report
+#: pandas and tabulate; matplotlib draws the plots (a report without it says they were left out).
 BENCH_EXTRA = {"pytest": "pytest", "pytest_benchmark": "pytest-benchmark", "pandas": "pandas",
                "tabulate": "tabulate", "matplotlib": "matplotlib"}
+#: What a run of the suites with its report cannot do without.
+REQUIRED = ("pytest", "pytest_benchmark", "pandas", "tabulate")
 
 
 @dataclass(frozen=True)
@@ -290,10 +293,12 @@ def machine_extras(status: dict[str, Status]) -> dict[str, Any]:
     }
 
 
-def missing_bench_extra() -> list[str]:
-    """Distributions of the ``bench`` extra that are not installed (empty when all are)."""
+def missing_bench_extra(modules: tuple[str, ...] = REQUIRED) -> list[str]:
+    """Distributions of ``modules`` (module names of :data:`BENCH_EXTRA`) that are not installed (empty when
+    all are)."""
     missing = []
-    for module, dist in BENCH_EXTRA.items():
+    for module in modules:
+        dist = BENCH_EXTRA[module]
         try:
             found = importlib.util.find_spec(module) is not None
         except (ImportError, ValueError):

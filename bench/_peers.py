@@ -3,7 +3,9 @@
 Each is set up to do the work ``mlp.Trainer`` does in an epoch: the same
 layers (784-512-256-10, ReLU), float32, Adam with lr 1e-3, the same batch
 size, a fresh shuffle each epoch, and the epoch's mean loss and accuracy.
-PyTorch and scikit-learn are imported by the caller (lazily) and passed in.
+:class:`TorchFuncStack` is the peer of a stack of networks trained at once
+(``torch.func``'s ``vmap``).  PyTorch and scikit-learn are imported by the
+caller (lazily) and passed in.
 """
 
 from __future__ import annotations
@@ -162,3 +164,75 @@ def sklearn_epoch(X: np.ndarray, y: np.ndarray, hidden: Sequence[int], batch: in
             return clf.fit(X, y)
 
     return fit_one_epoch
+
+
+class TorchFuncStack:
+    """``models`` copies of a PyTorch ``nn.Sequential`` of ``layers`` trained at once with ``torch.func``.
+
+    The copies' parameters are stacked (``stack_module_state``: one
+    ``(models, ...)`` tensor per parameter), each copy initialised with its
+    own seed; a step gathers every model's own batch (``X[idx]``, idx
+    ``(models, batch)``), computes each model's mean cross-entropy with
+    ``vmap(functional_call)``, backpropagates their sum (each model's gradient
+    is its own loss's) and takes one ``torch.optim.Adam(lr=1e-3)`` step over
+    the stacked parameters (one learning rate for every model: ``torch.func``'s
+    limit).  ``compiled`` puts the gather, forward and loss under
+    ``torch.compile`` (AOTAutograd compiles the backward too; the optimizer
+    step stays eager).
+    """
+
+    def __init__(self, torch, X: np.ndarray, y: np.ndarray, models: int, layers: Sequence[int], batch: int,
+                 device: str, compiled: bool = False) -> None:
+        import copy
+
+        from torch.func import functional_call, stack_module_state
+
+        self.torch, self.device, self.models, self.batch = torch, device, models, batch
+        copies = []
+        for m in range(models):
+            net = torch_mlp(torch, layers, device)
+            torch.manual_seed(m)  # torch_mlp seeds every copy alike: each model its own initialisation
+            for layer in net:
+                if hasattr(layer, "reset_parameters"):
+                    layer.reset_parameters()
+            copies.append(net)
+        self.params, self.buffers = stack_module_state(copies)
+        shape = copy.deepcopy(copies[0]).to("meta")  # the structure functional_call runs, without storage
+        self.X = torch.from_numpy(X).to(device)
+        self.y = torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64)).to(device)
+
+        def model_loss(params, buffers, xb, yb):
+            return torch.nn.functional.cross_entropy(functional_call(shape, (params, buffers), (xb,)), yb)
+
+        every_loss = torch.vmap(model_loss)
+
+        def losses(idx):
+            return every_loss(self.params, self.buffers, self.X[idx], self.y[idx])
+
+        self.losses = torch.compile(losses) if compiled else losses
+        self.optimizer = torch.optim.Adam(list(self.params.values()), lr=1e-3)
+        self.generator = torch.Generator(device=device).manual_seed(0)
+        self.order = None
+
+    def stage(self) -> None:
+        """Every model's own shuffle of the rows for the next epoch: ``order`` (models, samples)."""
+        torch, n = self.torch, self.X.shape[0]
+        keys = torch.rand((self.models, n), generator=self.generator, device=self.device)
+        self.order = torch.argsort(keys, dim=1)
+
+    def epoch(self) -> np.ndarray:
+        """One pass of every model over its staged order; returns each model's mean loss (reads it: waits)."""
+        n, B = self.X.shape[0], self.batch
+        total = self.torch.zeros(self.models, device=self.device)
+        for start in range(0, n, B):
+            idx = self.order[:, start:start + B]
+            losses = self.losses(idx)
+            self.optimizer.zero_grad(set_to_none=True)
+            losses.sum().backward()
+            self.optimizer.step()
+            total += losses.detach() * idx.shape[1]
+        return (total / n).cpu().numpy()
+
+    def synchronize(self) -> None:
+        if self.device.startswith("cuda"):
+            self.torch.cuda.synchronize()

@@ -12,9 +12,9 @@ the cost in question:
     ``MLP.predict_proba`` against the same model given a workspace kept per
     batch size (the former per-model cache, put back on a copy of the model).
 ``op == "estimator_predict_proba"``
-    ``MLPClassifier.predict_proba`` against the same estimator as before these
-    changes: kept workspaces and a kept network found by the arrays' identity
-    (no comparison of their contents).  ``kept == "views"``: as fitted, its
+    ``MLPClassifier.predict_proba`` against the same estimator that keeps its
+    workspaces and finds its kept network by the arrays' identity alone (no
+    comparison of their contents).  ``kept == "views"``: as fitted, its
     ``coefs_``/``intercepts_`` are views of the kept network's parameters, so
     each call only checks that they still are; ``kept == "copies"``: assigned
     arrays of its own, compared with the network's weights on every call.
@@ -74,7 +74,8 @@ def fitted() -> dict[str, tuple[Any, np.ndarray]]:
 
 
 def _kept_workspaces(model):
-    """A copy of ``model`` that keeps one inference workspace per batch size, as models did before."""
+    """A copy of ``model`` that keeps one inference workspace per batch size (the cost per-call buffers
+    add is measured against it)."""
     kept = copy.deepcopy(model)
     cache: dict = {}
     make = type(kept).new_workspace
@@ -91,7 +92,8 @@ def _kept_workspaces(model):
 
 
 def _unchecked(est):
-    """A copy of ``est`` that predicts as before: kept workspaces, kept network found by the arrays' identity."""
+    """A copy of ``est`` that predicts without the per-call costs: kept workspaces, and the kept network
+    found by the arrays' identity."""
     old = copy.deepcopy(est)
     network = _kept_workspaces(est._inference_network())
     arrays = list(old.coefs_) + list(old.intercepts_)

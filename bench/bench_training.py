@@ -15,7 +15,10 @@ Every mlp row runs the trainer's own step (``mlp.TrainingLoop``), never a
 copy of it.  ``test_epoch_loop`` times the loop's epoch alone (the data
 already on the device): on a GPU with CUDA graphs (one replay per epoch) and
 without (``mlp-cuda-eager``), next to PyTorch eager and PyTorch with the step
-captured as a CUDA graph; on the CPU the fast path.
+captured as a CUDA graph; on the CPU the fast path.  ``test_fit_epochs``
+times whole ``fit`` calls of several epochs, with and without CUDA graphs,
+and keeps every epoch's time within each fit (the first: compilation, and
+the eager epoch before a capture), the launches and the replays.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import mlp
 from bench import _env
 from bench._measure import (
     REFERENCE_LAYERS,
+    Budget,
     epoch_batches,
     measure,
     measure_fit_epochs,
@@ -42,6 +46,9 @@ from mlp.backends import get_backend
 BATCHES = sizes((128, 1024), (128,), ids=["b128", "b1024"])
 #: scikit-learn's epoch in a quick run covers this many samples (the report says so).
 QUICK_SKLEARN_SAMPLES = 10_000
+#: epochs of every fit of ``test_fit_epochs``; in a ``--mlp-tiny`` check, its network and samples
+FIT_EPOCHS = 6
+TINY_LAYERS, TINY_SAMPLES, TINY_EPOCHS = (32, 16, 10), 1000, 3
 
 OPTIMIZERS = {
     "adam": lambda: mlp.optim.Adam(lr=1e-3),
@@ -244,6 +251,68 @@ def test_epoch_loop(benchmark, request, settings, data, backend, path, optimizer
         info["threads"] = _env.blas_threads()
     inner, rounds = measure(benchmark, epoch, budget=settings.epoch, sync=be.synchronize, info=info)
     benchmark.extra_info["epoch_seconds"] = epoch.seconds[-rounds * inner:]
+    loop.close()
+
+
+FIT_RUNS = [
+    pytest.param("numpy", "eager", id="numpy", marks=(pytest.mark.cpu_heavy, pytest.mark.full)),
+    pytest.param("cuda", "eager", id="cuda-eager"),
+    pytest.param("cuda", "graphs", id="cuda-graphs"),
+]
+
+
+def fit_budget(quick: bool) -> Budget:
+    """Whole fits of several epochs: one to three rounds (each fit's epochs are the figures)."""
+    return Budget(round_s=0.0, total_s=3.0 if quick else 10.0, min_rounds=1, max_rounds=3)
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("backend,path", FIT_RUNS)
+def test_fit_epochs(benchmark, request, settings, data, backend, path, batch):
+    """``Trainer.fit`` of :data:`FIT_EPOCHS` epochs (Adam) per round, with CUDA graphs or eager launches:
+    ``epoch_seconds`` holds every epoch after each fit's first (``first_epoch_seconds``), so the report
+    shows the epoch and how it drifts within a fit; also the launches per epoch, the replays and the kernels
+    in the captured epoch, and the garbage collections during the fits."""
+    import gc
+
+    be = _backend(request, backend)
+    if path == "graphs" and not getattr(be, "supports_graphs", False):
+        pytest.skip("CUDA graphs need a real GPU")
+    X, y = data
+    layers, epochs = REFERENCE_LAYERS, FIT_EPOCHS
+    if settings.tiny:
+        layers, epochs = TINY_LAYERS, TINY_EPOCHS
+        X, y = X[:TINY_SAMPLES, :layers[0]], y[:TINY_SAMPLES] % layers[-1]
+    later: list[float] = []
+    first: list[float] = []
+    launches: list[float] = []
+    gc_before = [s["collections"] for s in gc.get_stats()]
+    trainers = []
+
+    def fit() -> None:
+        if trainers:  # one fit's data and captured graph on the device at a time
+            trainers.pop().loop.close()
+        trainer = mlp.Trainer(mlp.MLP(layers, seed=0), OPTIMIZERS["adam"](), backend=be, batch_size=batch, seed=0,
+                              cuda_graphs=path == "graphs")
+        start = be.launch_count
+        history = trainer.fit(X, y, epochs=epochs, verbose=0)
+        first.append(float(history["seconds"][0]))
+        later.extend(float(t) for t in history["seconds"][1:])
+        launches.append((be.launch_count - start) / epochs)
+        trainers.append(trainer)
+
+    info = _info("fit_epochs", f"mlp-{backend}-{path}", "gpu" if backend == "cuda" else "cpu", optimizer="adam",
+                 batch=batch, samples=X.shape[0], steps=len(epoch_batches(X.shape[0], batch)), epochs=epochs,
+                 layers=list(layers), backend=be.name)
+    _, rounds = measure(benchmark, fit, budget=fit_budget(settings.quick), sync=be.synchronize, info=info)
+    per_fit = epochs - 1
+    loop = trainers[-1].loop
+    benchmark.extra_info.update(
+        epoch_seconds=later[-rounds * per_fit:], first_epoch_seconds=first[-rounds:],
+        last_over_first=later[-1] / later[-per_fit] if later[-per_fit] > 0 else None,
+        host_launches_per_epoch=launches[-1], uses_graphs=trainers[-1].uses_cuda_graphs,
+        replays=loop.replays, graph_launches=loop.graph_launches,
+        gc_collections=[s["collections"] - b for s, b in zip(gc.get_stats(), gc_before)])
     loop.close()
 
 

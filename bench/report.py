@@ -13,7 +13,10 @@ library versions, GPU, BLAS).
 from __future__ import annotations
 
 import datetime as _dt
+import importlib.util
+import json
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +66,12 @@ def _commit(env: dict[str, Any]) -> str:
 
 def _mode(env: dict[str, Any]) -> str:
     opts = env.get("options", {})
-    mode = "quick" if opts.get("quick") else "full" if opts else "not recorded"
+    mode = "tiny (a check of the harness)" if opts.get("tiny") else "quick" if opts.get("quick") else \
+        "full" if opts else "not recorded"
     if opts.get("skip_cpu"):
         mode += ", --skip-cpu"
+    if opts.get("parts"):
+        mode += f", a session of {len(opts['parts'])} benchmark parts ({', '.join(opts['parts'])})"
     suites = env.get("outcomes", {}).get("suites")
     return mode + (f" (suites: {', '.join(suites)})" if suites else "")
 
@@ -429,43 +435,198 @@ def _sparse_section(df: pd.DataFrame) -> list[str]:
             "both sides.", ""]
 
 
-_SEARCH_ENGINES = {"mlp-search": "mlp.GridSearchCV (stacked), one process",
-                   "mlp-search-all-cores": "mlp.GridSearchCV (stacked), n_jobs=-1",
-                   "sklearn-search-mlp": "scikit-learn GridSearchCV(mlp.MLPClassifier), one fit at a time",
-                   "sklearn-search": "scikit-learn GridSearchCV(sklearn MLPClassifier, n_jobs=-1)",
-                   "stack-products": "the stacks' matrix products alone",
-                   "stack-products-padded": "the same products with the one-layer models padded to the widest"}
+_SEARCH_ENGINES = {
+    "mlp-search": "mlp.GridSearchCV (stacked), a thread per core",
+    "mlp-search-1-thread": "mlp.GridSearchCV (stacked), one thread (MLP_STACK_THREADS=1)",
+    "mlp-search-all-cores": "mlp.GridSearchCV (stacked)",
+    "sklearn-search-mlp": "scikit-learn GridSearchCV(mlp.MLPClassifier), one fit at a time",
+    "sklearn-search": "scikit-learn GridSearchCV(sklearn MLPClassifier)",
+    "stack-products": "the stacks' matrix products alone, in the threads of one process",
+    "stack-products-padded": "the same products with the one-layer models padded to the widest",
+    "mlp-search-pipeline": "mlp.GridSearchCV(Pipeline(StandardScaler(), mlp MLPClassifier))",
+    "sklearn-search-pipeline": "scikit-learn GridSearchCV(Pipeline(StandardScaler(), sklearn MLPClassifier))",
+}
+
+
+def _agrees(v: Any) -> str:
+    return "—" if pd.isna(v) else "yes" if v == 1 else f"no ({v:.0%} of them)"
 
 
 def _search_section(df: pd.DataFrame) -> list[str]:
-    """One grid search on digits per engine, beside mlp.GridSearchCV's time, with the best candidate each found."""
+    """One grid search on digits per engine, beside the first row of its group, with the best candidate each
+    found; then how one process scales over its cores."""
     rows = select(df, suite="search")
     if rows.empty:
         return []
-    rows = rows.assign(_e=rows["impl"].map(list(_SEARCH_ENGINES).index)).sort_values(["dtype", "_e"])
-    t = _beside(rows, select(rows, impl="mlp-search"), ["group"], "stacked", columns=("seconds",))
-    first_row = t.iloc[0]
+    order = list(_SEARCH_ENGINES)
+    rows = rows.assign(_e=rows["impl"].map(lambda i: order.index(i) if i in order else len(order)))
+    rows = rows.sort_values(["dtype", "group", "_e"])
+    firsts = rows.sort_values("_e").drop_duplicates("group")[["group", "seconds", "impl"]]
+    t = rows.merge(firsts.rename(columns={"seconds": "seconds_first", "impl": "impl_first"}), on="group", how="left")
     table = pd.DataFrame({
-        "engine": t["impl"].map(_SEARCH_ENGINES), "dtype": t["dtype"], "time": t["seconds"].map(fmt_time),
-        "/ mlp.GridSearchCV": (t["seconds"] / t["seconds_stacked"]).map(fmt_x),
+        "engine": t["impl"].map(lambda i: _SEARCH_ENGINES.get(i, i)), "dtype": t["dtype"],
+        "processes": _col(t, "n_jobs").map(lambda v: "n_jobs=-1: one per core" if v == -1 else "one"),
+        "candidates × folds": t["candidates"].map(fmt_int) + " × " + t["folds"].map(fmt_int),
+        "time": t["seconds"].map(fmt_time),
+        "/ first row of its group": (t["seconds"] / t["seconds_first"]).map(fmt_x),
         "best parameters": _text(_col(t, "best")), "best CV accuracy": _col(t, "best_score").map(_score),
-        "same best as mlp.GridSearchCV": _col(t, "best_agrees").map(
-            lambda v: "—" if pd.isna(v) else "yes" if v == 1 else f"no ({v:.0%} of them)"),
+        "same best as the first row": _col(t, "best_agrees").map(_agrees),
         "largest gap in a mean accuracy": _col(t, "score_gap").map(lambda v: "—" if pd.isna(v) else f"{v:.1e}"),
         "load average (1 min)": _col(t, "load_before").map(lambda v: "—" if pd.isna(v) else f"{v:.1f}"),
     })
+    first_row = rows.iloc[0]
     grid = ", ".join(f"`{k}` {v}" for k, v in (first_row.get("grid") or {}).items())
-    return ["## A hyperparameter search: every candidate and fold at once", "", markdown(table, "llrrlrlrr"), "",
-            f"`GridSearchCV` on digits (1,797 × 64, X/16, 10 classes) over {grid or 'the grid'}: "
-            f"{fmt_int(first_row['candidates'])} candidates × {fmt_int(first_row['folds'])} folds "
-            f"(`StratifiedKFold(shuffle=True, random_state=0)`), adam, `batch_size='auto'`, `random_state=0`, "
-            f"{fmt_int(first_row['epochs'])} epochs per fit (`tol=0`, `n_iter_no_change=max_iter`; every fit's "
-            "`n_iter_` is checked), `refit=False`; the best candidate is scikit-learn's (first of rank 1). One round "
-            "per search, after an untimed small one; the products alone are the median of a few rounds. Every "
-            "process runs one BLAS thread; `n_jobs=-1` rows use one worker process per core, the others one process. "
-            "scikit-learn's own MLP may find other best parameters; one mlp fit at a time must find the same. "
-            "The padded row multiplies every one-layer model at the widest hidden layer, in one stack: the least "
-            "that padding hidden sizes, instead of one stack per shape, would compute.", ""]
+    lines = ["## Hyperparameter searches: every candidate and fold at once", "",
+             markdown(table, "lllrrrlrlrr"), "",
+             f"`GridSearchCV` on digits (1,797 × 64, X/16, 10 classes) over {grid or 'the grid'} (the pipeline "
+             "rows: the same parameters of the pipeline's network, 12 candidates), folds of "
+             "`StratifiedKFold(shuffle=True, random_state=0)`, adam, `batch_size='auto'`, `random_state=0`, "
+             f"{fmt_int(first_row['epochs'])} epochs per fit (`tol=0`, `n_iter_no_change=max_iter`; every fit's "
+             "`n_iter_` is checked), `refit=False`; the best candidate is scikit-learn's (first of rank 1). One round "
+             "per search, after an untimed small one; the products alone are the median of a few rounds. Every "
+             "process runs one BLAS thread; `n_jobs=-1` rows use one worker process per core; the one-process "
+             "search steps each stack's models in one thread per core unless `MLP_STACK_THREADS` says otherwise. "
+             "scikit-learn's own MLP may find other best parameters; one mlp fit at a time must find the same. "
+             "The padded row multiplies every one-layer model at the widest hidden layer, in one stack: the least "
+             "that padding hidden sizes, instead of one stack per shape, would compute.", ""]
+    one, many = select(rows, impl="mlp-search-1-thread"), select(rows, impl="mlp-search")
+    scaling = one.merge(many, on="group", suffixes=("_1", "_n"))
+    if not scaling.empty:
+        table = pd.DataFrame({"dtype": scaling["dtype_1"], "one thread": scaling["seconds_1"].map(fmt_time),
+                              "threads": _col(scaling, "cores_n").map(fmt_int),
+                              "a thread per core": scaling["seconds_n"].map(fmt_time),
+                              "speed-up": (scaling["seconds_1"] / scaling["seconds_n"]).map(fmt_x)})
+        lines += ["### One process over its cores", "", markdown(table, "lrrrr"), "",
+                  "`mlp.GridSearchCV(n_jobs=None)`: each stack's models stepped in one thread "
+                  "(`MLP_STACK_THREADS=1`) against one thread per core (the default), each product on one BLAS "
+                  "thread.", ""]
+    return lines
+
+
+# ----------------------------------------------------------------- stacks
+_STACK_ENGINES = {"mlp-numpy": "mlp TrainingLoop, NumPy backend", "mlp-cuda": "mlp TrainingLoop, CUDA backend",
+                  "torch-func-cpu": "torch.func vmap, CPU", "torch-func-cuda": "torch.func vmap, GPU (eager)",
+                  "torch-compile-cuda": "torch.compile(torch.func vmap), GPU"}
+
+
+def _stacks_section(df: pd.DataFrame) -> list[str]:
+    """Many networks at once on a device: the search against scikit-learn's on every core, one stack of
+    reference networks against torch.func, and hidden sizes grouped against padded."""
+    rows = select(df, suite="stacks")
+    if rows.empty:
+        return []
+    lines = ["## Many networks at once on a device", ""]
+    search = select(rows, op="search")
+    if not search.empty:
+        mine = search[search["impl"].str.startswith("mlp-search")]
+        theirs = select(search, impl="sklearn-search")
+        table = pd.DataFrame({
+            "engine": search["impl"].map(lambda i: f"mlp.GridSearchCV, backend {i.rsplit('-', 1)[-1]}"
+                                         if i.startswith("mlp-search") else
+                                         "scikit-learn GridSearchCV(n_jobs=-1) on the CPU cores"),
+            "cores": _col(search, "cores").map(fmt_int), "time": search["seconds"].map(fmt_time),
+            "scikit-learn's time / this": (float(theirs["seconds"].iloc[0]) / search["seconds"]).map(fmt_x)
+            if not theirs.empty else "—",
+            "best parameters": _text(_col(search, "best")), "best CV accuracy": _col(search, "best_score").map(_score),
+            "same best": _col(search, "best_agrees").map(_agrees)})
+        first_row = (mine if not mine.empty else search).iloc[0]
+        lines += ["### The digits search", "", markdown(table, "lrrrlrl"), "",
+                  f"The search suite's grid ({fmt_int(first_row['candidates'])} candidates × "
+                  f"{fmt_int(first_row['folds'])} folds, {fmt_int(first_row['epochs'])} epochs, float32), stacked "
+                  "on the backend, against scikit-learn's search over its own `MLPClassifier` on every core of "
+                  "the same machine.", ""]
+    epochs = select(rows, op="stack_epoch")
+    if not epochs.empty:
+        order = list(_STACK_ENGINES)
+        e = epochs.assign(_e=epochs["impl"].map(lambda i: order.index(i) if i in order else len(order)))
+        e = e.sort_values(["device", "_e"])
+        ref = e[e["impl"].str.startswith("mlp-")][["group", "seconds"]].rename(columns={"seconds": "seconds_mlp"})
+        e = e.merge(ref, on="group", how="left")
+        warm = _col(e, "warmup_epoch_seconds").map(lambda v: v[0] if isinstance(v, list) and v else np.nan)
+        table = pd.DataFrame({
+            "engine": e["impl"].map(lambda i: _STACK_ENGINES.get(i, i)), "epoch": e["seconds"].map(fmt_time),
+            "/ mlp's epoch": (e["seconds"] / e["seconds_mlp"]).map(fmt_x),
+            "first epoch": warm.map(fmt_time), "replays": _col(e, "replays").map(fmt_int),
+            "mean loss, last epoch": _col(e, "mean_loss_last_epoch").map(lambda v: "—" if pd.isna(v) else f"{v:.3f}")})
+        first_row = e.iloc[0]
+        lines += ["### One stack of networks: an epoch", "", markdown(table, "lrrrrr"), "",
+                  f"{fmt_int(first_row['models'])} networks of {first_row['layers']}, {fmt_int(first_row['samples'])} "
+                  f"synthetic rows, batch {fmt_int(first_row['batch'])}, Adam lr 1e-3 (torch.func: one learning rate "
+                  "for all models), each model its own initialisation and shuffle. An epoch is the median round "
+                  "(the new orders staged untimed before it; it ends when every loss is read back); *first epoch* "
+                  "is the first of two untimed ones (compilation; for mlp on a GPU, the eager epoch before the "
+                  "capture).", ""]
+    pad = select(rows, op="padding_epoch")
+    if not pad.empty:
+        grouped, padded = select(pad, layout="grouped"), select(pad, layout="padded")
+        t = grouped.merge(padded, on="group", suffixes=("", "_padded"))
+        table = pd.DataFrame({
+            "backend": t["impl"].map(lambda i: i.removeprefix("mlp-")),
+            "one stack per shape": t["seconds"].map(fmt_time),
+            "one stack padded to the widest": t["seconds_padded"].map(fmt_time),
+            "padded / grouped": (t["seconds_padded"] / t["seconds"]).map(fmt_x)})
+        first_row = pad.iloc[0]
+        lines += ["### Hidden sizes that differ: an epoch", "", markdown(table, "lrrr"), "",
+                  f"{fmt_int(first_row['models_per_stack'])} networks each of hidden sizes {first_row['hidden']} "
+                  f"on {fmt_int(first_row['rows'])} digits rows, batch {fmt_int(first_row['batch'])}, as one stack "
+                  "per shape (what `mlp.search` trains) against one stack of all of them at the widest (what "
+                  "padding would compute at least).", ""]
+    return lines
+
+
+# ------------------------------------------------------------ cold start
+_COLD = {"mlp-warm": "mlp, Numba cache filled", "mlp-empty": "mlp, Numba cache empty",
+         "sklearn": "scikit-learn"}
+
+
+def _coldstart_section(df: pd.DataFrame) -> list[str]:
+    rows = select(df, suite="coldstart")
+    if rows.empty:
+        return []
+    order = list(_COLD)
+    rows = rows.assign(_e=rows["impl"].map(lambda i: order.index(i) if i in order else len(order)))
+    rows = rows.sort_values("_e")
+    sk = select(rows, impl="sklearn")
+    sk_seconds = float(sk["seconds"].iloc[0]) if not sk.empty else np.nan
+    table = pd.DataFrame({
+        "script": rows["impl"].map(lambda i: _COLD.get(i, i)), "process": rows["seconds"].map(fmt_time),
+        "/ scikit-learn's process": (rows["seconds"] / sk_seconds).map(fmt_x),
+        "import": _col(rows, "import_median").map(fmt_time), "load digits": _col(rows, "data_median").map(fmt_time),
+        "first fit": _col(rows, "fit_median").map(fmt_time), "rounds": rows["rounds"].map(fmt_int)})
+    first_row = rows.iloc[0]
+    return ["## Cold start: a new process, its import and its first fit", "", markdown(table, "lrrrrrr"), "",
+            "Each round is a new Python process running one script: import the library (`import mlp` and "
+            "`mlp.MLPClassifier`; or `from sklearn.neural_network import MLPClassifier`), load digits (X/16), "
+            f"then `MLPClassifier({first_row.get('params') or 'max_iter=20, random_state=0'}).fit(X, y)`. *process* is "
+            "the median wall time of the whole process (interpreter start included), the others the median of the "
+            "times the script measures. *Numba cache filled*: a private `NUMBA_CACHE_DIR` filled by one untimed "
+            "run before the rounds; *empty*: a new empty `NUMBA_CACHE_DIR` every round (everything compiles).", ""]
+
+
+# ---------------------------------------------------------- fit epochs
+def _fit_epochs_section(df: pd.DataFrame) -> list[str]:
+    rows = select(df, suite="training", op="fit_epochs")
+    if rows.empty:
+        return []
+    rows = rows.sort_values(["batch", "impl"])
+    first = _col(rows, "first_epoch_seconds").map(lambda v: float(np.median(v)) if isinstance(v, list) and v
+                                                   else np.nan)
+    gc_runs = _col(rows, "gc_collections").map(lambda v: sum(v) if isinstance(v, list) else np.nan)
+    table = pd.DataFrame({
+        "path": rows["impl"], "batch": rows["batch"].map(fmt_int), "epoch": rows["seconds"].map(fmt_time),
+        "first epoch": first.map(fmt_time), "last / first timed epoch": _col(rows, "last_over_first").map(fmt_x),
+        "host launches per epoch": _col(rows, "host_launches_per_epoch").map(
+            lambda v: "—" if pd.isna(v) or not v else f"{v:,.0f}"),
+        "kernels in the captured epoch": _col(rows, "graph_launches").map(fmt_int),
+        "replays": _col(rows, "replays").map(fmt_int), "garbage collections": gc_runs.map(fmt_int)})
+    first_row = rows.iloc[0]
+    return ["### Epochs within one fit", "", markdown(table, "lrrrrrrrr"), "",
+            f"`Trainer.fit(X, y, epochs={fmt_int(first_row.get('epochs'))})` of {first_row['layers']} (Adam) per "
+            f"round on {fmt_int(first_row['samples'])} samples, with CUDA graphs or eager launches. *epoch* is the "
+            "median of every epoch after each fit's first; *first epoch* is the fit's first (compilation, and the "
+            "eager epoch before a capture); *last / first timed epoch* shows a drift within a fit; *host launches* "
+            "count what the host issued per epoch (with graphs: the eager epoch and the capture's recording, "
+            "spread over the fit's epochs).", ""]
 
 
 def _predict_section(df: pd.DataFrame) -> list[str]:
@@ -481,7 +642,7 @@ def _predict_section(df: pd.DataFrame) -> list[str]:
     key = ["group", "rows"]
     for kept, label in (("views", "coefs_ views"), ("copies", "coefs_ assigned")):
         part = select(est, kept=kept)[[*key, "seconds", "paired_ratio"]]
-        part = part.rename(columns={"seconds": f"MLPClassifier ({label})", "paired_ratio": f"/ before ({label})"})
+        part = part.rename(columns={"seconds": f"MLPClassifier ({label})", "paired_ratio": f"/ baseline ({label})"})
         table = table.join(mlp_rows[key].merge(part, on=key, how="left").drop(columns=key).set_axis(table.index))
     for column in table.columns[4:]:
         table[column] = table[column].map(fmt_time if column.startswith("MLPClassifier") else fmt_x)
@@ -491,7 +652,7 @@ def _predict_section(df: pd.DataFrame) -> list[str]:
             "every call; its baseline is the same model given a workspace kept per batch size. The estimator also "
             "checks `coefs_`/`intercepts_` on every call: fitted, they are views of the kept network's parameters "
             "(only their identity is checked); assigned arrays of the user's are compared with the network's "
-            "weights. Its baseline predicts as before: kept workspaces, the kept network found by the arrays' "
+            "weights. Its baseline skips both: kept workspaces, the kept network found by the arrays' "
             "identity. Ratios are medians over pairs of rounds timed in turns (subject / baseline).", ""]
 
 
@@ -580,6 +741,8 @@ def _absent_section(env: dict[str, Any]) -> list[str]:
         why = " and ".join(w for w, on in (("--quick", opts.get("quick")), ("--skip-cpu", opts.get("skip_cpu")))
                            if on) or "the run's options"
         lines += [f"{outcomes['deselected']} benchmarks were left out by {why}.", ""]
+    if outcomes.get("running"):
+        lines += [f"**Still running when the run was stopped** (no timing reported): `{outcomes['running']}`", ""]
     failed = outcomes.get("failed", [])
     if failed:
         lines += ["**Failed** (no timing reported for these):", ""]
@@ -632,23 +795,57 @@ def _figures(names: list[str], plots: set[str]) -> list[str]:
     return [f"![{p}]({p})\n" for p in names if p in plots]
 
 
-def render(df: pd.DataFrame, env: dict[str, Any], title: str, plots: list[str] | tuple[str, ...] = ()) -> str:
-    """The report's Markdown text, from the benchmark frame and the run record of :func:`bench.frame.load`."""
+def _session_section(session: dict[str, Any] | None) -> list[str]:
+    """What a session's parts did (``session.json``) and its device tests' totals (``tests-junit.xml``)."""
+    if not session:
+        return []
+    lines = ["## The session", ""]
+    record = session.get("record") or {}
+    parts = record.get("parts") or {}
+    if parts:
+        rows = []
+        for name, part in parts.items():
+            if "skipped" in part:
+                status, seconds = f"skipped: {part['skipped']}", None
+            else:
+                status = "killed at its limit" if part.get("killed") else \
+                    "ok" if part.get("exit_status") == 0 else f"exit status {part.get('exit_status')}"
+                seconds = part.get("seconds")
+            files = ", ".join(f"{k} ({v})" for k, v in (part.get("files") or {}).items())
+            rows.append({"part": name, "status": status, "seconds": fmt_num(seconds), "files": files})
+        lines += [markdown(pd.DataFrame(rows), "llrl"), "",
+                  f"A budget of {fmt_num(record.get('budget_s'))} s of wall time, started {record.get('started')}; "
+                  "each part ran in a child process killed at its time limit (`python -m bench --session`).", ""]
+    tests = session.get("tests")
+    if tests:
+        lines += [f"Device tests (`tests-junit.xml`): {tests['tests']} run, {tests['failures']} failed, "
+                  f"{tests['errors']} errors, {tests['skipped']} skipped, in {fmt_time(tests['time'])}.", ""]
+    return lines
+
+
+def render(df: pd.DataFrame, env: dict[str, Any], title: str, plots: list[str] | tuple[str, ...] = (),
+           session: dict[str, Any] | None = None, note: str = "") -> str:
+    """The report's Markdown text, from the benchmark frame and the run record of :func:`bench.frame.load`
+    (``session``: what :func:`load_session` found; ``note``: a line under the header)."""
     shown = set(plots)
     lim = limits(df)
-    lines = _header(env, title) + [""] + _targets_section(df, env)
+    lines = _header(env, title) + ([f"- {note}"] if note else []) + [""] + _targets_section(df, env)
+    lines += _session_section(session)
     kernels = (_gemm_section_gpu(df, "forward", lim) + _gemm_section_gpu(df, "backward", lim) + _tiles_section(df)
                + _gemm_section_cpu(df, "forward", lim) + _gemm_section_cpu(df, "backward", lim)
                + _softmax_section(df, lim))
     lines += ["## Kernels", "", "### Limits measured in this run", ""] + _limits_section(lim)
     lines += (kernels or ["No kernel benchmark in this run.", ""]) + _figures(["gemm.png", "softmax.png"], shown)
-    training = (_epoch_section(df) + _graph_section(df) + _step_section(df) + _cpu_ratio_section(df))
+    training = (_epoch_section(df) + _fit_epochs_section(df) + _graph_section(df) + _step_section(df)
+                + _cpu_ratio_section(df))
     lines += ["## Training", ""] + (training or ["No training benchmark in this run.", ""])
     lines += _figures(["epoch.png"], shown)
     lines += ["## Scaling", ""] + (_scaling_section(df) or ["No scaling benchmark in this run.", ""])
     lines += _figures(["scaling.png"], shown)
     lines += _sklearn_section(df)
     lines += _search_section(df)
+    lines += _stacks_section(df)
+    lines += _coldstart_section(df)
     lines += _predict_section(df)
     lines += _sparse_section(df)
     lines += _launch_section(df)
@@ -656,13 +853,38 @@ def render(df: pd.DataFrame, env: dict[str, Any], title: str, plots: list[str] |
     return "\n".join(lines).rstrip() + "\n"
 
 
+SESSION_RECORD, JUNIT = "session.json", "tests-junit.xml"
+
+
+def load_session(folder: Path) -> dict[str, Any] | None:
+    """A session's record and its device tests' totals, where the folder holds them (None: neither)."""
+    found: dict[str, Any] = {}
+    try:
+        found["record"] = json.loads((folder / SESSION_RECORD).read_text())
+    except (OSError, ValueError):
+        pass
+    try:
+        root = ET.parse(folder / JUNIT).getroot()
+        suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+        found["tests"] = {k: sum(int(float(s.get(k, 0))) for s in suites)
+                          for k in ("tests", "failures", "errors", "skipped")}
+        found["tests"]["time"] = sum(float(s.get("time", 0)) for s in suites)
+    except (OSError, ET.ParseError):
+        pass
+    return found or None
+
+
 def write_report(folder: Path, plots: bool = True) -> Path:
-    """Build ``report.md`` (and the plots) in ``folder`` from the results there; returns the report's path."""
+    """Build ``report.md`` (and the plots, where matplotlib is installed) in ``folder`` from the results
+    there; returns the report's path."""
     folder = Path(folder)
     df, env = load(folder)
+    note = ""
+    if plots and importlib.util.find_spec("matplotlib") is None:
+        plots, note = False, "**Plots**: left out (matplotlib is not installed here)"
     written = write_plots(df, folder) if plots else []
     path = folder / REPORT
-    path.write_text(render(df, env, folder.name, written))
+    path.write_text(render(df, env, folder.name, written, load_session(folder), note))
     return path
 
 

@@ -29,6 +29,8 @@ _SKLEARN_FIT = "suite == 'sklearn' and op == 'fit'"
 # bench_search.py: one grid search on digits per engine (``impl``); ``group`` is "digits-<dtype>".
 _SEARCH = "suite == 'search' and op == 'search'"
 _STACKED_SEARCH = f"{_SEARCH} and impl == 'mlp-search'"
+# bench_coldstart.py: one row per script (``impl``), each round a new process.
+_COLD = "suite == 'coldstart' and op == 'process'"
 # bench_sparse.py: ``group`` is "<data set>-<dtype>"; ``peak_bytes`` the fit's peak memory in a fresh process.
 _SPARSE_FIT = "suite == 'sparse' and op == 'fit'"
 
@@ -132,16 +134,40 @@ TARGETS: tuple[Target, ...] = (
     *(Target(f"CPU: digits grid search, {peer} / {ours} (speed-up){goal}",
              subject=f"{_SEARCH} and impl == '{impl}'", reference=f"{_SEARCH} and impl == '{mine}'", on=("group",),
              quantity="seconds", compare=">=", bound=bound,
-             source=f"bench_search.py::test_search[{impl}] vs test_search[{mine}]",
+             source=f"bench_search.py::{test}[{impl}] vs {test}[{mine}]",
              needs=("numpy", "sklearn"), suite="search", cpu_only=True,
              note="at {group}: best {best} ({best_score:.4f}) vs {best_ref} ({best_score_ref:.4f})")
-      for impl, peer, mine, ours, bound, goal in (
+      for impl, peer, mine, ours, bound, goal, test in (
+          ("sklearn-search-mlp", "sklearn's GridSearchCV(mlp.MLPClassifier, n_jobs=-1)", "mlp-search-all-cores",
+           "mlp.GridSearchCV(n_jobs=-1)", 1.5, "", "test_search"),
           ("sklearn-search", "sklearn's GridSearchCV(sklearn MLPClassifier, n_jobs=-1)", "mlp-search-all-cores",
-           "mlp.GridSearchCV(n_jobs=-1)", 3.0, ""),
+           "mlp.GridSearchCV(n_jobs=-1)", 4.0, "", "test_search"),
           ("sklearn-search", "sklearn's GridSearchCV(sklearn MLPClassifier, n_jobs=-1)", "mlp-search-all-cores",
-           "mlp.GridSearchCV(n_jobs=-1)", 10.0, " (goal)"),
-          ("sklearn-search-mlp", "sklearn's GridSearchCV(mlp.MLPClassifier), one fit at a time", "mlp-search",
-           "mlp.GridSearchCV, one process", 2.0, ""))),
+           "mlp.GridSearchCV(n_jobs=-1)", 10.0, " (goal)", "test_search"),
+          ("sklearn-search-pipeline", "sklearn's GridSearchCV(Pipeline(StandardScaler(), sklearn MLPClassifier), "
+           "n_jobs=-1)", "mlp-search-pipeline", "mlp.GridSearchCV(the same pipeline with mlp's, n_jobs=-1)", 3.0,
+           "", "test_search_pipeline"))),
+    Target("GPU: digits grid search, sklearn's GridSearchCV(n_jobs=-1) on every CPU core / mlp.GridSearchCV on the "
+           "GPU (speed-up, goal)",
+           subject="suite == 'stacks' and op == 'search' and impl == 'sklearn-search'",
+           reference="suite == 'stacks' and op == 'search' and impl == 'mlp-search-cuda'",
+           quantity="seconds", compare=">=", bound=50.0,
+           source="bench_stacks.py::test_stack_search[sklearn-search] vs [mlp-search-cuda]",
+           needs=("cuda", "sklearn"), suite="stacks",
+           note="{cores:.0f} CPU cores; best {best} ({best_score:.4f}) vs {best_ref} ({best_score_ref:.4f})"),
+    Target("Cold start: a new process importing mlp and fitting digits once (Numba cache filled) / the same with "
+           "scikit-learn's MLPClassifier",
+           subject=f"{_COLD} and impl == 'mlp-warm'", reference=f"{_COLD} and impl == 'sklearn'",
+           quantity="seconds", compare="<=", bound=1.5,
+           source="bench_coldstart.py::test_coldstart[mlp-warm] vs [sklearn]", needs=("numpy", "sklearn"),
+           suite="coldstart", cpu_only=True,
+           note="import {import_median:.2f} s vs {import_median_ref:.2f} s, first fit {fit_median:.2f} s vs "
+                "{fit_median_ref:.2f} s"),
+    Target("Cold start: mlp's first fit with an empty Numba cache (everything compiles)",
+           subject=f"{_COLD} and impl == 'mlp-empty'", quantity="fit_median", compare="<=", bound=1.5,
+           absolute=True, source="bench_coldstart.py::test_coldstart[mlp-empty] (the fit the script times)",
+           needs=("numpy", "sklearn"), suite="coldstart", cpu_only=True,
+           note="import {import_median:.2f} s; the whole process {seconds:.2f} s"),
     *(Target(f"CPU: MLPClassifier.fit on sparse X ({label}), mlp NumPy backend / sklearn's, {what}",
              subject=f"{_SPARSE_FIT} and impl == 'mlp-numpy' "
                      f"and group in {[f'{dataset}-{dtype}' for dtype in ('float32', 'float64')]}",
@@ -153,13 +179,14 @@ TARGETS: tuple[Target, ...] = (
       for dataset, label in (("tfidf", "TF-IDF-like 20,000 x 100,000, 0.1% non-zero"),
                              ("scattered", "20,000 x 20,000, 2,000 non-zeros"))
       for quantity, bound, what in (("seconds", 1.0, "fit time"), ("peak_bytes", 2.0, "peak memory of the fit"))),
-    Target("CPU: digits grid search, mlp.GridSearchCV (one process) / its stacked matrix products alone",
+    Target("CPU: digits grid search, mlp.GridSearchCV (one process) / its stacked matrix products alone on the "
+           "same cores",
            subject=_STACKED_SEARCH, reference="suite == 'search' and op == 'products' and impl == 'stack-products'",
            on=("group",),
            quantity="seconds", compare="<=", bound=1.5,
            source="bench_search.py::test_search[mlp-search] vs test_search_products[grouped]",
            needs=("numpy", "sklearn"), suite="search", cpu_only=True,
-           note="at {group}: {products_ref:,.0f} products, one BLAS thread"),
+           note="at {group}: {products_ref:,.0f} products in {stack_threads_ref:.0f} threads, one BLAS thread each"),
     Target("CPU: digits grid search, best parameters of GridSearchCV(mlp.MLPClassifier) one fit at a time "
            "equal to mlp.GridSearchCV's",
            subject=f"{_SEARCH} and impl == 'sklearn-search-mlp'", quantity="best_agrees", compare=">=", bound=1.0,
@@ -169,6 +196,13 @@ TARGETS: tuple[Target, ...] = (
 )
 
 _COMPARE: dict[str, Callable[[Any, Any], Any]] = {"<": operator.lt, "<=": operator.le, ">=": operator.ge}
+
+
+class _OrNan(dict):
+    """A row's figures for a target's note; one the row did not record (an older record) reads as NaN."""
+
+    def __missing__(self, key: str) -> float:
+        return float("nan")
 
 
 @dataclass
@@ -224,7 +258,7 @@ def evaluate(target: Target, df: pd.DataFrame, why_absent: Callable[[Target], st
                      f"{_figure(target.quantity, worst[f'{target.quantity}_ref'])})")
     if len(found) > 1:
         measured = f"{int(ok.sum())} of {len(found)} within; worst {measured} at {worst['shape']}"
-    notes = [target.note.format(**worst.to_dict())] if target.note else []
+    notes = [target.note.format_map(_OrNan(worst.to_dict()))] if target.note else []
     scaled = [int(worst[c]) for c in ("samples", "samples_ref") if target.quantity == "epoch_60k" and c in worst
               and pd.notna(worst[c]) and worst[c] != N_SAMPLES]
     notes += [f"timed on {n:,} samples, scaled to {N_SAMPLES:,}" for n in scaled]

@@ -1,8 +1,10 @@
 """Measure every tile configuration and K split on this GPU and write its tuning table.
 
-Usage, on the GPU whose table is wanted::
+Usage, on the GPU whose table is wanted (the last part of ``python -m bench
+--session``, with the time the session has left)::
 
-    python -m bench.tune_gemm --out kernels/tuning/$(kind).json
+    python -m bench.tune_gemm --out tuning.json [--seconds S]
+    cp tuning.json kernels/tuning/<device kind>.json   # the table kernels/gemm_plan.py reads on that GPU
 
 For the reference network 784-512-256-10 at batches 128, 256, 1024 and 8192,
 and for each layer's forward, dx and dW product (dx only where the model
@@ -19,16 +21,20 @@ a separate bias (+ ReLU) kernel are timed on the same shapes and recorded
 next to them (never required, never chosen).  The output JSON is a
 ``mlp.kernels._tuning`` document: ``entries`` (the fastest candidate per
 shape, what ``gemm.plan`` reads) and ``measurements`` (every timing, for the
-record).  The file name ``plan`` looks for is the device's normalised name,
-printed at the end.
+record).  It is rewritten after every product, so a run stopped on the way
+(``--seconds``, or killed) leaves a table of the products it finished: a
+shape without an entry falls back to ``plan``'s heuristic.  The file name
+``plan`` looks for is the device's normalised name, printed at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -209,6 +215,8 @@ def measure(p: Product, rng, device: str, have_cupy: bool) -> list[dict]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write (the tuning table)")
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="stop starting products after this many seconds (default: tune them all)")
     args = parser.parse_args(argv)
 
     from mlp.kernels import _tuning
@@ -222,11 +230,20 @@ def main(argv=None) -> int:
         have_cupy = True
     except ImportError:
         have_cupy = False
+    deadline = None if args.seconds is None else time.monotonic() + args.seconds - 5
     device = _tuning.current_device_name()
     rng = np.random.default_rng(0)
-    measurements = [r for p in products() for r in measure(p, rng, device, have_cupy)]
-    doc = _tuning.document(device, best_entries(measurements), measurements)
-    args.out.write_text(json.dumps(doc, indent=1) + "\n")
+    todo = products()
+    measurements: list[dict] = []
+    for done, product in enumerate(todo):
+        if deadline is not None and time.monotonic() > deadline:
+            print(f"out of time: {done} of {len(todo)} products tuned", flush=True)
+            break
+        measurements += measure(product, rng, device, have_cupy)
+        doc = _tuning.document(device, best_entries(measurements), measurements)
+        tmp = args.out.with_name(args.out.name + ".tmp")
+        tmp.write_text(json.dumps(doc, indent=1) + "\n")
+        os.replace(tmp, args.out)
     print(f"wrote {args.out}; gemm.plan reads it as kernels/tuning/{_tuning.device_kind(device)}.json")
     return 0
 

@@ -45,7 +45,22 @@ from .sklearn_base import _STOCHASTIC_SOLVERS, _BaseMLP
 from .sklearn_run import StochasticRun
 from .sparse import as_matrix, is_sparse
 
-__all__ = ["fit_many", "StackSplitWarning", "SparseInputWarning"]
+__all__ = ["fit_many", "StackSplitWarning", "SparseInputWarning", "stack_threads"]
+
+#: the environment variable that sets how many threads each worker's stacks step in on a host backend
+STACK_THREADS_ENV = "MLP_STACK_THREADS"
+
+
+def stack_threads(workers: int) -> int:
+    """Threads each of ``workers`` worker processes steps a stack's models in (ranges of the models, on a host
+    backend): ``MLP_STACK_THREADS`` when set, else the cores left to each worker (at least one)."""
+    value = os.environ.get(STACK_THREADS_ENV, "").strip()
+    if not value:
+        return max(1, (os.cpu_count() or 1) // workers)
+    threads = int(value) if value.isdigit() else 0
+    if threads < 1:
+        raise ValueError(f"{STACK_THREADS_ENV}: expected a whole number of threads >= 1, got {value!r}")
+    return threads
 
 
 class StackSplitWarning(UserWarning):
@@ -75,6 +90,8 @@ def fit_many(estimators: Sequence[_BaseMLP], X: Any, y: Any, rows: Sequence[np.n
     with ``n_jobs`` workers (each shape's stack is split so that every worker has one); inside
     ``joblib.parallel_backend("dask")`` they run on a Dask cluster.  ``progress`` shows a bar per stack over
     its models' epochs with the lowest training loss so far (default: on a terminal, without workers).
+    On a host backend each worker steps ranges of a stack's models in threads: as many as the cores left to
+    it, or the environment variable ``MLP_STACK_THREADS`` (:func:`stack_threads`).
     The workers apply the caller's warning filters and scikit-learn configuration.
     A sparse X (CSR, or converted to CSR once) is never densified: its fits train one at a time, shared out
     among the workers, with one :class:`SparseInputWarning`.
@@ -126,8 +143,7 @@ def _fit_datasets(estimators: Sequence[_BaseMLP], datasets: Sequence[tuple], whi
     if progress is None:
         progress = sys.stderr.isatty()
     show = bool(progress) and workers == 1  # one bar per chunk, shown where it trains
-    # the cores left to each worker step ranges of a stack's models in threads (host backends)
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = stack_threads(workers)
     results = Parallel(n_jobs=n_jobs)(
         delayed(_fit_chunk)([estimators[i] for i in chunk], datasets[d][0], datasets[d][1], [rows[i] for i in chunk],
                             datasets[d][2], show, threads)

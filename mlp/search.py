@@ -63,7 +63,7 @@ from sklearn.utils import _safe_indexing, check_random_state
 
 from .ensemble import MLPEnsembleClassifier, MLPEnsembleRegressor
 from .fit_cache import fingerprint, serving
-from .fit_many import SparseInputWarning, StackSplitWarning, _fit_datasets, fit_many
+from .fit_many import SparseInputWarning, StackSplitWarning, _fit_datasets, fit_many, stack_threads  # noqa: F401
 from .sklearn_base import _STOCHASTIC_SOLVERS, _BaseMLP
 
 __all__ = ["GridSearchCV", "RandomizedSearchCV", "MLPEnsembleClassifier", "MLPEnsembleRegressor", "fit_many",

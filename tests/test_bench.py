@@ -14,8 +14,10 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -211,7 +213,7 @@ def test_cpu_epoch_ratio_targets():
 def test_peer_and_gpu_targets():
     outcomes = _outcomes(_synthetic_results())
     assert _find(outcomes, "PyTorch CPU").status == "met"  # 1.1 s against 2.0 s
-    sk = _find(outcomes, "scikit-learn")
+    sk = _find(outcomes, "NumPy backend / scikit-learn")
     assert sk.status == "met" and "10,000 samples" in sk.note
     fused = _find(outcomes, "cuBLAS SGEMM")
     assert fused.status == "met" and fused.measured.startswith("70%")
@@ -231,7 +233,7 @@ def test_gpu_targets_name_the_simulator_when_cuda_is_absent():
     doc["machine_info"]["mlp"]["availability"]["cuda"] = {"present": False,
                                                          "detail": "simulator: timings meaningless"}
     gpu = [o for o in _outcomes(doc) if o.target.what.startswith("GPU")]
-    assert len(gpu) == 10
+    assert len(gpu) == 11
     assert all(o.status == "not measured" and "simulator: timings meaningless" in o.note for o in gpu)
 
 
@@ -344,6 +346,11 @@ def test_cli_builds_a_pytest_run_that_enables_benchmarks(tmp_path):
     assert argv[argv.index("-o") + 1] == "addopts="  # the project's addopts would skip every benchmark
     assert str(tmp_path / "benchmark.json") in argv
     assert "--mlp-quick" in argv and "--mlp-skip-cpu" in argv
+    args = build_parser().parse_args(["--tiny", "--seconds", "60", "--suites", "stacks", "coldstart"])
+    argv = pytest_args(args, tmp_path)
+    assert "--mlp-tiny" in argv and argv[0].endswith("bench_stacks.py") and argv[1].endswith("bench_coldstart.py")
+    deadline = float(argv[argv.index("--mlp-deadline") + 1])
+    assert 50 < deadline - time.time() <= 61
 
 
 @pytest.mark.parametrize("hidden", [("pandas",), ("pytest_benchmark", "tabulate")])
@@ -418,21 +425,31 @@ def test_the_committed_cpu_record_renders(tmp_path):
     assert "## Training" in text and "No training benchmark in this run." not in text
 
 
-def test_gpu_session_kills_a_silent_part_on_time(tmp_path, monkeypatch):
+@pytest.mark.parametrize("record", sorted(p.parent.name for p in (REPO / "bench" / "results").glob("*/benchmark.json")))
+def test_every_committed_record_renders_with_todays_report(tmp_path, record):
+    """A committed record's benchmark.json rebuilds its report with the current targets and sections, even
+    where its rows lack what today's suites record (a note then shows the missing figure as nan)."""
+    shutil.copy(REPO / "bench" / "results" / record / "benchmark.json", tmp_path / "benchmark.json")
+    text = report.write_report(tmp_path, plots=False).read_text()
+    _assert_well_formed(text, 2)
+    assert "## Targets" in text and "## Absent, skipped and failed" in text and " nan " not in text.split("## ")[0]
+
+
+def test_session_kills_a_silent_part_on_time(tmp_path, monkeypatch):
     """A part that prints nothing and ignores SIGINT is killed at its limit, with the processes it started,
     not when it next prints; the parts after it still run."""
-    from bench import gpu_session
+    from bench import session
 
-    monkeypatch.setattr(gpu_session, "KILL_GRACE_S", 1.0)
-    monkeypatch.setattr(gpu_session, "RESERVE_S", 0.0)
+    monkeypatch.setattr(session, "KILL_GRACE_S", 1.0)
+    monkeypatch.setattr(session, "RESERVE_S", 0.0)
     pid_file = tmp_path / "grandchild.pid"
     quiet = ("import signal, subprocess, sys, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); "
              f"open({str(pid_file)!r}, 'w').write(str(child.pid)); time.sleep(600)")
-    parts = [gpu_session.Part("quiet", [sys.executable, "-c", quiet], cap_s=3, min_s=0),
-             gpu_session.Part("next", [sys.executable, "-c", "print('ran')"], cap_s=60, min_s=0)]
+    parts = [session.Part("quiet", [sys.executable, "-c", quiet], cap_s=3, min_s=0),
+             session.Part("next", [sys.executable, "-c", "print('ran')"], cap_s=60, min_s=0)]
     out = tmp_path / "out"
-    record = gpu_session.run_session(parts, out, budget_s=120, work=tmp_path / "work", echo=False)
+    record = session.run_session(parts, out, budget_s=120, work=tmp_path / "work", echo=False)
     quiet_record = record["parts"]["quiet"]
     assert quiet_record["killed"] and quiet_record["exit_status"] != 0
     assert quiet_record["seconds"] < 60  # a part left to its own sleep would take 600 s
@@ -445,13 +462,20 @@ def test_gpu_session_kills_a_silent_part_on_time(tmp_path, monkeypatch):
     assert json.loads((out / "session.json").read_text()) == json.loads(json.dumps(record))
 
 
-def test_gpu_session_all_on_numpy_with_a_tiny_network(tmp_path, monkeypatch):
-    """The whole session through its command line, on the NumPy backend with a tiny network, where pooch,
-    platformdirs and PyTorch cannot be imported (as on a GPU machine without them, whether or not this one
-    has them): every part that can run here runs, and what comes back is at most 8 files, each under 16 MiB,
-    the tests' output in the session's log beside the JUnit XML; the stacks part measures every row it can
-    here, each PyTorch row is recorded absent with the reason, and ``collect`` tabulates them."""
-    from bench import gpu_session
+def _rows(doc: dict, test: str) -> dict[str, dict]:
+    """The extra_info of every benchmark of ``test`` in a pytest-benchmark document, by its parameters' id."""
+    return {b["name"].split("[", 1)[1].rstrip("]"): b["extra_info"] for b in doc["benchmarks"]
+            if b["name"].startswith(test + "[")}
+
+
+def test_session_on_numpy_with_a_tiny_network(tmp_path, monkeypatch):
+    """The whole session through ``python -m bench --session --tiny``, on a machine without a GPU, where
+    pooch, platformdirs and PyTorch cannot be imported (as on a GPU machine without them, whether or not this
+    one has them): every part that can run here runs, the GPU parts are skipped saying why, and what comes
+    back is at most 8 files, each under 16 MiB: the session's record and log, the device description, the
+    tests' JUnit XML, one benchmark.json of every benchmark part (PyTorch's rows absent with the reason) and
+    the report; ``--collect`` makes the record from it."""
+    from bench import session
 
     blockers = tmp_path / "blockers"
     blockers.mkdir()
@@ -460,199 +484,305 @@ def test_gpu_session_all_on_numpy_with_a_tiny_network(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(blockers))
     monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:platformdirs")  # its pytest plugin, absent with it
     out = tmp_path / "OUT"
-    code = gpu_session.main(["all", "--out", str(out), "--budget", "400", "--backend", "numpy", "--tiny",
-                             "--tests", "tests/test_graph_orchestration.py::test_a_capture_runs_nothing_and_"
-                                        "a_replay_runs_what_was_recorded"])
+    code = main(["--session", "--tiny", "--out", str(out), "--budget", "400", "--tests",
+                 "tests/test_graph_orchestration.py::test_a_capture_runs_nothing_and_a_replay_runs_what_was_recorded"])
     record = json.loads((out / "session.json").read_text())
     assert code == 0, record
     files = sorted(p for p in out.rglob("*") if p.is_file())
-    assert len(files) <= gpu_session.MAX_FILES and all(p.stat().st_size < gpu_session.MAX_FILE_BYTES for p in files)
+    assert len(files) <= session.MAX_FILES and all(p.stat().st_size < session.MAX_FILE_BYTES for p in files)
     assert {p.name for p in files} == {"session.json", "session.log", "info.json", "tests-junit.xml",
-                                       "training.json", "stacks.json"}
-    assert [n for n, r in record["parts"].items() if "skipped" in r] == ["kernels", "tune"]
-    assert all(r["exit_status"] == 0 for r in record["parts"].values() if "skipped" not in r)
+                                       "benchmark.json", "report.md"}
+    assert list(record["parts"]) == ["info", "tests", "training", "stacks", "kernels", "report", "tune"]
+    skipped = {n: r["skipped"] for n, r in record["parts"].items() if "skipped" in r}
+    assert sorted(skipped) == ["kernels", "tune"] and all(r.startswith("needs a GPU (") for r in skipped.values())
+    assert all(r["exit_status"] == 0 and not r["killed"] for r in record["parts"].values() if "skipped" not in r)
     assert 'tests="1"' in (out / "tests-junit.xml").read_text() and "1 passed" in (out / "session.log").read_text()
-    training = json.loads((out / "training.json").read_text())
-    assert sorted(training["rows"]) == sorted(f"{name}-b{b}" for b in (128, 1024) for name in
-                                              ("mlp-graphs", "mlp-eager", "torch-eager", "torch-graphs"))
-    for key in ("mlp-graphs-b128", "mlp-eager-b1024"):
-        row = training["rows"][key]
-        assert len(row["epoch_seconds"]) == training["epochs"] and row["steps_per_epoch"] >= 1
-    no_torch = "PyTorch is not installed (torch is not installed here)"
-    assert {k: r for k, r in training["rows"].items() if k.startswith("torch")} == {
-        f"torch-{kind}-b{b}": {"absent": no_torch} for kind in ("eager", "graphs") for b in (128, 1024)}
-    assert json.loads((out / "info.json").read_text())["device"]["backend"] == "numpy"
-    import numpy as np
+    info = json.loads((out / "info.json").read_text())
+    assert info["availability"]["torch-cpu"] == {"present": False, "detail": "not installed"}
 
-    stacks = json.loads((out / "stacks.json").read_text())
-    search = stacks["search"]
-    assert search["mlp"]["seconds"] > 0 and search["sklearn"]["seconds"] > 0 and search["sklearn_over_mlp"] > 0
-    assert search["mlp"]["n_iter"] == search["config"]["epochs"] == 2 and search["sklearn"]["n_jobs"] == -1
-    assert 0 <= search["sklearn"]["best_agrees"] <= 1
-    for row in (stacks["torch_func"]["mlp"], stacks["padding"]["padded"]):
-        assert row["median_s"] > 0 and len(row["epoch_seconds"]) == 2 and np.isfinite(row["mean_loss_last_epoch"])
-    assert stacks["torch_func"]["torch-func"] == {"absent": no_torch}
-    assert stacks["torch_func"]["torch_func_over_mlp"] is None
-    assert stacks["torch_func"]["torch-compile"] == {"skipped": "not in a tiny run"}
-    grouped = stacks["padding"]["grouped"]
-    assert [s["layers"][1] for s in grouped["stacks"]] == stacks["padding"]["config"]["hidden"]
-    assert stacks["padding"]["padded"]["models"] == sum(s["models"] for s in grouped["stacks"])
-    assert gpu_session.main(["collect", str(out), "--into", str(tmp_path / "record")]) == 0
-    table = (tmp_path / "record" / "stacks.md").read_text()
-    assert "mlp.GridSearchCV, backend numpy" in table and "not in a tiny run" in table
-    assert re.search(r"\| torch\.func +\| +— \|.*\| " + re.escape(no_torch), table)
-    training_table = (tmp_path / "record" / "training.md").read_text()
-    assert len(re.findall(r"\| torch-(eager|graphs) +\| +— \|.*\| " + re.escape(no_torch), training_table)) == 4
+    doc = json.loads((out / "benchmark.json").read_text())
+    assert set(doc["mlp"]["options"]["parts"]) == {"training", "stacks"} and doc["mlp"]["options"]["tiny"]
+    fits = _rows(doc, "test_fit_epochs")
+    assert sorted(fits) == ["numpy-b1024", "numpy-b128"]
+    for row in fits.values():
+        assert row["epochs"] == 3 and len(row["epoch_seconds"]) == 2 * len(row["first_epoch_seconds"]) >= 2
+        assert row["steps"] >= 1 and row["impl"] == "mlp-numpy-eager"
+    search = _rows(doc, "test_stack_search")
+    assert sorted(search) == ["mlp-search-numpy", "sklearn-search"]
+    assert search["mlp-search-numpy"]["n_iter"] == search["sklearn-search"]["n_iter"] == 2
+    assert search["sklearn-search"]["n_jobs"] == -1 and 0 <= search["sklearn-search"]["best_agrees"] <= 1
+    stack = _rows(doc, "test_stack_epoch")
+    assert list(stack) == ["mlp-numpy"] and len(stack["mlp-numpy"]["epoch_seconds"]) >= 5
+    assert np.isfinite(stack["mlp-numpy"]["mean_loss_last_epoch"])
+    padding = _rows(doc, "test_stack_padding")
+    assert padding["numpy-padded"]["models"] == padding["numpy-grouped"]["models"] == 6
+    assert padding["numpy-grouped"]["hidden"] == [4, 6, 8] and padding["numpy-padded"]["hidden"] == [8]
+    reasons = {s["test"].split("::")[1]: s["reason"] for s in doc["mlp"]["outcomes"]["skipped"]}
+    assert reasons["test_stack_epoch[torch-func-cpu]"] == "torch-cpu absent: not installed"
+    assert reasons["test_epoch_torch[cuda-adam-b128]"] == "torch-cuda absent: not installed"
+    assert reasons["test_stack_search[mlp-search-cuda]"].startswith("cuda absent: ")
 
-
-def test_gpu_session_torch_rows_on_the_cpu(torch, tmp_path):
-    """With PyTorch installed, the training part's PyTorch eager rows and the stacks part's ``torch.func`` row
-    are measured on the CPU (run here in this process, on the NumPy backend, tiny); PyTorch's CUDA graphs are
-    recorded absent for want of a GPU."""
-    import numpy as np
-
-    from bench import gpu_session, gpu_stacks
-
-    assert gpu_session.part_training(tmp_path, backend="numpy", tiny=True) == 0
-    training = json.loads((tmp_path / "training.json").read_text())
-    for b in (128, 1024):
-        row = training["rows"][f"torch-eager-b{b}"]
-        assert row["median_s"] > 0 and len(row["epoch_seconds"]) == training["epochs"], row
-        assert row["device"] == "cpu" and row["torch"] == torch.__version__
-        assert training["rows"][f"torch-graphs-b{b}"] == {"absent": "PyTorch CUDA graphs need a GPU"}
-
-    sizes = gpu_stacks.TINY_STACK
-    rng = np.random.default_rng(0)
-    X = rng.random((sizes.samples, sizes.layers[0]), dtype=np.float32)
-    y = rng.integers(0, sizes.layers[-1], size=sizes.samples, dtype=np.int64)
-    row = gpu_stacks.torch_func_epochs(sizes, X, y, "numpy", deadline=float("inf"))
-    assert row["median_s"] > 0 and len(row["epoch_seconds"]) == sizes.epochs, row
-    assert np.isfinite(row["mean_loss_last_epoch"]) and row["device"] == "cpu" and row["models"] == sizes.models
+    text = (out / "report.md").read_text()
+    _assert_well_formed(text, 5)
+    assert "## The session" in text and "## Many networks at once on a device" in text
+    assert "### Epochs within one fit" in text and "1 × torch-cpu absent: not installed" in text
+    record_dir = tmp_path / "record"
+    assert main(["--collect", str(out), "--out", str(record_dir)]) == 0
+    assert {p.name for p in record_dir.iterdir()} >= {p.name for p in files}
+    collected = (record_dir / "report.md").read_text()
+    assert "| tune     | skipped: needs a GPU" in collected  # the record holds every part, the report's own too
 
 
-# bench_search's suite marks are registered by bench/conftest.py, which this run does not load
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnknownMarkWarning")
-def test_gpu_session_stacks_rows_say_why_they_did_not_run(tmp_path, monkeypatch):
-    """The stacks part with no time left writes every row with its reason; a row that fails records its
-    error and the next still runs; without PyTorch the torch rows say so."""
-    import numpy as np
-
-    from bench import gpu_stacks
-
-    assert gpu_stacks.part_stacks(tmp_path, backend="numpy", tiny=True, seconds=5) == 0
-    doc = json.loads((tmp_path / "stacks.json").read_text())
-    rows = {f"{s}/{k}": r for s in ("search", "torch_func", "padding") for k, r in doc[s].items()
-            if isinstance(r, dict) and k != "config"}
-    assert sorted(rows) == ["padding/grouped", "padding/padded", "search/mlp", "search/sklearn", "torch_func/mlp",
-                            "torch_func/torch-compile", "torch_func/torch-func"]
-    assert all(r["skipped"].startswith("out of time") for k, r in rows.items() if k != "torch_func/torch-compile")
-    assert doc["search"]["sklearn_over_mlp"] is None and doc["padding"]["padded_over_grouped"] is None
-
-    book = gpu_stacks._Rows(tmp_path / "rows.json", {"a": {}}, deadline=float("inf"))
-    book.run("a", "fails", lambda: 1 / 0)
-    book.run("a", "runs", lambda: {"median_s": 1.0})
-    assert json.loads((tmp_path / "rows.json").read_text())["a"] == {
-        "fails": {"error": "ZeroDivisionError: division by zero"}, "runs": {"median_s": 1.0}}
-
-    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
-    absent = gpu_stacks.torch_func_epochs(gpu_stacks.TINY_STACK, np.zeros((4, 20), np.float32), np.zeros(4, np.int64),
-                                          "numpy", deadline=float("inf"))
-    assert absent["absent"].startswith("PyTorch is not installed")
+def test_session_torch_func_row_on_the_cpu(torch, tmp_path):
+    """With PyTorch installed, the stacks suite's ``torch.func`` row is measured on the CPU in a tiny check."""
+    out = tmp_path / "out"
+    assert main(["--tiny", "--suites", "stacks", "-k", "torch-func-cpu", "--no-report", "--out", str(out)]) == 0
+    row = _rows(json.loads((out / "benchmark.json").read_text()), "test_stack_epoch")["torch-func-cpu"]
+    assert row["device"] == "cpu" and row["torch"] == torch.__version__ and row["models"] == 4
+    assert len(row["epoch_seconds"]) >= 5 and np.isfinite(row["mean_loss_last_epoch"])
+    assert not (out / "report.md").exists()  # --no-report
 
 
-def test_gpu_session_collect_tabulates_the_stacks_rows(tmp_path):
-    from bench import gpu_session
-
-    returned = tmp_path / "OUT"
-    returned.mkdir()
-    doc = {"backend": "cuda", "tiny": False, "cpu_count": 16,
-           "search": {"config": {"candidates": 24, "folds": 5, "epochs": 100, "target": 50.0},
-                      "mlp": {"seconds": 0.5, "best": "alpha=0.001", "best_score": 0.9794},
-                      "sklearn": {"seconds": 26.0, "best": "alpha=0.001", "best_score": 0.9794, "best_agrees": 1.0},
-                      "sklearn_over_mlp": 52.0},
-           "torch_func": {"config": {"models": 64, "layers": [784, 512, 256, 10], "samples": 8192, "batch": 128},
-                          "mlp": {"median_s": 0.02, "replays": 5},
-                          "torch-func": {"median_s": 0.05}, "torch_func_over_mlp": 2.5,
-                          "torch-compile": {"skipped": "out of time: 12 s left, it needs 30 s"}},
-           "padding": {"config": {"hidden": [32, 64, 100], "per_size": 30, "rows": 1797, "batch": 200},
-                       "grouped": {"median_s": 0.004, "replays": 24}, "padded": {"error": "ValueError: boom"}}}
-    (returned / "stacks.json").write_text(json.dumps(doc))
-    into = tmp_path / "record"
-    assert gpu_session.main(["collect", str(returned), "--into", str(into)]) == 0
-    text = re.sub(" +", " ", (into / "stacks.md").read_text())
-    assert "| search (whole) | sklearn GridSearchCV, n_jobs=-1 (16 cores) | 26.00 s | 52.00× | — |" in text
-    assert "100% of best params agree" in text
-    assert "| one stack (epoch) | mlp StackedLoop, backend cuda | 20.00 ms | — | 5 |" in text
-    assert "| one stack (epoch) | torch.func | 50.00 ms | 2.50× | — |" in text
-    assert "out of time: 12 s left, it needs 30 s" in text and "ValueError: boom" in text
+def test_benchmarks_that_would_start_too_late_are_skipped_saying_so(tmp_path):
+    """``--seconds``: every benchmark that would start after the run's time is skipped with the reason (those
+    that need longer say how long), and benchmark.json still records why."""
+    out = tmp_path / "out"
+    assert main(["--tiny", "--suites", "stacks", "--seconds", "0", "--no-report", "--out", str(out)]) == 0
+    doc = json.loads((out / "benchmark.json").read_text())
+    assert doc["benchmarks"] == []
+    reasons = {s["test"].split("::")[1]: s["reason"] for s in doc["mlp"]["outcomes"]["skipped"]}
+    assert len(reasons) == 12 and all(r.startswith("out of time: 0 s left of the run") for r in reasons.values())
+    assert reasons["test_stack_search[sklearn-search]"].endswith(", it needs 30 s")
 
 
-def test_gpu_session_returns_at_most_8_files_each_under_the_limit(tmp_path, monkeypatch):
-    """Every file a session can return is named by its plan (at most 8 with the session's own two); a result
-    over the size limit stays behind, named in the record; a log file stops growing at its limit, however
-    many parts write to it."""
-    from bench import gpu_session
+def test_a_run_killed_on_the_way_keeps_what_it_measured(tmp_path):
+    """benchmark.json is rewritten as each benchmark starts and ends: a run killed with SIGKILL (no chance
+    to write anything) leaves a valid file with the benchmarks that finished and the one that was running."""
+    import signal
+    import time
 
-    parts = gpu_session.plan(tmp_path, "cuda", False, ["tests/test_cuda_graphs.py"])
-    names = {"session.json"} | {p.log for p in parts} | {r for p in parts for r in p.results}
-    assert len(names) <= gpu_session.MAX_FILES
-    assert [p.name for p in parts] == ["info", "tests", "training", "stacks", "kernels", "tune"]
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "bench", "--tiny", "--suites", "stacks", "--no-report",
+                             "-k", "numpy and (padding or stack_epoch)", "--out", str(out)], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    path, doc = out / "benchmark.json", None
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                found = json.loads(path.read_text())
+            except (OSError, ValueError):
+                found = None
+            if found and found["benchmarks"] and found["mlp"]["outcomes"]["running"]:
+                os.killpg(proc.pid, signal.SIGKILL)
+                doc = found
+                break
+            time.sleep(0.02)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert doc is not None, "the run ended before a benchmark finished while another was running"
+    kept = json.loads(path.read_text())  # the file as the killed run left it
+    assert len(kept["benchmarks"]) >= len(doc["benchmarks"]) >= 1
+    assert all(b["stats"]["median"] > 0 for b in kept["benchmarks"])
+    running = kept["mlp"]["outcomes"]["running"]
+    assert running and running.startswith("bench/bench_stacks.py::test_stack_")
+    assert running.split("::")[1] not in {b["name"] for b in kept["benchmarks"]}
 
-    monkeypatch.setattr(gpu_session, "MAX_FILE_BYTES", 100)
+
+def test_session_returns_at_most_8_files_each_under_the_limit(tmp_path, monkeypatch):
+    """Every file a session can return is named by its plan (at most 8); a result over the size limit stays
+    behind, named in the record; a log file stops growing at its limit, however many parts write to it."""
+    from bench import session
+
+    parts = session.plan(tmp_path, tmp_path / "out", tests=["tests/test_cuda_graphs.py"])
+    assert len(session.returned_files(parts)) <= session.MAX_FILES
+    assert [p.name for p in parts] == ["info", "tests", "training", "stacks", "kernels", "report", "tune"]
+    assert [p.name for p in parts if p.gpu] == ["kernels", "tune"]
+    # on a GPU machine the CPU's rows are a CPU run's; a tiny rehearsal on a CPU runs them instead
+    training = {p.name: p.command for p in parts}["training"]
+    assert "--skip-cpu" in training and "--tiny" not in training
+    rehearsal = {p.name: p.command for p in session.plan(tmp_path, tmp_path / "out", tiny=True)}
+    assert "--skip-cpu" not in rehearsal["training"] and "--tiny" in rehearsal["stacks"]
+    assert {p.name: p.skip for p in session.plan(tmp_path, tmp_path / "out")}["tests"] == "no test files given"
+
+    monkeypatch.setattr(session, "MAX_FILE_BYTES", 100)
     work, out = tmp_path / "work", tmp_path / "out"
     work.mkdir()
     out.mkdir()
     (work / "small.json").write_text("{}")
     (work / "big.json").write_text("x" * 100)
-    kept = gpu_session._keep(work, out, ["small.json", "big.json", "missing.json"])
+    kept = session._keep(work, out, ["small.json", "big.json", "missing.json"])
     assert kept == {"small.json": "2 bytes", "big.json": "left out: 100 bytes", "missing.json": "absent"}
     assert sorted(p.name for p in out.iterdir()) == ["small.json"]
 
-    monkeypatch.setattr(gpu_session, "LOG_LIMIT_BYTES", 1000)
-    loud = gpu_session.Part("loud", [sys.executable, "-c", "[print('x' * 99) for _ in range(100)]"], cap_s=60)
+    monkeypatch.setattr(session, "LOG_LIMIT_BYTES", 1000)
+    loud = session.Part("loud", [sys.executable, "-c", "[print('x' * 99) for _ in range(100)]"], cap_s=60)
     for _ in range(2):
-        result = gpu_session.run_part(loud, out, timeout=60, echo=False)
+        result = session.run_part(loud, out, timeout=60, echo=False)
         assert result["exit_status"] == 0
     log = (out / "session.log").read_text()
     assert len(log) < 1000 + 2 * 200 and log.count("bytes of output left out of this log") == 2
 
 
-def test_gpu_session_collect_merges_the_parts_into_one_record(tmp_path):
-    from bench import gpu_session
+def test_session_merges_its_parts_and_collect_makes_the_record(tmp_path):
+    """The benchmark parts' JSON documents merge into one (every benchmark, every skip, each part's
+    options); ``--collect`` copies a returned folder into the record folder named after its GPU and writes the
+    report with the session's parts and the device tests' totals."""
+    from bench import session
 
     doc = _synthetic_results()
     half = len(doc["benchmarks"]) // 2
-    parts = []
-    for i, chunk in enumerate((doc["benchmarks"][:half], doc["benchmarks"][half:])):
-        folder = tmp_path / "OUT" / f"part{i}"
-        folder.mkdir(parents=True)
-        (folder / "benchmark.json").write_text(json.dumps({**doc, "benchmarks": chunk}))
-        (folder / f"part{i}.log").write_text("log")
-        parts.append(folder)
-    into = tmp_path / "record"
-    assert gpu_session.main(["collect", *map(str, parts), "--into", str(into)]) == 0
-    merged = json.loads((into / "benchmark.json").read_text())
+    first = {**doc, "benchmarks": doc["benchmarks"][:half],
+             "mlp": {"options": {"quick": False, "skip_cpu": False},
+                     "outcomes": {"suites": ["training"], "skipped": [{"test": "a", "reason": "r1"}], "failed": [],
+                                  "deselected": 1, "running": None}}}
+    second = {**doc, "benchmarks": doc["benchmarks"][half:],
+              "mlp": {"options": {"quick": False, "skip_cpu": True},
+                      "outcomes": {"suites": ["kernels"], "skipped": [{"test": "b", "reason": "r2"}], "failed": [],
+                                   "deselected": 2, "running": "bench/bench_kernels.py::test_x"}}}
+    merged = session.merge_results([first, second], ["training", "kernels"])
     assert [b["name"] for b in merged["benchmarks"]] == [b["name"] for b in doc["benchmarks"]]
-    assert (into / "report.md").is_file() and (into / "part0.log").is_file() and (into / "part1.log").is_file()
-
-
-def test_gpu_session_collect_tabulates_the_training_rows(tmp_path):
-    from bench import gpu_session
+    assert merged["machine_info"] == doc["machine_info"]
+    outcomes = merged["mlp"]["outcomes"]
+    assert outcomes["suites"] == ["kernels", "training"] and outcomes["deselected"] == 3
+    assert [s["reason"] for s in outcomes["skipped"]] == ["r1", "r2"]
+    assert outcomes["running"] == "bench/bench_kernels.py::test_x"
+    assert merged["mlp"]["options"]["parts"]["kernels"]["skip_cpu"] is True
 
     returned = tmp_path / "OUT"
     returned.mkdir()
-    doc = {"layers": [784, 512, 256, 10], "samples": 60000, "epochs": 6, "optimizer": "Adam(lr=1e-3)",
-           "backend": "cuda", "rows": {
-               "mlp-graphs-b128": {"median_s": 0.035, "last_over_first": 1.01, "launches_per_epoch": 100.0,
-                                   "graph_launches": 5628, "replays": 5},
-               "torch-graphs-b128": {"absent": "PyTorch CUDA graphs need a GPU"}}}
-    (returned / "training.json").write_text(json.dumps(doc))
-    (returned / "session.json").write_text("{}")
+    (returned / "benchmark.json").write_text(json.dumps(merged))
+    (returned / "info.json").write_text(json.dumps({"gpu": {"name": "NVIDIA H100 80GB HBM3"}}))
+    (returned / "session.json").write_text(json.dumps({"budget_s": 500, "started": "2026-01-01T00:00:00Z", "parts": {
+        "info": {"exit_status": 0, "seconds": 3.2, "killed": False, "files": {"info.json": "900 bytes"}},
+        "training": {"exit_status": 130, "seconds": 120.0, "killed": True, "files": {"benchmark.json": "4 benchmarks"}},
+        "tune": {"skipped": "12 s left of the budget, it needs 30 s"}}}))
+    (returned / "tests-junit.xml").write_text(
+        '<testsuites><testsuite tests="10" failures="1" errors="0" skipped="2" time="12.5"/></testsuites>')
+    assert session.record_dir(returned) == REPO / "bench" / "results" / "gpu-nvidia-h100-80gb-hbm3"
     into = tmp_path / "record"
-    assert gpu_session.main(["collect", str(returned), "--into", str(into)]) == 0
-    text = re.sub(" +", " ", (into / "training.md").read_text())
-    assert "| 128 | mlp-graphs | 35.00 ms | 1.01× | 100 | 5628 | 5 |" in text
-    assert "PyTorch CUDA graphs need a GPU" in text and (into / "session.json").is_file()
+    assert main(["--collect", str(returned), "--out", str(into), "--no-plots"]) == 0
+    assert sorted(p.name for p in into.iterdir()) == ["benchmark.json", "info.json", "report.md", "session.json",
+                                                      "tests-junit.xml"]
+    text = re.sub(" +", " ", (into / "report.md").read_text())
+    assert "| training | killed at its limit | 120 | benchmark.json (4 benchmarks) |" in text
+    assert "| tune | skipped: 12 s left of the budget, it needs 30 s | — | |" in text
+    assert "Device tests (`tests-junit.xml`): 10 run, 1 failed, 0 errors, 2 skipped, in 12.50 s." in text
+    assert "**Still running when the run was stopped** (no timing reported): `bench/bench_kernels.py::test_x`" in text
+    assert "a session of 2 benchmark parts (training, kernels)" in text
+
+
+def _stack_rows() -> list[dict]:
+    search = dict(suite="stacks", op="search", dtype="float32", group="digits-float32", candidates=24, folds=5,
+                  epochs=40, rows=1797, classes=10, cores=16)
+    stack = dict(suite="stacks", op="stack_epoch", models=64, layers=[784, 512, 256, 10], samples=8192, batch=128,
+                 device="gpu", group="stack-gpu")
+    return [
+        _bench("test_stack_search[mlp-search-cuda]", 0.5, rounds=1, impl="mlp-search-cuda", device="gpu",
+               best="alpha=0.001", best_score=0.9794, **search),
+        _bench("test_stack_search[sklearn-search]", 26.0, rounds=1, impl="sklearn-search", device="cpu",
+               best="alpha=0.001", best_score=0.9794, best_agrees=1.0, **search),
+        _bench("test_stack_epoch[mlp-cuda]", 0.02, impl="mlp-cuda", epoch_seconds=[0.02, 0.02, 0.021],
+               warmup_epoch_seconds=[1.5, 0.1], replays=7, mean_loss_last_epoch=2.2, **stack),
+        _bench("test_stack_epoch[torch-func-cuda]", 0.05, impl="torch-func-cuda", epoch_seconds=[0.05, 0.05],
+               warmup_epoch_seconds=[0.3, 0.05], mean_loss_last_epoch=2.2, **stack),
+        _bench("test_stack_padding[cuda-grouped]", 0.004, impl="mlp-cuda", layout="grouped", group="padding-cuda",
+               op="padding_epoch", suite="stacks", device="gpu", rows=1797, batch=200, hidden=[32, 64, 100],
+               models_per_stack=30, epoch_seconds=[0.004] * 3),
+        _bench("test_stack_padding[cuda-padded]", 0.006, impl="mlp-cuda", layout="padded", group="padding-cuda",
+               op="padding_epoch", suite="stacks", device="gpu", rows=1797, batch=200, hidden=[100],
+               models_per_stack=90, epoch_seconds=[0.006] * 3),
+    ]
+
+
+def test_the_stacks_section_and_the_gpu_search_target():
+    doc = {"benchmarks": _stack_rows()}
+    gpu_search = _find(_outcomes(doc), "on the GPU")
+    assert gpu_search.status == "met" and gpu_search.measured.startswith("52.00× (26.00 s vs 500.00 ms)")
+    assert gpu_search.note.startswith("16 CPU cores")
+    text = re.sub(" +", " ", "\n".join(report._stacks_section(frame.frame(doc))))
+    _assert_well_formed(text, 3)
+    assert "| mlp.GridSearchCV, backend cuda | 16 | 500.00 ms | 52.00× | alpha=0.001 | 0.979 |" in text
+    assert "| torch.func vmap, GPU (eager) | 50.00 ms | 2.50× | 300.00 ms |" in text
+    assert "| mlp TrainingLoop, CUDA backend | 20.00 ms | 1.00× | 1.50 s | 7 | 2.200 |" in text
+    assert "| cuda | 4.00 ms | 6.00 ms | 1.50× |" in text
+    assert report._stacks_section(frame.frame({"benchmarks": []})) == []
+
+
+def test_the_fit_epochs_section():
+    row = _bench("test_fit_epochs[cuda-graphs-b128]", 0.3, suite="training", op="fit_epochs", impl="mlp-cuda-graphs",
+                 device="gpu", batch=128, samples=60000, epochs=6, layers=[784, 512, 256, 10],
+                 epoch_seconds=[0.035, 0.036, 0.035, 0.035, 0.0353], first_epoch_seconds=[0.6],
+                 last_over_first=1.01, host_launches_per_epoch=1200.0, graph_launches=5628, replays=5,
+                 gc_collections=[3, 0, 0])
+    text = re.sub(" +", " ", "\n".join(report._fit_epochs_section(frame.frame({"benchmarks": [row]}))))
+    assert "| mlp-cuda-graphs | 128 | 35.00 ms | 600.00 ms | 1.01× | 1,200 | 5628 | 5 | 3 |" in text
+    assert "`Trainer.fit(X, y, epochs=6)` of [784, 512, 256, 10]" in text
+
+
+def _cold(impl: str, process: float, imported: float, fit: float) -> dict:
+    return _bench(f"test_coldstart[{impl}]", process, suite="coldstart", op="process", impl=impl, device="cpu",
+                  params="max_iter=20, random_state=0", import_median=imported, data_median=0.05, fit_median=fit)
+
+
+def test_cold_start_targets_and_section():
+    doc = {"benchmarks": [_cold("mlp-warm", 2.4, 1.2, 0.5), _cold("mlp-empty", 12.0, 1.3, 9.5),
+                          _cold("sklearn", 2.0, 0.9, 0.6)]}
+    outcomes = _outcomes(doc)
+    warm = _find(outcomes, "Numba cache filled")
+    assert warm.status == "met" and warm.measured.startswith("1.20× (2.40 s vs 2.00 s)")
+    assert "first fit 0.50 s vs 0.60 s" in warm.note
+    empty = _find(outcomes, "empty Numba cache")
+    assert empty.status == "not met" and empty.measured == "9.50 s"
+    text = re.sub(" +", " ", "\n".join(report._coldstart_section(frame.frame(doc))))
+    assert "| mlp, Numba cache empty | 12.00 s | 6.00× | 1.30 s | 50.00 ms | 9.50 s | 5 |" in text
+
+
+# bench_coldstart's suite mark is registered by bench/conftest.py, which this run does not load
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnknownMarkWarning")
+def test_the_cold_start_script_reports_its_import_data_and_fit():
+    """The script each cold-start round runs in a new process (scikit-learn's side: no compilation, seconds)."""
+    from bench import bench_coldstart
+
+    times = bench_coldstart.run_script("sklearn", None)
+    assert set(times) == {"import", "data", "fit"} and all(t > 0 for t in times.values())
+    with pytest.raises(ValueError, match="library: expected 'mlp' or 'sklearn', got 'torch'"):
+        bench_coldstart.run_script("torch", None)
+
+
+def _search_row(impl: str, seconds: float, group: str = "digits-float64", **extra) -> dict:
+    return _bench(f"test_search[{impl}]", seconds, rounds=1, suite="search", op=extra.pop("op", "search"),
+                  impl=impl, device="cpu", dtype="float64", group=group, candidates=24, folds=5, epochs=40,
+                  rows=1797, classes=10, cores=2, best="alpha=0.001", best_score=0.97,
+                  grid={"alpha": [1e-5, 1e-4]}, **extra)
+
+
+def test_the_search_targets_and_section():
+    doc = {"benchmarks": [
+        _search_row("mlp-search", 4.0), _search_row("mlp-search-1-thread", 6.0, best_agrees=1.0, score_gap=0.0),
+        _search_row("mlp-search-all-cores", 3.0, best_agrees=1.0, n_jobs=-1),
+        _search_row("sklearn-search-mlp", 4.0, best_agrees=1.0, n_jobs=-1),
+        _search_row("sklearn-search", 15.0, best_agrees=0.5, n_jobs=-1),
+        _search_row("stack-products", 2.0, op="products", stack_threads=2, products=1000),
+        _search_row("mlp-search-pipeline", 2.0, group="digits-pipeline-float64", n_jobs=-1),
+        _search_row("sklearn-search-pipeline", 7.0, group="digits-pipeline-float64", best_agrees=1.0, n_jobs=-1)]}
+    outcomes = _outcomes(doc)
+    assert _find(outcomes, "GridSearchCV(mlp.MLPClassifier, n_jobs=-1)").status == "not met"  # 1.33× < 1.5×
+    assert _find(outcomes, "sklearn MLPClassifier, n_jobs=-1) / mlp", "4.00×").status == "met"  # 5×
+    assert _find(outcomes, "sklearn MLPClassifier, n_jobs=-1) / mlp", "10.00×").status == "not met"
+    assert _find(outcomes, "Pipeline").measured.startswith("3.50×")
+    products = _find(outcomes, "stacked matrix products alone")
+    assert products.status == "not met" and "1,000 products in 2 threads" in products.note  # 2.0× > 1.5×
+    text = re.sub(" +", " ", "\n".join(report._search_section(frame.frame(doc))))
+    _assert_well_formed(text, 2)
+    assert "| mlp.GridSearchCV (stacked), one thread (MLP_STACK_THREADS=1) | float64 | one | 24 × 5 | 6.00 s " \
+           "| 1.50× |" in text
+    assert "| scikit-learn GridSearchCV(Pipeline(StandardScaler(), sklearn MLPClassifier)) | float64 | n_jobs=-1: " \
+           "one per core | 24 × 5 | 7.00 s | 3.50× |" in text
+    assert "| float64 | 6.00 s | 2 | 4.00 s | 1.50× |" in text  # one process over its cores
 
 
 def test_the_prediction_section_pairs_each_row_with_its_baseline():

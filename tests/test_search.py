@@ -241,3 +241,36 @@ def test_a_stack_on_the_cuda_backend_trains_like_numpy(monkeypatch):
         _assert_same_models(a, b, exact=False)
     # every product of the stack's steps is one launch for both models, none model by model
     assert calls["stacked"] > 0 and calls["single"] == 0
+
+
+@pytest.mark.parametrize("value,threads", [(None, "cores"), ("5", 5), ("1", 1)])
+def test_stack_threads_follow_the_environment_variable(monkeypatch, value, threads):
+    """``MLP_STACK_THREADS`` sets the threads a worker's stacks step in on a host backend (default: the cores
+    over the workers); the loop gets exactly that many (it uses at most one per model)."""
+    import os
+
+    from mlp import fit_many as search
+
+    seen = []
+
+    class Spy(search.TrainingLoop):
+        def __init__(self, *args, **kwargs):
+            seen.append(kwargs["threads"])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(search, "TrainingLoop", Spy)
+    if value is None:
+        monkeypatch.delenv("MLP_STACK_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("MLP_STACK_THREADS", value)
+    X, y, jobs, rows = _jobs()
+    fit_many(jobs[:2], X, y, rows[:2])
+    assert seen == [os.cpu_count() or 1 if threads == "cores" else threads]
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1"])
+def test_stack_threads_refuse_a_bad_environment_variable(monkeypatch, value):
+    monkeypatch.setenv("MLP_STACK_THREADS", value)
+    X, y, jobs, rows = _jobs()
+    with pytest.raises(ValueError, match=f"MLP_STACK_THREADS: expected a whole number of threads >= 1, got '{value}'"):
+        fit_many(jobs[:2], X, y, rows[:2])
