@@ -34,6 +34,9 @@ from .backends.base import CSRMatrix, GraphCaptureError
 from .network import Networks
 from .optim import Optimizer, OptimizerGroup
 
+#: bytes of a model block's working set on a host backend: about a core's level-2 cache (see TrainingLoop)
+CACHE_BYTES = 1 << 20
+
 
 def capture_epoch(backend: Backend, record: Callable[[], Any], keepalive: Any, owner: str) -> Any:
     """``backend.capture(record)``, or None (with one warning) when capturing is not possible here.
@@ -154,7 +157,14 @@ class TrainingLoop:
         bounds = np.linspace(0, M, parts + 1).astype(int)
         self.parts = [slice(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
         self._pool = ThreadPoolExecutor(len(self.parts), thread_name_prefix="mlp-stack") if parts > 1 else None
-        self._views = {(p.start, p.stop): self._cut(p) for p in self.parts}
+        # On a host backend an epoch goes model block by model block (each block all its steps), the blocks
+        # small enough for their parameters, optimizer state and batch buffers to stay in a core's cache: the
+        # networks of a stack are independent within an epoch, so each computes exactly what it would in step
+        # order, and a thread runs its blocks without waiting for the others at every step.
+        per_model = dt.itemsize * (4 * net.params.shape[1] + B * (2 * sum(net.layer_sizes) + X.shape[1]))
+        size = max(1, CACHE_BYTES // per_model) if be.stack_threads_help else M
+        self.blocks = [[slice(lo, min(lo + size, p.stop)) for lo in range(p.start, p.stop, size)] for p in self.parts]
+        self._views = {(c.start, c.stop): self._cut(c) for c in [*self.parts, *(c for b in self.blocks for c in b)]}
         self._wants_graphs = bool(cuda_graphs) and be.supports_graphs and self._pool is None
         self._graph = EpochGraph(be, "the Trainer" if M == 1 else "the stack")
         self._eval_cache: dict[tuple, tuple] = {}
@@ -299,6 +309,11 @@ class TrainingLoop:
         if self.use_graphs and self.eager_epochs > 0 and self._replay():
             self.group.advance(active, self.steps)
             return self.steps
+        if on_step is None and self.backend.stack_threads_help and self.net.M > 1:
+            self._by_blocks()
+            self.group.advance(active, self.steps)
+            self.eager_epochs += 1
+            return self.steps
         ran = 0
         for i in range(self.steps):
             self.step(i)
@@ -308,6 +323,19 @@ class TrainingLoop:
         if ran == self.steps:  # an epoch cut short left some step (the short last batch) never run
             self.eager_epochs += 1
         return ran
+
+    def _by_blocks(self) -> None:
+        """Every step of the epoch, block of models by block (see ``blocks``), each thread its own blocks."""
+        def run(blocks: list) -> None:
+            for block in blocks:
+                for s in range(self.steps):
+                    self._launch_step(s, block)
+
+        if self._pool is None:
+            run(self.blocks[0])
+        else:
+            for done in [self._pool.submit(run, blocks) for blocks in self.blocks]:
+                done.result()
 
     def totals(self) -> np.ndarray:
         """Every network's statistics of the epoch on the host, (M, STATS_SIZE) (the epoch's one

@@ -76,9 +76,16 @@ def _assert_same_models(a, b, exact: bool = True) -> None:
     assert a.validation_scores_ == b.validation_scores_ or exact is False
 
 
+@pytest.mark.parametrize("order", ["step by step", "block by block in two threads"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_every_model_of_a_stack_ends_as_its_own_fit(dtype):
+def test_every_model_of_a_stack_ends_as_its_own_fit(dtype, order, monkeypatch):
     # the folds differ in size, so the models' last batches differ: each model's products use its own rows
+    if order == "step by step":  # one block of every model: each step for all of them
+        monkeypatch.setattr(mlp.loop, "CACHE_BYTES", 1 << 40)
+        monkeypatch.setenv("MLP_STACK_THREADS", "1")
+    else:  # each model its own block, the blocks shared out to two threads
+        monkeypatch.setattr(mlp.loop, "CACHE_BYTES", 1)
+        monkeypatch.setenv("MLP_STACK_THREADS", "2")
     X, y, jobs, rows = _jobs()
     X = X.astype(dtype)
     single = [clone(j).fit(X[r], y[r]) for j, r in zip(jobs, rows)]
