@@ -4,7 +4,7 @@ Past validation a sparse X is a canonical SciPy CSR matrix (:func:`as_matrix`: C
 formats are converted once, repeated entries summed), placed on the backend as a
 :class:`~mlp.backends.base.CSRMatrix` (:func:`to_backend`).  Training gathers each mini-batch of its
 rows with the backend's ``take_rows_csr`` and the first layer reads it with ``csr_affine_forward`` /
-``csr_affine_backward`` (see the backend contract, ``mlp/backends/base.py``); prediction goes through
+``csr_affine_backward`` (see the backend contract, ``mlp/backends/contract_sparse.py``); prediction goes through
 the rows in chunks (:func:`row_batches`), and a full-batch evaluation (L-BFGS) takes X whole
 (:func:`full_batch`).  Nothing here densifies all of X, except on a device for an X whose dense form is
 small (:data:`FULL_BATCH_DENSE_BYTES`).
