@@ -140,6 +140,7 @@ class TrainingLoop:
         self.sample_weights = be.zeros((S, M, B), dt) if weighted else None
         self.penalty = be.zeros((M, S), dt) if l2_penalty else None
         self.active = np.ones(M, dtype=bool)
+        self._training = np.arange(M)  # np.flatnonzero(self.active), kept with it
         self._decays: list | None = None
         self._staged = False
         # sparse X (a CSRMatrix of the backend; one network): each batch's rows gathered as a CSR batch where
@@ -226,6 +227,7 @@ class TrainingLoop:
                 w[:, m] = wm.reshape(S, B)
             if penalty is not None and penalty[m] is not None:
                 scales[m] = penalty[m]
+        self._training = np.flatnonzero(self.active)
         be.copy_(self.idx, idx)
         be.copy_(self.rows, counts)
         if w is not None:
@@ -260,7 +262,7 @@ class TrainingLoop:
     def step(self, i: int) -> None:
         """Training step ``i`` of the staged epoch for every network that trains; counts one update each."""
         self._run_step(i)
-        self.group.advance(np.flatnonzero(self.active), 1)
+        self.group.advance(self._training, 1)
 
     def _run_step(self, i: int) -> None:
         if self._pool is None:

@@ -57,9 +57,11 @@ class Networks:
         self.dtype = np.dtype(dtype)
         self.params, self.grads = params, grads
         self.M = int(params.shape[0])
+        self.n_layers = len(self.layer_sizes) - 1
         self.n_weights = sum(k * n for k, n in zip(self.layer_sizes[:-1], self.layer_sizes[1:]))
         self._W, self._b = backend.layer_views(params, self.layer_sizes)
         self._dW, self._db = ([], []) if grads is None else backend.layer_views(grads, self.layer_sizes)
+        self._parts: dict = {}
 
     @classmethod
     def stack(cls, models: Sequence[Any], backend: Backend) -> "Networks":
@@ -76,10 +78,6 @@ class Networks:
         host = np.stack([np.asarray(m.backend.to_numpy(m.params), dtype=first.dtype) for m in models])
         return cls(backend, first.layer_sizes, first._act, first.output, first.dtype,
                    backend.asarray(host, dtype=first.dtype), backend.zeros(host.shape, first.dtype))
-
-    @property
-    def n_layers(self) -> int:
-        return len(self.layer_sizes) - 1
 
     def params_numpy(self) -> np.ndarray:
         """Host copy of the parameters, (M, P)."""
@@ -105,18 +103,20 @@ class Networks:
         ``models``: the range of models ``x``, ``ws`` and ``rows`` hold.
         """
         be, last, a = self.backend, self.n_layers - 1, x
+        W, b = self._layers(models)[:2]
         for i in range(self.n_layers):
             act = self.act if i < last else 0
             if i == 0 and isinstance(x, CSRMatrix):  # sparse rows (a stack of one): the backend's sparse product
                 be._csr_affine_forward(x, self._W[0][0], self._b[0][0], act, ws.acts[0][0][:x.shape[0]])
             else:
-                be._affine_forward_stacked(a, self._W[i][models], self._b[i][models], act, ws.acts[i], rows)
+                be._affine_forward_stacked(a, W[i], b[i], act, ws.acts[i], rows)
             a = ws.acts[i]
         return a
 
     def backward(self, x: Any, ws: Workspace, rows: Any = None, models: slice = slice(None)) -> None:
         """Gradients of the loss into :attr:`grads`, from ``ws.dlogits`` (written by the loss)."""
         be, last, dy = self.backend, self.n_layers - 1, ws.dlogits
+        W, _, dW, db = self._layers(models)
         for i in range(last, -1, -1):
             x_in = ws.acts[i - 1] if i > 0 else x
             y = ws.acts[i] if i < last else None  # the last layer has no activation to differentiate
@@ -126,9 +126,18 @@ class Networks:
                 be._csr_affine_backward(dy[0][:r], x, None if y is None else y[0][:r], self._dW[0][0],
                                         self._db[0][0], self.act)
             else:
-                be._affine_backward_stacked(dy, x_in, self._W[i][models], y, dx, self._dW[i][models],
-                                            self._db[i][models], self.act, rows)
+                be._affine_backward_stacked(dy, x_in, W[i], y, dx, dW[i], db[i], self.act, rows)
             dy = dx
+
+    def _layers(self, models: slice) -> tuple[list, list, list, list]:
+        """Every layer's weights, biases and their gradients for the models ``models``, as the stacked operations
+        take them; made once per range (a step would otherwise build them anew for every layer)."""
+        key = (models.start, models.stop, models.step)
+        parts = self._parts.get(key)
+        if parts is None:
+            parts = self._parts[key] = tuple([v[models] for v in views]
+                                             for views in (self._W, self._b, self._dW, self._db))
+        return parts
 
     def loss(self, logits: Any, targets: Any, dlogits: Any, stats: Any, step: int, weights: Any = None,
              rows: Any = None) -> None:

@@ -23,43 +23,44 @@ from . import _cpu_losses as losses
 _jit = jit_with_disk_cache(njit, nogil=True, error_model="numpy")
 
 
-# counts (M,) int64: model m's batch is its first counts[m] rows; active (M,) bool: the models that train.
+# rows (M,) int64, as the backend contract's stacked operations take them: model m's batch is its first
+# rows[m] rows; rows[m] < 0: model m does not train (none of its arrays is read or written).
 @_jit
-def bias_act(out, b, act, counts, active):
+def bias_act(out, b, act, rows):
     """out: (M, B, n), b: (M, n)."""
     for m in range(out.shape[0]):
-        if active[m]:
-            loops.bias_act_inplace(out[m][:counts[m]], b[m], act)
+        if rows[m] >= 0:
+            loops.bias_act_inplace(out[m][:rows[m]], b[m], act)
 
 
 @_jit
-def act_grad_colsum(dy, y, act, dym, db, counts, active):
-    """dym[m] = dy[m] * act'(y[m]); db[m] = column sums of dym[m] (model m's first counts[m] rows)."""
+def act_grad_colsum(dy, y, act, dym, db, rows):
+    """dym[m] = dy[m] * act'(y[m]); db[m] = column sums of dym[m] (model m's first rows[m] rows)."""
     for m in range(dy.shape[0]):
-        if active[m]:
-            r = counts[m]
+        r = rows[m]
+        if r >= 0:
             loops.act_grad_colsum(dy[m][:r], y[m][:r], act, dym[m][:r], db[m])
 
 
 @_jit
-def colsum(dy, db, counts, active):
+def colsum(dy, db, rows):
     for m in range(dy.shape[0]):
-        if active[m]:
-            loops.colsum(dy[m][:counts[m]], db[m])
+        if rows[m] >= 0:
+            loops.colsum(dy[m][:rows[m]], db[m])
 
 
 # The loss loops: logits (M, B, C); labels (M, B) or targets (M, B, C); dlogits like the logits, or a
 # (1, 0, 0) stand-in when write_grad is False; weights (M, B), or a (1, 0) stand-in when not weighted;
-# stats (M, STATS_SIZE); counts (M,): model m's batch is its first counts[m] rows (a shorter last batch
+# stats (M, STATS_SIZE); rows (M,): model m's batch is its first rows[m] rows (a shorter last batch
 # is padded to B: the padding's gradient rows are zeroed and it adds nothing to the statistics).
 # kind (real targets): a loss code of _cpu_losses (LOGISTIC, SQUARED_ERROR, POISSON); softmax_loss takes
 # int64 labels.
 @_jit
-def loss(kind, logits, targets, dlogits, write_grad, stats, step, weights, weighted, counts, active):
+def loss(kind, logits, targets, dlogits, write_grad, stats, step, weights, weighted, rows):
     for m in range(logits.shape[0]):
-        if not active[m]:
+        r = rows[m]
+        if r < 0:
             continue
-        r = counts[m]
         dz = dlogits[m, :r] if write_grad else dlogits[0]
         w = weights[m, :r] if weighted else weights[0]
         losses.output_loss(kind, logits[m, :r], targets[m, :r], dz, write_grad, stats[m], step, w, weighted)
@@ -68,12 +69,12 @@ def loss(kind, logits, targets, dlogits, write_grad, stats, step, weights, weigh
 
 
 @_jit
-def softmax_loss(logits, labels, exps, dlogits, write_grad, stats, step, weights, weighted, counts, active):
+def softmax_loss(logits, labels, exps, dlogits, write_grad, stats, step, weights, weighted, rows):
     """exps: ``exp(logits - row max)`` (``_cpu_loops.row_exps``), as the single-model loop takes it."""
     for m in range(logits.shape[0]):
-        if not active[m]:
+        r = rows[m]
+        if r < 0:
             continue
-        r = counts[m]
         dz = dlogits[m, :r] if write_grad else dlogits[0]
         w = weights[m, :r] if weighted else weights[0]
         loops.softmax_xent(logits[m, :r], labels[m, :r], exps[m, :r], dz, write_grad, stats[m], step, w, weighted)
@@ -82,17 +83,17 @@ def softmax_loss(logits, labels, exps, dlogits, write_grad, stats, step, weights
 
 
 @_jit
-def l2_penalty(params, n, scales, row, stats, active):
-    """stats[m, loss] += scales[m, row] * sum(params[m, :n] ** 2) for every active model."""
+def l2_penalty(params, n, scales, row, stats, rows):
+    """stats[m, loss] += scales[m, row] * sum(params[m, :n] ** 2) for every model that trains."""
     for m in range(params.shape[0]):
-        if active[m]:
+        if rows[m] >= 0:
             losses.l2_penalty(params[m], n, scales[m, row], stats[m])
 
 
 @_jit
-def sgd(params, grads, buf, table, row, nesterov, n_decay, use_momentum, active):
+def sgd(params, grads, buf, table, row, nesterov, n_decay, use_momentum, rows):
     for m in range(params.shape[0]):
-        if not active[m]:
+        if rows[m] < 0:
             continue
         t = table[m, row]
         lr, momentum, wd, lookahead = t[SGD_LR], t[SGD_MOMENTUM], t[SGD_WEIGHT_DECAY], t[SGD_LOOKAHEAD]
@@ -104,9 +105,9 @@ def sgd(params, grads, buf, table, row, nesterov, n_decay, use_momentum, active)
 
 
 @_jit
-def rmsprop(params, grads, square_avg, buf, table, row, n_decay, use_momentum, active):
+def rmsprop(params, grads, square_avg, buf, table, row, n_decay, use_momentum, rows):
     for m in range(params.shape[0]):
-        if not active[m]:
+        if rows[m] < 0:
             continue
         t = table[m, row]
         momentum = t[RMSPROP_MOMENTUM] if use_momentum else t[RMSPROP_MOMENTUM] * 0
@@ -116,9 +117,9 @@ def rmsprop(params, grads, square_avg, buf, table, row, n_decay, use_momentum, a
 
 
 @_jit
-def adam(params, grads, exp_avg, exp_avg_sq, table, row, decoupled, n_decay, active):
+def adam(params, grads, exp_avg, exp_avg_sq, table, row, decoupled, n_decay, rows):
     for m in range(params.shape[0]):
-        if not active[m]:
+        if rows[m] < 0:
             continue
         t = table[m, row]
         loops.adam_update(params[m], grads[m], exp_avg[m], exp_avg_sq[m], t[ADAM_ONE_MINUS_BETA1], t[ADAM_BETA2],
@@ -127,17 +128,15 @@ def adam(params, grads, exp_avg, exp_avg_sq, table, row, decoupled, n_decay, act
 
 
 # The products of a stack, model by model, each on its own rows: W (k, n) and b (n,) of model m read at their
-# offsets of its row of the flat (M, P) parameters, the batch's rows x[m, :counts[m]]; NumPy's dot inside the
+# offsets of its row of the flat (M, P) parameters, the batch's rows x[m, :rows[m]]; NumPy's dot inside the
 # compiled loop calls BLAS with the GIL released, so the stack's models (or ranges of them in threads) go
 # through every product without returning to Python.  A stack of one runs exactly this too.
 @_jit
-def affine_forward(x, params, w_off, b_off, k, n, act, out, counts, active):
-    """out[m, :r] = act(x[m, :r] @ W_m + b_m) for every active model, r = counts[m]."""
+def affine_forward(x, params, w_off, b_off, k, n, act, out, rows):
+    """out[m, :r] = act(x[m, :r] @ W_m + b_m) for every model that trains, r = rows[m]."""
     for m in range(x.shape[0]):
-        if not active[m]:
-            continue
-        r = counts[m]
-        if r == 0:
+        r = rows[m]
+        if r <= 0:  # not training, or no row (BLAS is not asked for a product over nothing)
             continue
         o = out[m, :r]
         np.dot(x[m, :r], params[m, w_off:w_off + k * n].reshape(k, n), o)
@@ -145,13 +144,13 @@ def affine_forward(x, params, w_off, b_off, k, n, act, out, counts, active):
 
 
 @_jit
-def affine_backward(dy, x, params, grads, w_off, b_off, k, n, act, y, has_y, dym, dx, has_dx, counts, active):
-    """For every active model: g = dy * act'(y) (``dym``; dy itself without y or for the identity), db its
-    column sums, dW = x.T @ g, and with ``has_dx`` dx = g @ W.T, on the model's first counts[m] rows."""
+def affine_backward(dy, x, params, grads, w_off, b_off, k, n, act, y, has_y, dym, dx, has_dx, rows):
+    """For every model that trains: g = dy * act'(y) (``dym``; dy itself without y or for the identity), db its
+    column sums, dW = x.T @ g, and with ``has_dx`` dx = g @ W.T, on the model's first rows[m] rows."""
     for m in range(dy.shape[0]):
-        if not active[m]:
+        r = rows[m]
+        if r < 0:
             continue
-        r = counts[m]
         db = grads[m, b_off:b_off + n]
         G = grads[m, w_off:w_off + k * n].reshape(k, n)
         if r == 0:  # no row: no gradient (BLAS is not asked for a product over nothing)

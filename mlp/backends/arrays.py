@@ -22,11 +22,12 @@ class StackedLayer:
         self.models = range(source.shape[0])
         size = int(np.prod(shape))
         self._views = [source[m, offset:offset + size].reshape(shape) for m in self.models]
+        self._flat = source
 
     @property
     def flat(self) -> Any:
         """The ``(len(models), P)`` rows of :attr:`source` this layer's models hold."""
-        return self.source[self.models.start:self.models.stop]
+        return self._flat
 
     def same_models(self, other: "StackedLayer") -> bool:
         """Whether ``other`` is a layer of the same buffer and models (a device launch reads both from it)."""
@@ -39,6 +40,7 @@ class StackedLayer:
             part = object.__new__(StackedLayer)
             part.source, part.offset, part.shape = self.source, self.offset, self.shape
             part.models, part._views = self.models[m], self._views[m]
+            part._flat = self.source[part.models.start:part.models.stop]
             return part
         return self._views[m]
 

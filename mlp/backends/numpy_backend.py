@@ -64,7 +64,7 @@ class NumpyBackend(Backend):
         cache = getattr(self._local, "scratch", None)
         if cache is None:
             cache = self._local.scratch = {}
-        key = (shape, np.dtype(dtype))
+        key = (shape, dtype)
         buf = cache.get(key)
         if buf is None:
             buf = cache[key] = np.empty(shape, dtype=dtype)
@@ -165,40 +165,40 @@ class NumpyBackend(Backend):
     # are views of one (M, P) buffer (measured 10x slower than this loop), and one 2-D product per model
     # is also exactly the single model's product.
     def _affine_forward_stacked(self, x, W, b, act, out, rows=None) -> None:
-        counts, active = _rows_and_models(x, rows)
+        rows = _rows(x, rows)
         if _one_buffer(W, b):
             k, n = W.shape
-            stacked.affine_forward(x, W.flat, W.offset, b.offset, k, n, int(act), out, counts, active)
+            stacked.affine_forward(x, W.flat, W.offset, b.offset, k, n, int(act), out, rows)
             return
-        for m in np.flatnonzero(active):
-            r = counts[m]
+        for m in np.flatnonzero(rows >= 0):
+            r = rows[m]
             np.matmul(x[m, :r], W[m], out=out[m, :r])
-        stacked.bias_act(out, b, int(act), counts, active)
+        stacked.bias_act(out, b, int(act), rows)
 
     def _affine_backward_stacked(self, dy, x, W, y, dx, dW, db, act=1, rows=None) -> None:
-        counts, active = _rows_and_models(dy, rows)
-        if _one_buffer(dW, db) and isinstance(W, StackedLayer) and W.models == dW.models \
-                and (W.offset, W.shape) == (dW.offset, dW.shape):
+        rows = _rows(dy, rows)
+        if _one_buffer(dW, db) and type(W) is StackedLayer and W.models == dW.models and W.offset == dW.offset \
+                and W.shape == dW.shape:
             k, n = W.shape
             dym = self._scratch(dy.shape, dy.dtype)
             stacked.affine_backward(dy, x, W.flat, dW.flat, W.offset, db.offset, k, n, int(act),
                                     dy if y is None else y, y is not None, dym, dy if dx is None else dx,
-                                    dx is not None, counts, active)
+                                    dx is not None, rows)
             return
         if y is not None and act:
             dym = self._scratch(dy.shape, dy.dtype)
-            stacked.act_grad_colsum(dy, y, int(act), dym, db, counts, active)
+            stacked.act_grad_colsum(dy, y, int(act), dym, db, rows)
         else:
             dym = dy
-            stacked.colsum(dy, db, counts, active)
-        for m in np.flatnonzero(active):
-            r = counts[m]
+            stacked.colsum(dy, db, rows)
+        for m in np.flatnonzero(rows >= 0):
+            r = rows[m]
             np.matmul(x[m, :r].T, dym[m, :r], out=dW[m])
             if dx is not None:
                 np.matmul(dym[m, :r], W[m].T, out=dx[m, :r])
 
     def _loss_stacked(self, output, logits, targets, dlogits, stats, step, weights, rows) -> None:
-        counts, active = _rows_and_models(logits, rows)
+        rows = _rows(logits, rows)
         # stand-ins with one (empty) model, so that the loop's [0] stays in bounds
         grad = (_absent(logits.dtype, 2)[None], False) if dlogits is None else (dlogits, True)
         w = (_absent(logits.dtype, 1)[None], False) if weights is None else (weights, True)
@@ -206,25 +206,25 @@ class NumpyBackend(Backend):
             # into scratch, not dlogits: a stopped model's gradient rows are not written
             exps = self._scratch(logits.shape, logits.dtype)
             loops.row_exps(logits, exps)
-            stacked.softmax_loss(logits, targets, exps, *grad, stats, step, *w, counts, active)
+            stacked.softmax_loss(logits, targets, exps, *grad, stats, step, *w, rows)
         else:
-            stacked.loss(_REAL_LOSSES[output], logits, targets, *grad, stats, step, *w, counts, active)
+            stacked.loss(_REAL_LOSSES[output], logits, targets, *grad, stats, step, *w, rows)
 
     def _l2_penalty_stacked(self, params, n, scales, row, stats, rows) -> None:
-        stacked.l2_penalty(params, n, scales, row, stats, _rows_and_models(params, rows)[1])
+        stacked.l2_penalty(params, n, scales, row, stats, _rows(params, rows))
 
     def _sgd_step_stacked(self, params, grads, buf, table, row, nesterov, n_decay, rows) -> None:
         stacked.sgd(params, grads, params if buf is None else buf, table, row, nesterov, n_decay, buf is not None,
-                    _rows_and_models(params, rows)[1])
+                    _rows(params, rows))
 
     def _rmsprop_step_stacked(self, params, grads, square_avg, buf, table, row, n_decay, rows) -> None:
         stacked.rmsprop(params, grads, square_avg, params if buf is None else buf, table, row, n_decay,
-                        buf is not None, _rows_and_models(params, rows)[1])
+                        buf is not None, _rows(params, rows))
 
     def _adam_step_stacked(self, params, grads, exp_avg, exp_avg_sq, table, row, decoupled, n_decay,
                            rows) -> None:
         stacked.adam(params, grads, exp_avg, exp_avg_sq, table, row, decoupled, n_decay,
-                     _rows_and_models(params, rows)[1])
+                     _rows(params, rows))
 
 
 def _masked_gradient(be: NumpyBackend, dy: np.ndarray, y: Any, db: np.ndarray, act: int) -> np.ndarray:
@@ -241,16 +241,17 @@ def _masked_gradient(be: NumpyBackend, dy: np.ndarray, y: Any, db: np.ndarray, a
 def _one_buffer(W: Any, b: Any) -> bool:
     """Whether a layer's weights and biases are :class:`StackedLayer` views of one stack's buffer (the compiled
     products read them there); plain arrays take the loop over models in Python."""
-    return isinstance(W, StackedLayer) and isinstance(b, StackedLayer) and W.same_models(b)
+    return type(W) is StackedLayer and type(b) is StackedLayer and W.source is b.source and W.models == b.models
 
 
-def _rows_and_models(a: np.ndarray, rows: Any) -> tuple[np.ndarray, np.ndarray]:
-    """``(counts, active)`` as the stacked loops take them from the contract's ``rows`` (a stopped model's
-    count is never read): every row of every model of ``a`` (M, B, ...) when ``rows`` is None."""
+def _rows(a: np.ndarray, rows: Any) -> np.ndarray:
+    """The contract's ``rows`` as the stacked loops take them, an int64 array (M,): every row of every model
+    of ``a`` (M, B, ...) when ``rows`` is None."""
     if rows is None:
-        return np.full(a.shape[0], a.shape[1], dtype=np.int64), np.ones(a.shape[0], dtype=np.bool_)
-    counts = np.asarray(rows, dtype=np.int64)
-    return counts, counts >= 0
+        return np.full(a.shape[0], a.shape[1], dtype=np.int64)
+    if type(rows) is np.ndarray and rows.dtype == np.int64:  # the training loop's rows, as they are
+        return rows
+    return np.asarray(rows, dtype=np.int64)
 
 
 #: the stacked loss loop's codes of the real-target outputs
