@@ -69,19 +69,68 @@ def _skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="module")
-def compiled(tmp_path_factory) -> dict:
-    """The document of one ``compile_kernels.py`` run over every specialization, for :data:`CCS`."""
-    out = tmp_path_factory.mktemp("ptx") / "kernels.json"
+#: What a compile check's result depends on: the kernels and their tuning tables, the launchers that pick
+#: specializations, the script that enumerates them, and the compiler's versions (see :func:`_fingerprint`).
+SOURCES = ("kernels", "mlp/backends", "tests/compile_kernels.py")
+COMPILER_DISTRIBUTIONS = ("numba", "numba-cuda", "llvmlite", "nvidia-nvvm", "nvidia-cuda-nvrtc", "nvidia-cuda-nvcc",
+                          "nvidia-cuda-runtime", "nvidia-cuda-crt")
+
+
+def _fingerprint(root: Path = SCRIPT.parent.parent, sources: tuple[str, ...] = SOURCES) -> str:
+    """A digest of everything a compile check's result depends on: the path and bytes of every file under
+    ``sources`` (relative to ``root``; Python's bytecode caches left out) and the installed versions of
+    :data:`COMPILER_DISTRIBUTIONS` (and Python's)."""
+    import hashlib
+    from importlib import metadata
+
+    digest = hashlib.sha256(sys.version.encode())
+    for dist in COMPILER_DISTRIBUTIONS:
+        try:
+            version = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            version = "absent"
+        digest.update(f"{dist}={version};".encode())
+    for source in sources:
+        path = root / source
+        files = sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts) \
+            if path.is_dir() else [path]
+        for f in files:
+            digest.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _run_compile_check(out: Path) -> dict:
     env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "0"}
     run = subprocess.run([sys.executable, str(SCRIPT), "--cc", *CCS, "--jobs", str(JOBS), "--out", str(out)],
                          env=env, capture_output=True, text=True, timeout=3600)
     if not out.exists():
         pytest.fail(f"compile_kernels.py wrote no result (exit status {run.returncode}):\n{run.stderr[-4000:]}")
-    doc = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory, request) -> dict:
+    """The document of one ``compile_kernels.py`` run over every specialization, for :data:`CCS`.
+
+    A run in which everything compiled is kept in pytest's cache under the :func:`_fingerprint` of what it
+    depends on, and a later session with the same fingerprint reads it instead of compiling again (minutes
+    of CPU); any change to the kernels, the launchers, the script or the compiler's versions compiles
+    afresh.  ``MLP_COMPILE_CHECK_FRESH=1`` always compiles; without pytest's cache (``-p
+    no:cacheprovider``, a fresh checkout) nothing is kept."""
+    cache = getattr(request.config, "cache", None)
+    fresh = os.environ.get("MLP_COMPILE_CHECK_FRESH", "") not in ("", "0")
+    key = f"mlp/compile_check/{'-'.join(CCS)}"
+    fingerprint = _fingerprint()
+    if cache is not None and not fresh:
+        kept = cache.get(key, None)
+        if isinstance(kept, dict) and kept.get("fingerprint") == fingerprint:
+            return kept["document"]
+    doc = _run_compile_check(tmp_path_factory.mktemp("ptx") / "kernels.json")
     if "toolchain_error" in doc:
         _skip_or_fail("no usable CUDA compiler (NVVM and NVRTC; pip install -e '.[compiler]'): "
                       + doc["toolchain_error"].splitlines()[0])
+    if cache is not None and not doc.get("failed") and not doc.get("never_built"):
+        cache.set(key, {"fingerprint": fingerprint, "document": doc})
     return doc
 
 
@@ -134,3 +183,39 @@ def test_no_kernel_uses_local_memory_beyond_its_allowance(compiled):
                 f"{r['stack_bytes']} bytes stack frame, {r['spill_store_bytes']} bytes spill stores "
                 f"({r['registers']} registers); allowed {stack} and {spill}")
     assert over == {}
+
+
+def test_the_fingerprint_of_a_kept_result_follows_every_source_and_the_compiler(tmp_path, monkeypatch):
+    """A kept compile check is read again only while nothing it depends on has changed."""
+    from importlib import metadata
+
+    (tmp_path / "kernels" / "tuning").mkdir(parents=True)
+    kernel = tmp_path / "kernels" / "gemm.py"
+    kernel.write_text("TILE = 64\n")
+    (tmp_path / "kernels" / "tuning" / "h100.json").write_text("{}")
+    (tmp_path / "script.py").write_text("pass\n")
+    sources = ("kernels", "script.py")
+    base = _fingerprint(tmp_path, sources)
+    assert _fingerprint(tmp_path, sources) == base
+    seen = {base}
+
+    def changed(what: str) -> None:
+        now = _fingerprint(tmp_path, sources)
+        assert now not in seen, f"the fingerprint did not change when {what}"
+        seen.add(now)
+
+    kernel.write_text("TILE = 32\n")
+    changed("a kernel's source changed")
+    (tmp_path / "kernels" / "tuning" / "h100.json").write_text('{"tile": 1}')
+    changed("a tuning table changed")
+    (tmp_path / "kernels" / "new.py").write_text("")
+    changed("a file was added")
+    (tmp_path / "script.py").write_text("pass  # another specialization\n")
+    changed("the enumerating script changed")
+    real = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda d: "0.0" if d == "nvidia-nvvm" else real(d))
+    changed("the NVVM version changed")
+    cache = tmp_path / "kernels" / "__pycache__"
+    cache.mkdir()
+    (cache / "gemm.cpython-311.pyc").write_bytes(b"bytecode")
+    assert _fingerprint(tmp_path, sources) in seen, "bytecode caches must not count"
