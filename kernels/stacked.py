@@ -271,7 +271,7 @@ def l2_penalty(params, n: int, scales, row: int, stats, rows, *, stream=0) -> in
 @functools.lru_cache(maxsize=None)
 def sgd_kernel(dtype: Any):
     """``(p, g, buf, table, row, n_decay, use_momentum, nesterov, rows)``: ``optim.sgd_kernel``'s update of
-    model that trains (``rows[m] >= 0``), its scalars from ``table[m, row]``; grid ``(chunks, M)``."""
+    every model that trains (``rows[m] >= 0``), its scalars from ``table[m, row]``; grid ``(chunks, M)``."""
     dt = check_float_dtype(dtype)
 
     def stacked_sgd(p, g, buf, table, row, n_decay, use_momentum, nesterov, rows):

@@ -307,7 +307,7 @@ class TrainingLoop:
         Each training network's optimizer counts the steps run.
         """
         self.begin_epoch()
-        active = np.flatnonzero(self.active)
+        active = self._training
         if self.use_graphs and self.eager_epochs > 0 and self._replay():
             self.group.advance(active, self.steps)
             return self.steps

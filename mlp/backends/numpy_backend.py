@@ -241,7 +241,7 @@ def _masked_gradient(be: NumpyBackend, dy: np.ndarray, y: Any, db: np.ndarray, a
 def _one_buffer(W: Any, b: Any) -> bool:
     """Whether a layer's weights and biases are :class:`StackedLayer` views of one stack's buffer (the compiled
     products read them there); plain arrays take the loop over models in Python."""
-    return type(W) is StackedLayer and type(b) is StackedLayer and W.source is b.source and W.models == b.models
+    return type(W) is StackedLayer and type(b) is StackedLayer and W.same_models(b)
 
 
 def _rows(a: np.ndarray, rows: Any) -> np.ndarray:
