@@ -36,6 +36,10 @@ from .optim import Optimizer, OptimizerGroup
 
 #: bytes of a model block's working set on a host backend: about a core's level-2 cache (see TrainingLoop)
 CACHE_BYTES = 1 << 20
+#: the least work (floating-point operations of one step) a model block of a host backend's stack holds, so
+#: that the Python between its operations (tens of microseconds a step, holding the GIL) stays a small share of
+#: its step: blocks of small networks are made larger than the cache would say (see TrainingLoop)
+BLOCK_MIN_FLOPS = 64e6
 
 
 def capture_epoch(backend: Backend, record: Callable[[], Any], keepalive: Any, owner: str) -> Any:
@@ -162,8 +166,13 @@ class TrainingLoop:
         # small enough for their parameters, optimizer state and batch buffers to stay in a core's cache: the
         # networks of a stack are independent within an epoch, so each computes exactly what it would in step
         # order, and a thread runs its blocks without waiting for the others at every step.
+        # A block also holds at least BLOCK_MIN_FLOPS of a step's work: the Python of a step holds the GIL,
+        # and blocks of a few small networks would leave threads waiting on each other for it.
         per_model = dt.itemsize * (4 * net.params.shape[1] + B * (2 * sum(net.layer_sizes) + X.shape[1]))
-        size = max(1, CACHE_BYTES // per_model) if be.stack_threads_help else M
+        flops = 6 * B * net.n_weights  # a step's products: forward 2, backward 4 per weight and row
+        size = max(1, CACHE_BYTES // per_model, math.ceil(BLOCK_MIN_FLOPS / max(flops, 1)))
+        if not be.stack_threads_help:
+            size = M
         self.blocks = [[slice(lo, min(lo + size, p.stop)) for lo in range(p.start, p.stop, size)] for p in self.parts]
         self._views = {(c.start, c.stop): self._cut(c) for c in [*self.parts, *(c for b in self.blocks for c in b)]}
         self._wants_graphs = bool(cuda_graphs) and be.supports_graphs and self._pool is None

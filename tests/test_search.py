@@ -85,6 +85,7 @@ def test_every_model_of_a_stack_ends_as_its_own_fit(dtype, order, monkeypatch):
         monkeypatch.setenv("MLP_STACK_THREADS", "1")
     else:  # each model its own block, the blocks shared out to two threads
         monkeypatch.setattr(mlp.loop, "CACHE_BYTES", 1)
+        monkeypatch.setattr(mlp.loop, "BLOCK_MIN_FLOPS", 0)
         monkeypatch.setenv("MLP_STACK_THREADS", "2")
     X, y, jobs, rows = _jobs()
     X = X.astype(dtype)
@@ -281,3 +282,33 @@ def test_stack_threads_refuse_a_bad_environment_variable(monkeypatch, value):
     X, y, jobs, rows = _jobs()
     with pytest.raises(ValueError, match=f"MLP_STACK_THREADS: expected a whole number of threads >= 1, got '{value}'"):
         fit_many(jobs[:2], X, y, rows[:2])
+
+
+@pytest.mark.parametrize("hidden,expect", [((64,), "one block per thread"), ((600, 300), "cache-sized blocks")])
+def test_a_host_stack_s_blocks_hold_enough_work_for_its_threads(hidden, expect):
+    """Small networks: each thread's models make one block (a block's step holds at least BLOCK_MIN_FLOPS, so the
+    Python between its operations is a small share of it); networks whose step is that much work on their own:
+    blocks of what fits a core's cache (CACHE_BYTES), here one network each."""
+    from mlp.backends import get_backend
+    from mlp.loop import BLOCK_MIN_FLOPS, TrainingLoop
+    from mlp.network import Networks
+    from mlp.optim import Adam
+
+    be = get_backend("numpy")
+    M, B, n_in = 8, 200, 64
+    nets = [mlp.MLP([n_in, *hidden, 10], seed=m) for m in range(M)]
+    net = Networks.stack(nets, be)
+    X = be.asarray(np.zeros((500, n_in)), dtype=net.dtype)
+    y = be.asarray(np.zeros(500, np.int64))
+    loop = TrainingLoop(net, [Adam() for _ in range(M)], be, X, y, B, threads=2)
+    try:
+        sizes = [[b.stop - b.start for b in blocks] for blocks in loop.blocks]
+        assert [sum(s) for s in sizes] == [4, 4]  # two threads, four models each
+        if expect == "one block per thread":
+            assert 6 * B * net.n_weights * 4 < BLOCK_MIN_FLOPS
+            assert sizes == [[4], [4]]
+        else:
+            assert 6 * B * net.n_weights > BLOCK_MIN_FLOPS
+            assert sizes == [[1, 1, 1, 1], [1, 1, 1, 1]]
+    finally:
+        loop.close()
