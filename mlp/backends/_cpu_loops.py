@@ -158,7 +158,9 @@ def _shift_rows(logits, out):
 def row_exps(logits: np.ndarray, out: np.ndarray) -> None:
     """``out = exp(logits - max of its row)`` over the last axis, 2-D or 3-D (``out`` may be ``logits``);
     a row holding an infinity gives NaN, as the loss it feeds then is, and no warning."""
-    if logits.ndim == 3:
+    if logits.ndim == 3 and logits.flags.c_contiguous and out.flags.c_contiguous:  # a stack's: one call
+        _shift_rows(logits.reshape(-1, logits.shape[2]), out.reshape(-1, out.shape[2]))
+    elif logits.ndim == 3:
         for m in range(logits.shape[0]):
             _shift_rows(logits[m], out[m])
     else:
