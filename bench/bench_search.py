@@ -30,9 +30,10 @@ processes, are how the cores are used):
     ``MLPClassifier`` with the same arguments.
 ``stack-products``
     the matrix products of ``mlp-search``'s stacks alone (:class:`StackProducts`,
-    each model's own rows, as the stack computes them), in one process on the
-    same cores (ranges of the models in one thread per core, as the stack
-    steps them): the limit the one-process stacked search can reach here.
+    each model's own rows, NumPy's dot in compiled loops over the models as
+    the stack calls it), in one process on the same cores (ranges of the
+    models in one thread per core, as the stack steps them): the limit the
+    one-process stacked search can reach here.
 ``stack-products-padded``
     the same with the one-hidden-layer models padded to the widest hidden
     layer in one stack (:func:`padded`): the products padding would compute
@@ -65,17 +66,16 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pytest
 
 from bench import _env
 from bench._measure import Budget, measure
+from bench.stack_products import Stack, StackProducts, padded
 
 #: The grid of the full run: 24 candidates, one and two hidden layers of 32 to 128 units.
 FULL = {"hidden_layer_sizes": [(32,), (64,), (128,), (64, 32)], "alpha": [1e-5, 1e-4, 1e-3],
@@ -339,21 +339,6 @@ def test_search_pipeline(benchmark, settings, digits, impl, dtype):
 
 
 # ------------------------------------------------------- the products alone
-@dataclass(frozen=True)
-class Stack:
-    """One stack of the search: networks of ``layers`` trained on ``rows[m]`` rows each, ``batch`` rows a
-    step (the last batch of a model padded to ``batch``, as the stack runs it), ``steps`` steps an epoch."""
-
-    layers: tuple[int, ...]
-    batch: int
-    steps: int
-    rows: tuple[int, ...]
-
-    @property
-    def models(self) -> int:
-        return len(self.rows)
-
-
 def stacks(p: Plan, X: np.ndarray, y: np.ndarray) -> list[Stack]:
     """The stacks ``mlp.search.GridSearchCV`` trains for plan ``p``: one per network shape, batch size and
     steps an epoch (the fits it groups), from the same splits and scikit-learn's parameters."""
@@ -369,111 +354,6 @@ def stacks(p: Plan, X: np.ndarray, y: np.ndarray) -> list[Stack]:
             layers = (X.shape[1], *params["hidden_layer_sizes"], len(np.unique(y[train])))
             groups.setdefault((layers, batch, -(-n // batch)), []).append(n)
     return [Stack(layers, batch, steps, tuple(rows)) for (layers, batch, steps), rows in groups.items()]
-
-
-class StackProducts:
-    """The 2-D matrix products the NumPy backend runs for a search's stacks, alone, in the same loops.
-
-    Per epoch and step, for every layer and every model: forward ``x @ W``;
-    backward, last layer first, ``x.T @ dy`` and (all layers but the first)
-    ``dy @ W.T``, as ``NumpyBackend._affine_forward_stacked`` and
-    ``_affine_backward_stacked`` call them: operands indexed per model out of
-    ``(M, ...)`` arrays, ``W[m]`` a view into the models' ``(M, P)`` parameter
-    rows, the transposes as views, outputs preallocated.  ``exact=True`` uses
-    each model's own rows in its last batch instead of the padded batch the
-    stack multiplies (what one fit at a time multiplies).  With ``threads`` >
-    1 the models of a stack are cut into that many ranges, each stepping in a
-    thread of its own, joined after every step, as ``mlp.TrainingLoop(threads=...)``
-    steps them (NumPy releases the GIL inside each product).
-    """
-
-    def __init__(self, stacks: Sequence[Stack], epochs: int, dtype: Any, exact: bool = False,
-                 threads: int = 1) -> None:
-        rng = np.random.default_rng(0)
-        dt = np.dtype(dtype)
-        self.epochs, self.exact, self.stacks, self.threads = epochs, exact, list(stacks), max(1, int(threads))
-        self.arrays = []
-        for st in self.stacks:
-            M, B, sizes = st.models, st.batch, st.layers
-            params = sum(k * n for k, n in zip(sizes[:-1], sizes[1:]))
-            flat, grads = rng.standard_normal((M, params)).astype(dt), np.empty((M, params), dt)
-            W, dW, off = [], [], 0
-            for k, n in zip(sizes[:-1], sizes[1:]):
-                flat[:, off:off + k * n] *= dt.type(1.0 / np.sqrt(k))  # keeps every layer's output of order 1
-                W.append(flat[:, off:off + k * n].reshape(M, k, n))
-                dW.append(grads[:, off:off + k * n].reshape(M, k, n))
-                off += k * n
-            acts = [rng.standard_normal((M, B, s)).astype(dt) for s in sizes]  # the input, then each output
-            dy = [rng.standard_normal((M, B, s)).astype(dt) for s in sizes[1:]]  # gradient at each output
-            dx = [np.empty((M, B, s), dt) for s in sizes[1:-1]]
-            counts = np.array([[min(B, n - s * B) if exact else B for n in st.rows] for s in range(st.steps)])
-            parts = min(self.threads, M)
-            bounds = np.linspace(0, M, parts + 1).astype(int)
-            ranges = [range(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
-            self.arrays.append((W, dW, acts, dy, dx, counts, ranges))
-        self.seconds: list[float] = []
-
-    @staticmethod
-    def _step(W, dW, acts, dy, dx, rows, models: range) -> None:
-        """One step's products of the models ``models``, model ``m`` on its first ``rows[m]`` rows."""
-        L = len(W)
-        for i in range(L):
-            x, w, out = acts[i], W[i], acts[i + 1]
-            for m in models:
-                r = rows[m]
-                np.matmul(x[m, :r], w[m], out=out[m, :r])
-        for i in range(L - 1, -1, -1):
-            x, g, w, gw = acts[i], dy[i], W[i], dW[i]
-            d = dx[i - 1] if i > 0 else None
-            for m in models:
-                r = rows[m]
-                np.matmul(x[m, :r].T, g[m, :r], out=gw[m])
-                if d is not None:
-                    np.matmul(g[m, :r], w[m].T, out=d[m, :r])
-
-    def search(self) -> None:
-        """Every stack's products for every epoch, one stack after another (as ``fit_many`` trains them)."""
-        pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
-        try:
-            for st, (W, dW, acts, dy, dx, counts, ranges) in zip(self.stacks, self.arrays):
-                for _ in range(self.epochs):
-                    for s in range(st.steps):
-                        if pool is None or len(ranges) == 1:
-                            for models in ranges:
-                                self._step(W, dW, acts, dy, dx, counts[s], models)
-                        else:
-                            for done in [pool.submit(self._step, W, dW, acts, dy, dx, counts[s], models)
-                                         for models in ranges]:
-                                done.result()
-        finally:
-            if pool is not None:
-                pool.shutdown()
-
-    def __call__(self) -> None:
-        start = time.perf_counter()
-        self.search()
-        self.seconds.append(time.perf_counter() - start)
-
-    @property
-    def products(self) -> int:
-        """2-D products in one search."""
-        return sum(self.epochs * st.steps * st.models * (3 * (len(st.layers) - 1) - 1) for st in self.stacks)
-
-
-def padded(found: Sequence[Stack]) -> list[Stack]:
-    """``found`` with the one-hidden-layer stacks of equal batches merged into one stack of the widest hidden
-    layer: what padding the narrower models to the widest (one stack instead of one per shape) would
-    multiply at least.  Deeper stacks stay as they are (a depth is its own group either way)."""
-    merged: dict[tuple, list[Stack]] = {}
-    rest = []
-    for st in found:
-        if len(st.layers) == 3:
-            merged.setdefault((st.layers[0], st.layers[2], st.batch, st.steps), []).append(st)
-        else:
-            rest.append(st)
-    out = [Stack((n_in, max(st.layers[1] for st in group), n_out), batch, steps,
-                 tuple(r for st in group for r in st.rows)) for (n_in, n_out, batch, steps), group in merged.items()]
-    return out + rest
 
 
 def products_budget(quick: bool) -> Budget:

@@ -42,6 +42,20 @@ CACHE_BYTES = 1 << 20
 BLOCK_MIN_FLOPS = 64e6
 
 
+def block_models(layer_sizes: Sequence[int], batch: int, itemsize: int) -> int:
+    """Networks of ``layer_sizes`` in one block of a host backend's stack (see :class:`TrainingLoop`): as many
+    as a core's cache holds (``CACHE_BYTES``: parameters, gradients and two optimizer states, the batch's
+    input, activations and their gradients), and at least enough for ``BLOCK_MIN_FLOPS`` of a step's products
+    (the Python of a step holds the GIL: blocks of a few small networks would leave threads waiting on each
+    other for it)."""
+    shapes = list(zip(layer_sizes[:-1], layer_sizes[1:]))
+    n_weights = sum(k * n for k, n in shapes)
+    n_params = n_weights + sum(n for _, n in shapes)
+    per_model = itemsize * (4 * n_params + batch * (2 * sum(layer_sizes[1:]) + 3 * layer_sizes[0]))
+    flops = 6 * batch * n_weights  # a step's products: forward 2, backward 4 per weight and row
+    return max(1, CACHE_BYTES // per_model, math.ceil(BLOCK_MIN_FLOPS / max(flops, 1)))
+
+
 def capture_epoch(backend: Backend, record: Callable[[], Any], keepalive: Any, owner: str) -> Any:
     """``backend.capture(record)``, or None (with one warning) when capturing is not possible here.
 
@@ -166,13 +180,8 @@ class TrainingLoop:
         # small enough for their parameters, optimizer state and batch buffers to stay in a core's cache: the
         # networks of a stack are independent within an epoch, so each computes exactly what it would in step
         # order, and a thread runs its blocks without waiting for the others at every step.
-        # A block also holds at least BLOCK_MIN_FLOPS of a step's work: the Python of a step holds the GIL,
-        # and blocks of a few small networks would leave threads waiting on each other for it.
-        per_model = dt.itemsize * (4 * net.params.shape[1] + B * (2 * sum(net.layer_sizes) + X.shape[1]))
-        flops = 6 * B * net.n_weights  # a step's products: forward 2, backward 4 per weight and row
-        size = max(1, CACHE_BYTES // per_model, math.ceil(BLOCK_MIN_FLOPS / max(flops, 1)))
-        if not be.stack_threads_help:
-            size = M
+        # A block also holds at least BLOCK_MIN_FLOPS of a step's work (block_models).
+        size = block_models(net.layer_sizes, B, dt.itemsize) if be.stack_threads_help else M
         self.blocks = [[slice(lo, min(lo + size, p.stop)) for lo in range(p.start, p.stop, size)] for p in self.parts]
         self._views = {(c.start, c.stop): self._cut(c) for c in [*self.parts, *(c for b in self.blocks for c in b)]}
         self._wants_graphs = bool(cuda_graphs) and be.supports_graphs and self._pool is None

@@ -804,3 +804,28 @@ def test_the_prediction_section_pairs_each_row_with_its_baseline():
                                                               "350.0 µs", "1.31×"]
     assert reference.split("|")[-2].strip() == "2.34×" and "1.50 ms" in reference
     assert report._predict_section(frame.frame({"benchmarks": []})) == []
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_search_s_products_alone_multiply_what_the_stack_multiplies(threads):
+    """``StackProducts`` (the search suite's limit) computes each model's products on its own rows, its shorter
+    last batch included: forward ``x @ W``, backward ``x.T @ dy`` and ``dy @ W.T`` (not for the first layer)."""
+    from bench.stack_products import Stack, StackProducts
+
+    stack = Stack(layers=(5, 4, 3), batch=4, steps=2, rows=(7, 6, 8))  # last batches of 3, 2 and 4 rows
+    products = StackProducts([stack], epochs=1, dtype="float64", exact=True, threads=threads)
+    flat, grads, layers, acts, dy, dx, counts, _ = products.arrays[0]
+    products.search()
+    assert counts[-1].tolist() == [3, 2, 4]
+    (off0, k0, n0), (off1, k1, n1) = layers
+    for m, r in enumerate(counts[-1]):  # what the last step left
+        W0 = flat[m, off0:off0 + k0 * n0].reshape(k0, n0)
+        W1 = flat[m, off1:off1 + k1 * n1].reshape(k1, n1)
+        np.testing.assert_allclose(acts[1][m, :r], acts[0][m, :r] @ W0, rtol=1e-12)
+        np.testing.assert_allclose(acts[2][m, :r], acts[1][m, :r] @ W1, rtol=1e-12)
+        np.testing.assert_allclose(grads[m, off1:off1 + k1 * n1].reshape(k1, n1), acts[1][m, :r].T @ dy[1][m, :r],
+                                   rtol=1e-12)
+        np.testing.assert_allclose(grads[m, off0:off0 + k0 * n0].reshape(k0, n0), acts[0][m, :r].T @ dy[0][m, :r],
+                                   rtol=1e-12)
+        np.testing.assert_allclose(dx[0][m, :r], dy[1][m, :r] @ W1.T, rtol=1e-12)
+    assert products.products == 2 * 3 * 5  # steps x models x (forward 2 + backward 3)
