@@ -12,8 +12,9 @@ asks for the disk cache and, where Numba finds nowhere to keep it, compiles
 the function without it, saying so once per process with a
 :class:`CompileCacheWarning`.
 
-Numba keys a cached function by the modification time and size of its own
-source file only, so a compiled function that inlines or calls code from
+Numba keys a cached function by a stamp of its own source file only (a hash
+of its contents in Numba 0.68, its modification time and size in
+numba-cuda's cache), so a compiled function that inlines or calls code from
 another module (the stacked loops call the single-model loops, the kernels
 their device functions) would load stale machine code after that other
 module changed, and compute the old arithmetic without a word.  Every
