@@ -24,10 +24,12 @@ PathLike = Union[str, "os.PathLike[str]"]
 PREDICT_CHUNK = 8192
 
 def output_activation(z: np.ndarray, output: str) -> np.ndarray:
-    """The output layer's activation applied on the host to logits ``z`` (n, outputs), in ``z``'s dtype."""
+    """The output layer's activation applied on the host to logits ``z`` (n, outputs), in ``z``'s dtype
+    (exponentials that underflow to 0 are a softmax's own: no error where NumPy is set to raise)."""
     if output == "softmax":
-        e = np.exp(z - z.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
+        with np.errstate(under="ignore"):
+            e = np.exp(z - z.max(axis=1, keepdims=True))
+            return e / e.sum(axis=1, keepdims=True)
     if output == "logistic":
         from scipy.special import expit
 

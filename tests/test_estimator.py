@@ -347,3 +347,28 @@ def test_without_sklearn_the_estimators_name_the_extra_to_install():
     expected = "mlp.MLPClassifier and mlp.MLPRegressor need scikit-learn: pip install 'numba-mlp[sklearn]'"
     searches = "mlp's searches and ensembles need scikit-learn: pip install 'numba-mlp[sklearn]'"
     assert out == {"attribute": expected, "from_import": expected, "module": expected, "search": searches}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_softmax_underflow_does_not_fail_where_numpy_raises_on_floating_point_errors(dtype):
+    """Unscaled digits (pixels 0-16; times 100 in float64) give logits far apart, whose softmax exponentials
+    underflow (below the dtype's smallest normal number): with ``np.errstate(all="raise")`` set by the caller the
+    fit, the probabilities and a Trainer's fit run, and give exactly what they give without it."""
+    X, y = load_digits(return_X_y=True)
+    X = X if dtype == "float32" else X * 100.0
+    kw = dict(hidden_layer_sizes=(50,), max_iter=30, random_state=0, learning_rate_init=0.05, dtype=dtype,
+              backend="numpy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        plain = mlp.MLPClassifier(**kw).fit(X, y)
+        with np.errstate(all="raise"):
+            raising = mlp.MLPClassifier(**kw).fit(X, y)
+            proba = raising.predict_proba(X)
+    assert proba.min() < np.finfo(dtype).tiny  # some exponential did underflow
+    np.testing.assert_array_equal(proba, plain.predict_proba(X))
+    assert raising.loss_curve_ == plain.loss_curve_
+    model = mlp.MLP([64, 20, 10], seed=0, dtype=dtype)
+    with np.errstate(all="raise"):
+        history = mlp.Trainer(model, mlp.optim.Adam(lr=0.05), backend="numpy", batch_size=64, seed=0).fit(
+            X, y, epochs=3, verbose=0)
+    assert np.all(np.isfinite(history["loss"]))

@@ -157,7 +157,9 @@ def _shift_rows(logits, out):
 
 def row_exps(logits: np.ndarray, out: np.ndarray) -> None:
     """``out = exp(logits - max of its row)`` over the last axis, 2-D or 3-D (``out`` may be ``logits``);
-    a row holding an infinity gives NaN, as the loss it feeds then is, and no warning."""
+    a row holding an infinity gives NaN, as the loss it feeds then is, and no warning.  Exponentials that
+    underflow to 0 are what a softmax expects: no warning, and no error where NumPy is set to raise on
+    floating-point errors (``np.seterr(all="raise")``)."""
     if logits.ndim == 3 and logits.flags.c_contiguous and out.flags.c_contiguous:  # a stack's: one call
         _shift_rows(logits.reshape(-1, logits.shape[2]), out.reshape(-1, out.shape[2]))
     elif logits.ndim == 3:
@@ -165,7 +167,7 @@ def row_exps(logits: np.ndarray, out: np.ndarray) -> None:
             _shift_rows(logits[m], out[m])
     else:
         _shift_rows(logits, out)
-    with np.errstate(invalid="ignore", over="ignore"):
+    with np.errstate(invalid="ignore", over="ignore", under="ignore"):
         np.exp(out, out=out)
 
 
