@@ -33,7 +33,7 @@ params = np.arange(1.0, 11.0).reshape(1, 10)
 stats = np.zeros((1, 8))
 stacked.l2_penalty(params, 10, np.ones((1, 1)), 0, stats, np.zeros(1, np.int64))
 hits = sum(stacked.l2_penalty.stats.cache_hits.values())
-print(json.dumps({"penalty": float(stats[0, STATS_LOSS_SUM]), "cache_hits": hits}))
+print(json.dumps({"penalty": float(stats[0, STATS_LOSS_SUM]), "cache_hits": hits, "file": stacked.__file__}))
 """
 
 
@@ -54,7 +54,9 @@ def _run(site: Path, env: dict) -> dict:
     proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, cwd=site,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert Path(out.pop("file")).parent == site / "mlp" / "backends"  # the copy ran, not another install
+    return out
 
 
 def test_a_change_to_a_called_module_compiles_afresh_and_unchanged_sources_are_cached(installed):
