@@ -139,20 +139,43 @@ def output_loss(kind, z, targets, dz, write_grad, stats, step, weights, weighted
 
 
 @_inline
+def _square(params, i):
+    v = np.float64(params[i])
+    return v * v
+
+
+@_inline
+def _square_below(params, i, n):
+    """``params[i] ** 2`` in float64 for ``i < n``, else 0 (adding it leaves a sum of squares as it was)."""
+    return _square(params, i) if i < n else 0.0
+
+
+@_inline
 def l2_penalty(params, n, scale, stats):
     """``stats[STATS_LOSS_SUM] += scale * sum(params[:n]**2)``, squares summed in float64.
 
     Eight running sums (element ``i`` into sum ``i % 8``, added pairwise at the end): one running sum waits
     on each addition before the next, eight keep the adder busy (measured 2.5-2.8x faster on 9,472 weights);
-    the order is fixed, so the result does not depend on where or how often it is computed."""
-    acc = np.zeros(8, dtype=np.float64)
+    the order is fixed, so the result does not depend on where or how often it is computed.  The sums are
+    scalars: nothing is allocated per call."""
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
     whole = n - n % 8
     for i in range(0, whole, 8):
-        for j in range(8):
-            v = np.float64(params[i + j])
-            acc[j] += v * v
-    for i in range(whole, n):
-        v = np.float64(params[i])
-        acc[i - whole] += v * v
-    total = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+        a0 += _square(params, i)
+        a1 += _square(params, i + 1)
+        a2 += _square(params, i + 2)
+        a3 += _square(params, i + 3)
+        a4 += _square(params, i + 4)
+        a5 += _square(params, i + 5)
+        a6 += _square(params, i + 6)
+        a7 += _square(params, i + 7)
+    if whole < n:  # the last n % 8 elements, into the first sums
+        a0 += _square_below(params, whole, n)
+        a1 += _square_below(params, whole + 1, n)
+        a2 += _square_below(params, whole + 2, n)
+        a3 += _square_below(params, whole + 3, n)
+        a4 += _square_below(params, whole + 4, n)
+        a5 += _square_below(params, whole + 5, n)
+        a6 += _square_below(params, whole + 6, n)
+    total = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
     stats[STATS_LOSS_SUM] += scale * total
