@@ -212,7 +212,8 @@ def _stack_shape(est: _BaseMLP, n_rows: int) -> tuple | None:
         return None
     get_backend(est.backend)
     batch = min(200, n_rows) if est.batch_size == "auto" else min(int(est.batch_size), n_rows)
-    return (type(est), tuple(est._hidden_sizes()), est.activation, est.solver, batch, str(est.dtype),
+    return (type(est), tuple(est._hidden_sizes()), est.activation, est.solver, batch,
+            None if est.dtype is None else np.dtype(est.dtype).name,
             str(est.backend))
 
 

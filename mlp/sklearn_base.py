@@ -70,7 +70,9 @@ class _BaseMLP(BaseEstimator):
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), Options(Real, {np.inf})],
         "max_fun": [Interval(Integral, 1, None, closed="left")],
         "backend": [StrOptions(set(BACKEND_NAMES)), Backend],
-        "dtype": [StrOptions(set(FLOAT_DTYPE_NAMES)), None],
+        # a name, or NumPy's spelling of the same two dtypes (np.float32, np.dtype("float32"))
+        "dtype": [StrOptions(set(FLOAT_DTYPE_NAMES)), Options(type, {np.float32, np.float64}),
+                  Options(np.dtype, {np.dtype(name) for name in FLOAT_DTYPE_NAMES}), None],
     }
 
     def _set_constructor_params(self, given: dict) -> None:

@@ -231,6 +231,27 @@ def test_float32_data_trains_in_float32():
     assert reg.fit(*_regression()).predict(_regression()[0]).dtype == np.float32
 
 
+@pytest.mark.parametrize("spelling", [np.float32, np.dtype("float32"), np.float64, np.dtype("float64")])
+def test_dtype_takes_numpy_types_as_well_as_names(spelling):
+    # dtype=np.float32 is how NumPy users spell a dtype: the same fit as the name, the parameter kept as given
+    X, y = _digits(3, 60)
+    name = np.dtype(spelling).name
+    params = dict(hidden_layer_sizes=(6,), max_iter=3, random_state=0, backend="numpy")
+    given = MLPClassifier(dtype=spelling, **params)
+    assert given.get_params()["dtype"] is spelling
+    fitted, named = given.fit(X, y), MLPClassifier(dtype=name, **params).fit(X, y)
+    for a, b in zip(fitted.coefs_ + fitted.intercepts_, named.coefs_ + named.intercepts_):
+        assert a.dtype == b.dtype == np.dtype(name)
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.int32, np.dtype("float16"), "float16", float])
+def test_dtypes_other_than_float32_and_float64_are_refused_naming_the_parameter(dtype):
+    X, y = _digits(3, 60)
+    with pytest.raises(ValueError, match=r"The 'dtype' parameter of MLPClassifier must be"):
+        MLPClassifier(dtype=dtype, max_iter=1, backend="numpy").fit(X, y)
+
+
 def test_sparse_input_gives_the_dense_result():
     # Kept sparse, the first layer adds the same terms as BLAS in another order: equal to rounding (1e-12;
     # tests/test_sparse.py checks every solver and output).
