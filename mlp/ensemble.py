@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
 from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils.multiclass import unique_labels
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from .estimator import MLPClassifier, MLPRegressor
 from .fit_many import fit_many
@@ -47,6 +47,8 @@ class _BaseEnsemble(BaseEstimator):
                             f"mlp.{self._member.__name__}, got {type(base).__name__}")
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True, dtype=None,
                              ensure_all_finite=True)
+        if sample_weight is not None:  # one weight per row of X (the members take their rows of it)
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=None)
         n = np.shape(X)[0]
         rs = check_random_state(self.random_state)
         size = n
@@ -68,6 +70,17 @@ class _BaseEnsemble(BaseEstimator):
 
     def _check_rows(self, y: np.ndarray, rows: list[np.ndarray]) -> None:
         """Refuse members' rows that cannot make the ensemble's model (nothing to refuse by default)."""
+
+    def _checked(self, X: Any) -> Any:
+        """``X`` to predict from, checked against the fitted data as scikit-learn checks it (number of features,
+        feature names and their order): the members were fitted on the ensemble's array, without names."""
+        check_is_fitted(self)
+        return validate_data(self, X, accept_sparse=["csr", "csc"], dtype=None, ensure_all_finite=True, reset=False)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True  # the members take it sparse (mlp.sparse)
+        return tags
 
 
 class MLPEnsembleClassifier(ClassifierMixin, _BaseEnsemble):
@@ -96,14 +109,24 @@ class MLPEnsembleClassifier(ClassifierMixin, _BaseEnsemble):
         return self
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """The members' class probabilities, averaged: (n_samples, n_classes)."""
-        check_is_fitted(self)
+        """The members' class probabilities (of each label, for multilabel ``y``), averaged: (n_samples,
+        n_classes)."""
+        X = self._checked(X)
         return np.mean([e.predict_proba(X) for e in self.estimators_], axis=0)
 
     def predict(self, X: Any) -> np.ndarray:
-        """The class of highest average probability."""
-        check_is_fitted(self)
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        """The class of highest average probability; for multilabel ``y``, each label whose average probability
+        is above 0.5 (the indicator matrix, as an ``MLPClassifier`` predicts it)."""
+        proba = self.predict_proba(X)
+        binarizer = self.estimators_[0]._label_binarizer
+        if binarizer.y_type_ == "multilabel-indicator":
+            return binarizer.inverse_transform(proba)
+        return self.classes_[np.argmax(proba, axis=1)]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
 
 
 class MLPEnsembleRegressor(RegressorMixin, _BaseEnsemble):
@@ -119,5 +142,5 @@ class MLPEnsembleRegressor(RegressorMixin, _BaseEnsemble):
 
     def predict(self, X: Any) -> np.ndarray:
         """The members' predictions, averaged."""
-        check_is_fitted(self)
+        X = self._checked(X)
         return np.mean([e.predict(X) for e in self.estimators_], axis=0)

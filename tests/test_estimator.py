@@ -37,6 +37,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 from conftest import real_gpu_training  # noqa: E402
 import mlp  # noqa: E402
+from mlp.ensemble import MLPEnsembleClassifier, MLPEnsembleRegressor  # noqa: E402
 from mlp.estimator import MLPClassifier, MLPRegressor  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -335,8 +336,11 @@ def test_cuda_backend_trains_like_numpy(problem):  # each output layer's loss ke
     np.testing.assert_allclose(device.loss_curve_, host.loss_curve_, rtol=1e-9)
 
 
-# Default parameters on purpose (only the backend is fixed, so the checks never depend on a GPU).
-@parametrize_with_checks([MLPClassifier(backend="numpy"), MLPRegressor(backend="numpy")])
+# Default parameters on purpose (only the backend is fixed, so the checks never depend on a GPU); the ensembles
+# with two members (the checks' accuracy bars hold with default members).
+@parametrize_with_checks([MLPClassifier(backend="numpy"), MLPRegressor(backend="numpy"),
+                          MLPEnsembleClassifier(MLPClassifier(backend="numpy"), n_estimators=2),
+                          MLPEnsembleRegressor(MLPRegressor(backend="numpy"), n_estimators=2)])
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)  # each scikit-learn check raises (AssertionError, ValueError, ...) when it fails
 

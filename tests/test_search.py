@@ -202,6 +202,52 @@ def test_an_ensemble_member_that_would_miss_a_class_is_refused_saying_why(bootst
         assert "bootstrap" not in str(info.value) and "a subsample of 20 of the 91 rows" in str(info.value)
 
 
+def _small_ensemble(kind=MLPEnsembleClassifier, member=MLPClassifier, **kw):
+    return kind(member(hidden_layer_sizes=(6,), max_iter=5, backend="numpy"), n_estimators=2, random_state=0, **kw)
+
+
+def test_an_ensemble_checks_predict_s_columns_by_name_as_scikit_learn_does():
+    # columns in another order were averaged as if in the fitted order: silently wrong predictions
+    pd = pytest.importorskip("pandas", reason="data frames need pandas")
+    X, y = _digits(60)
+    frame = pd.DataFrame(X[:, :5], columns=list("abcde"))
+    ens = _small_ensemble().fit(frame, y)
+    np.testing.assert_array_equal(ens.feature_names_in_, list("abcde"))
+    with pytest.raises(ValueError, match="Feature names must be in the same order as they were in fit"):
+        ens.predict(frame[list("edcba")])
+    with pytest.raises(ValueError, match="Feature names unseen at fit time"):
+        ens.predict_proba(frame.rename(columns={"a": "z"}))
+    with warnings.catch_warnings():  # the same columns: no warning (the members' among them)
+        warnings.simplefilter("error")
+        by_frame = ens.predict_proba(frame)
+    with pytest.warns(UserWarning, match="X does not have valid feature names, but MLPEnsembleClassifier was fitted"):
+        np.testing.assert_array_equal(ens.predict_proba(X[:, :5]), by_frame)
+
+
+@pytest.mark.parametrize("kind, member", [(MLPEnsembleClassifier, MLPClassifier), (MLPEnsembleRegressor, MLPRegressor)])
+@pytest.mark.parametrize("bad", ["longer", "2-d"])
+def test_an_ensemble_refuses_sample_weight_of_another_shape(kind, member, bad):
+    # weights longer than X were indexed by the members' rows: the first n used, the rest ignored, without a word
+    X, y = _digits(60)
+    sw = np.ones(2 * len(y)) if bad == "longer" else np.ones((len(y), 1))
+    with pytest.raises(ValueError, match=r"(?i)sample.weight"):  # scikit-learn's own check and message
+        _small_ensemble(kind, member).fit(X, y if kind is MLPEnsembleClassifier else y / 9.0, sample_weight=sw)
+
+
+def test_a_multilabel_ensemble_predicts_label_indicators_like_its_members():
+    # the averaged probabilities of a multilabel ensemble were read as one class per row (argmax)
+    X, _ = _digits(120)
+    Y = np.stack([X[:, 10] > 0.3, X[:, 20] > 0.3, X[:, 30] > 0.3], axis=1).astype(int)
+    ens = _small_ensemble().fit(X, Y)
+    proba = ens.predict_proba(X)
+    assert proba.shape == Y.shape
+    np.testing.assert_array_equal(ens.predict(X), (proba > 0.5).astype(int))
+    assert 0 <= ens.score(X, Y) <= 1  # subset accuracy, as for an MLPClassifier
+
+
+@pytest.mark.parametrize("kind", [MLPEnsembleClassifier, MLPEnsembleRegressor])
+def test_an_ensemble_says_it_takes_sparse_input(kind):
+    assert kind().__sklearn_tags__().input_tags.sparse
 def test_chunks_dispatched_to_a_local_dask_cluster():
     distributed = pytest.importorskip("distributed", reason="the Dask test needs the extra 'dask'")
     import joblib
