@@ -83,6 +83,8 @@ def fit_many(estimators: Sequence[_BaseMLP], X: Any, y: Any, rows: Sequence[np.n
              progress: bool | None = None, return_exceptions: bool = False) -> list[Any]:
     """Fit ``estimators[i]`` on the rows ``rows[i]`` of ``(X, y)``; returns the fitted estimators.
 
+    ``rows[i]``: integer row indices (negative ones count from the end) or a boolean mask of X's rows.
+
     The result is what ``estimators[i].fit(X[rows[i]], y[rows[i]], sample_weight[rows[i]])`` gives, but
     the "sgd"/"adam" fits that share a network shape (layer sizes, activation, output, dtype, solver,
     batch size and batches per epoch) train as one stack.  ``max_stack`` caps the models of a stack (default:
@@ -110,7 +112,8 @@ def fit_many(estimators: Sequence[_BaseMLP], X: Any, y: Any, rows: Sequence[np.n
                             f"got {type(est).__name__}")
     if max_stack is not None and (not isinstance(max_stack, numbers.Integral) or max_stack < 1):
         raise ValueError(f"max_stack: expected None or an integer >= 1, got {max_stack!r}")
-    rows = [np.asarray(r, dtype=np.int64) for r in rows]
+    n = np.shape(X)[0] if not is_sparse(X) else X.shape[0]
+    rows = [_row_indices(r, n, f"rows[{i}]") for i, r in enumerate(rows)]
     outcomes = _fit_datasets(estimators, [(X, y, sample_weight)], [0] * len(estimators), rows, n_jobs, max_stack,
                              progress)
     if not return_exceptions:
@@ -118,6 +121,27 @@ def fit_many(estimators: Sequence[_BaseMLP], X: Any, y: Any, rows: Sequence[np.n
             if isinstance(outcome, BaseException):
                 raise outcome
     return outcomes
+
+
+def _row_indices(rows: Any, n: int, name: str) -> np.ndarray:
+    """``rows`` as int64 indices in [0, n): integer indices (negative ones count from the end, as NumPy's) or a
+    boolean mask of ``n`` values, the rows ``X[rows]`` selects; anything else raises, naming ``name``."""
+    r = np.asarray(rows)
+    if r.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-D array of row indices, got shape {r.shape}")
+    if r.dtype == bool:
+        if len(r) != n:
+            raise IndexError(f"{name}: a boolean mask of {len(r)} values for X's {n} rows")
+        return np.flatnonzero(r).astype(np.int64)
+    if r.size == 0:
+        return r.astype(np.int64)
+    if r.dtype.kind not in "iu":
+        raise TypeError(f"{name}: expected integer row indices or a boolean mask, got {r.dtype}")
+    bad = (r < -n) | (r >= n)
+    if bad.any():
+        raise IndexError(f"{name}: row index {r[bad][0]} is out of range for X's {n} rows")
+    r = r.astype(np.int64)
+    return np.where(r < 0, r + n, r)
 
 
 def _fit_datasets(estimators: Sequence[_BaseMLP], datasets: Sequence[tuple], which: Sequence[int],

@@ -202,6 +202,32 @@ def test_an_ensemble_member_that_would_miss_a_class_is_refused_saying_why(bootst
         assert "bootstrap" not in str(info.value) and "a subsample of 20 of the 91 rows" in str(info.value)
 
 
+def test_fit_many_takes_a_boolean_mask_as_the_rows_it_selects():
+    # a mask was read as the row indices 0 and 1 (False, True), so its fit trained on rows 0 and 1 only
+    X, y = _digits(80)
+    member = MLPClassifier(hidden_layer_sizes=(4,), max_iter=2, random_state=0, backend="numpy")
+    mask = np.arange(80) % 3 != 0
+    fitted = fit_many([clone(member), clone(member)], X, y, [mask, np.flatnonzero(mask)])
+    own = clone(member).fit(X[mask], y[mask])
+    for got in fitted:
+        _assert_same_models(got, own)
+
+
+@pytest.mark.parametrize("rows, error, message", [
+    (np.array([0.0, 1.5, 2.0]), TypeError, r"rows\[0\]: expected integer row indices or a boolean mask, got float64"),
+    (np.array([0, 1, 80]), IndexError, r"rows\[0\]: row index 80 is out of range for X's 80 rows"),
+    (np.array([0, -81]), IndexError, r"rows\[0\]: row index -81 is out of range for X's 80 rows"),
+    (np.arange(10).reshape(5, 2), ValueError, r"rows\[0\]: expected a 1-D array of row indices, got shape \(5, 2\)"),
+    (np.ones(79, dtype=bool), IndexError, r"rows\[0\]: a boolean mask of 79 values for X's 80 rows"),
+])
+def test_fit_many_refuses_rows_that_do_not_select_rows_of_X(rows, error, message):
+    # a fractional index was truncated to a row without a word
+    X, y = _digits(80)
+    member = MLPClassifier(hidden_layer_sizes=(4,), max_iter=1, backend="numpy")
+    with pytest.raises(error, match=message):
+        fit_many([clone(member), clone(member)], X, y, [rows, np.arange(10)])
+
+
 def _small_ensemble(kind=MLPEnsembleClassifier, member=MLPClassifier, **kw):
     return kind(member(hidden_layer_sizes=(6,), max_iter=5, backend="numpy"), n_estimators=2, random_state=0, **kw)
 
