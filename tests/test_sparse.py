@@ -189,6 +189,24 @@ def test_mlp_predicts_sparse_rows_chunk_by_chunk(monkeypatch):
         model.predict(model.backend.csr_asarray(X, np.float32))
 
 
+@pytest.mark.parametrize("call", ["Trainer.fit", "Trainer.evaluate", "mlp.evaluate", "validation_data"])
+def test_entry_points_that_take_dense_data_only_say_so_for_a_sparse_X(call):
+    # the message was "expected a real numeric array, got dtype object": nothing said that X was sparse
+    rng = np.random.RandomState(0)
+    X = sp.random(40, 6, density=0.3, format="csr", random_state=0, dtype=np.float32)
+    y = rng.randint(0, 3, 40)
+    model = mlp.MLP([6, 4, 3], seed=0)
+    trainer = mlp.Trainer(model, mlp.optim.SGD(0.1), backend="numpy", batch_size=8)
+    run = {"Trainer.fit": lambda: trainer.fit(X, y, epochs=1, verbose=0),
+           "Trainer.evaluate": lambda: trainer.evaluate(X, y),
+           "mlp.evaluate": lambda: mlp.evaluate(model, X, y),
+           "validation_data": lambda: trainer.fit(X.toarray(), y, epochs=1, verbose=0, validation_data=(X, y))}[call]
+    name = "validation_data\\[0\\]" if call == "validation_data" else "X"
+    with pytest.raises(TypeError, match=rf"{name}: expected a dense array here, got a scipy.sparse matrix of shape "
+                                        r"\(40, 6\); .*MLPClassifier/MLPRegressor .*mlp.MLP's predict"):
+        run()
+
+
 def test_mlp_loss_and_gradients_of_sparse_rows_are_the_dense_ones():
     X = sp.random(50, 12, density=0.2, format="csr", random_state=4)
     y = np.random.default_rng(1).integers(0, 3, 50)
