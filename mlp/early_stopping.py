@@ -60,7 +60,8 @@ class EarlyStopping:
 def as_early_stopping(early_stopping: Union[EarlyStopping, int, None]) -> EarlyStopping | None:
     """``fit``'s ``early_stopping`` argument as a rule: an :class:`EarlyStopping`, a patience (int) or None."""
     if isinstance(early_stopping, (int, np.integer)) and not isinstance(early_stopping, bool):
-        return EarlyStopping(patience=int(early_stopping))
+        # a patience given here is checked under this argument's name
+        return EarlyStopping(patience=check_int(early_stopping, "early_stopping (a patience)", minimum=1))
     if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
         raise TypeError(f"early_stopping: expected an EarlyStopping, a patience (int) or None, "
                         f"got {describe(early_stopping)}")

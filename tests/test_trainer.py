@@ -256,6 +256,15 @@ def test_early_stopping_on_an_accuracy_of_a_regression_is_refused():
     assert h.best_epoch is not None
 
 
+@pytest.mark.parametrize("patience", [0, -3])
+def test_a_patience_given_as_early_stopping_is_checked_under_that_name(patience):
+    # the message named "patience", an argument the caller never wrote
+    X, Y = _regression(n=40)
+    trainer = mlp.Trainer(mlp.MLP([4, 2], output="identity"), optim.SGD(lr=0.1), backend="numpy")
+    with pytest.raises(ValueError, match=rf"early_stopping \(a patience\): expected an integer >= 1, got {patience}"):
+        trainer.fit(X, Y, epochs=2, validation_split=0.25, early_stopping=patience, verbose=0)
+
+
 def test_regression_targets_are_checked():
     X, Y = _regression(n=10)
     trainer = mlp.Trainer(mlp.MLP([4, 2], output="identity"), optim.SGD(lr=0.1), backend="numpy")
