@@ -39,6 +39,18 @@ def _param_key(value: Any) -> str:
 def fingerprint(est: Any, X: Any, y: Any, sample_weight: Any) -> tuple:
     """What identifies a fit: the estimator's class and parameters, and the bytes of its data (taken before
     the fit: fitting advances a ``RandomState`` parameter)."""
+    return fit_key(est, data_digests(X, y, sample_weight))
+
+
+def fit_key(est: Any, digests: tuple) -> tuple:
+    """:func:`fingerprint` from the data's :func:`data_digests` (computed once for the fits that share data)."""
+    params = tuple(sorted((k, _param_key(v)) for k, v in est.get_params(deep=False).items()))
+    return (type(est), params, *digests)
+
+
+def data_digests(X: Any, y: Any, sample_weight: Any) -> tuple:
+    """Digests of a fit's data (shape, dtype and bytes of each of ``X``, ``y``, ``sample_weight``; None for
+    an absent one)."""
     def digest(a: Any) -> str | None:
         if a is None:
             return None
@@ -55,8 +67,7 @@ def fingerprint(est: Any, X: Any, y: Any, sample_weight: Any) -> tuple:
         h.update(a.tobytes() if a.dtype.kind != "O" else repr(a.tolist()).encode())
         return h.hexdigest()
 
-    params = tuple(sorted((k, _param_key(v)) for k, v in est.get_params(deep=False).items()))
-    return type(est), params, digest(X), digest(y), digest(sample_weight)
+    return digest(X), digest(y), digest(sample_weight)
 
 
 def adopt(est: Any, X: Any, y: Any, sample_weight: Any) -> bool:

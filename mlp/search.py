@@ -62,7 +62,7 @@ from sklearn.model_selection import check_cv
 from sklearn.utils import _safe_indexing, check_random_state
 
 from .ensemble import MLPEnsembleClassifier, MLPEnsembleRegressor
-from .fit_cache import fingerprint, serving
+from .fit_cache import data_digests, fit_key, serving
 from .fit_many import SparseInputWarning, StackSplitWarning, _fit_datasets, fit_many, stack_threads  # noqa: F401
 from .sklearn_base import _STOCHASTIC_SOLVERS, _BaseMLP
 
@@ -137,7 +137,10 @@ class _StackedSearch:
         with a pipeline one per fold and distinct setting of the steps before the network (those steps fitted
         and applied here once for all the candidates that share them)."""
         jobs, keys, which, rows, datasets = [], [], [], [], []
-        index: dict[tuple, int] = {}
+        # per fold (and, with a pipeline, per setting of the steps before the network): the dataset, the rows of
+        # it the fit takes, and the digests of the data the loop's fit will be given (hashed once, not per
+        # candidate)
+        shared: dict[tuple, tuple] = {}
         for cand in self._candidate_list():
             # as scikit-learn's _fit_and_score: a clone given copies of the candidate's values (a RandomState
             # among them starts every fit in the same state)
@@ -145,27 +148,26 @@ class _StackedSearch:
             own = {k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)} if prefix else values
             steps = {k: v for k, v in values.items() if prefix and not k.startswith(prefix)}
             for f, (train_rows, _) in enumerate(splits):
-                y_train = _safe_indexing(y, train_rows)
-                sw = None if sample_weight is None else _safe_indexing(np.asarray(sample_weight), train_rows)
-                if prefix:
-                    key = (f, tuple(sorted((k, repr(v)) for k, v in steps.items())))
-                    if key not in index:
+                key = (f, tuple(sorted((k, repr(v)) for k, v in steps.items())))
+                if key not in shared:
+                    y_train = _safe_indexing(y, train_rows)
+                    sw = None if sample_weight is None else _safe_indexing(np.asarray(sample_weight), train_rows)
+                    if prefix:
                         head = clone(self.estimator[:-1]).set_params(**steps)
                         Xt = head.fit_transform(_safe_indexing(X, train_rows), y_train)
-                        index[key] = len(datasets)
                         datasets.append((Xt, y_train, None))
-                    d = index[key]
-                    data_rows = np.arange(np.shape(datasets[d][0])[0])
-                    X_fit = datasets[d][0]
-                else:
-                    if not datasets:
-                        datasets.append((X, y, sample_weight))
-                    d, data_rows, X_fit = 0, train_rows, _safe_indexing(X, train_rows)
+                        d, data_rows, X_fit = len(datasets) - 1, np.arange(np.shape(Xt)[0]), Xt
+                    else:
+                        if not datasets:
+                            datasets.append((X, y, sample_weight))
+                        d, data_rows, X_fit = 0, train_rows, _safe_indexing(X, train_rows)
+                    shared[key] = (d, np.asarray(data_rows, dtype=np.int64), data_digests(X_fit, y_train, sw))
+                d, data_rows, digests = shared[key]
                 job = clone(final).set_params(**own)
-                keys.append(fingerprint(job, X_fit, y_train, sw))
+                keys.append(fit_key(job, digests))
                 jobs.append(job)
                 which.append(d)
-                rows.append(np.asarray(data_rows, dtype=np.int64))
+                rows.append(data_rows)
         return jobs, keys, which, rows, datasets
 
     def _fix_candidates(self) -> Any:
