@@ -70,8 +70,8 @@ class _BaseMLP(BaseEstimator):
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), Options(Real, {np.inf})],
         "max_fun": [Interval(Integral, 1, None, closed="left")],
         "backend": [StrOptions(set(BACKEND_NAMES)), Backend],
-        # a name, or NumPy's spelling of the same two dtypes (np.float32, np.dtype("float32"))
-        "dtype": [StrOptions(set(FLOAT_DTYPE_NAMES)), Options(type, {np.float32, np.float64}),
+        # a name, or NumPy's spelling of the same two dtypes (np.float32, np.dtype("float32"); float is float64)
+        "dtype": [StrOptions(set(FLOAT_DTYPE_NAMES)), Options(type, {np.float32, np.float64, float}),
                   Options(np.dtype, {np.dtype(name) for name in FLOAT_DTYPE_NAMES}), None],
     }
 

@@ -232,9 +232,10 @@ def test_float32_data_trains_in_float32():
     assert reg.fit(*_regression()).predict(_regression()[0]).dtype == np.float32
 
 
-@pytest.mark.parametrize("spelling", [np.float32, np.dtype("float32"), np.float64, np.dtype("float64")])
+@pytest.mark.parametrize("spelling", [np.float32, np.dtype("float32"), np.float64, np.dtype("float64"), float])
 def test_dtype_takes_numpy_types_as_well_as_names(spelling):
-    # dtype=np.float32 is how NumPy users spell a dtype: the same fit as the name, the parameter kept as given
+    # dtype=np.float32 is how NumPy users spell a dtype (and float is float64 there, as for mlp.MLP): the same fit
+    # as the name, the parameter kept as given
     X, y = _digits(3, 60)
     name = np.dtype(spelling).name
     params = dict(hidden_layer_sizes=(6,), max_iter=3, random_state=0, backend="numpy")
@@ -246,7 +247,7 @@ def test_dtype_takes_numpy_types_as_well_as_names(spelling):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("dtype", [np.float16, np.int32, np.dtype("float16"), "float16", float])
+@pytest.mark.parametrize("dtype", [np.float16, np.int32, np.dtype("float16"), "float16", int, "f8"])
 def test_dtypes_other_than_float32_and_float64_are_refused_naming_the_parameter(dtype):
     X, y = _digits(3, 60)
     with pytest.raises(ValueError, match=r"The 'dtype' parameter of MLPClassifier must be"):
