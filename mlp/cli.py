@@ -32,8 +32,10 @@ def _flag(name: str) -> str:
 
 
 def _positive_int_list(text: str) -> list[int]:
+    # comma-separated (spaces around the commas allowed), or separated by spaces alone; an empty entry is a typo
+    parts = [p.strip() for p in text.split(",")] if "," in text else text.split()
     try:
-        sizes = [int(s) for s in text.replace(",", " ").split()]
+        sizes = [int(s) for s in parts]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected positive integers such as 512,256; got {text!r}") from None
     if not sizes or any(s < 1 for s in sizes):

@@ -47,6 +47,22 @@ def test_train_reports_bad_arguments_clearly(capsys):
     assert "--epochs: expected a positive integer, got 0" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("text", ["5,,3", "512,256,", ",512", " , "])
+def test_layers_with_an_empty_entry_are_refused(text, capsys):
+    # "5,,3" trained a 5-3 network, the empty entry dropped without a word
+    with pytest.raises(SystemExit):
+        main(["train", "--layers", text])
+    assert "expected positive integers such as 512,256" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, sizes", [("512,256", [512, 256]), ("512, 256", [512, 256]), ("512 256", [512, 256]),
+                                         ("8", [8])])
+def test_layers_take_commas_or_spaces(text, sizes):
+    from mlp.cli import _positive_int_list
+
+    assert _positive_int_list(text) == sizes
+
+
 def test_evaluate_missing_checkpoint(tmp_path: Path, capsys):
     assert main(["evaluate", str(tmp_path / "none.npz"), "--dataset", "quadrants"]) == 2
     assert "path: no checkpoint file" in capsys.readouterr().err
