@@ -55,11 +55,13 @@ import warnings
 from typing import Any
 
 import numpy as np
+from sklearn import get_config
 from sklearn.base import clone, is_classifier
 from sklearn.model_selection import GridSearchCV as _SkGridSearchCV
 from sklearn.model_selection import RandomizedSearchCV as _SkRandomizedSearchCV
 from sklearn.model_selection import check_cv
 from sklearn.utils import _safe_indexing, check_random_state
+from sklearn.utils.metadata_routing import process_routing
 
 from .ensemble import MLPEnsembleClassifier, MLPEnsembleRegressor
 from .fit_cache import data_digests, fit_key, serving
@@ -99,6 +101,11 @@ class _StackedSearch:
             return sk_fit(X, y, **params)
         groups = params.get("groups")
         sample_weight = params.get("sample_weight")
+        if get_config().get("enable_metadata_routing", False):
+            # scikit-learn's metadata routing decides what each fit is given (set_fit_request): the weights the
+            # search loop's fits will get are the ones to stack with (it raises here what scikit-learn's fit
+            # would raise for metadata nothing requested)
+            sample_weight = process_routing(self, "fit", **params).estimator.fit.get("sample_weight")
         cv = check_cv(self.cv, y, classifier=is_classifier(self.estimator))
         splits = [(np.asarray(train), np.asarray(test)) for train, test in cv.split(X, y, groups)]
         saved = {"cv": self.cv, "n_jobs": self.n_jobs}

@@ -190,6 +190,30 @@ def test_every_fit_of_a_search_trains_once(setting, count_trainings):
     _assert_same_results(*results)
 
 
+@pytest.mark.parametrize("fit_request", [False, True])
+def test_metadata_routing_decides_which_weights_the_stacked_fits_get(fit_request, count_trainings):
+    # with scikit-learn's metadata routing on and set_fit_request(sample_weight=False), the networks were stacked
+    # with the weights, then every fit trained again one at a time (with a warning blaming a preprocessing step)
+    import sklearn
+
+    X, y = _digits()
+    w = np.linspace(0.2, 2.0, len(y))
+    grid = {"alpha": [1e-4, 1e-2], "learning_rate_init": [1e-3, 1e-2]}
+    runs, results = [], []
+    with sklearn.config_context(enable_metadata_routing=True):
+        for search in (mlp.GridSearchCV, sk_ms.GridSearchCV):
+            base = MLPClassifier(hidden_layer_sizes=(5,), max_iter=3, random_state=0, backend="numpy")
+            base = base.set_fit_request(sample_weight=fit_request).set_score_request(sample_weight=True)
+            count_trainings["runs"] = 0
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                warnings.simplefilter("error", mlp.search.StackingWarning)
+                results.append(search(base, grid, cv=3).fit(X, y, sample_weight=w))
+            runs.append(count_trainings["runs"])
+    assert runs == [4 * 3 + 1, 4 * 3 + 1]  # each fit trains once, with the weights routing gives it
+    _assert_same_results(*results)
+
+
 def test_duplicate_candidates_without_a_seed_get_fits_of_their_own(count_trainings):
     X, y = _regression(80)
     seen = {"ours": [], "theirs": []}
