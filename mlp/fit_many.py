@@ -28,6 +28,7 @@ import math
 import numbers
 import os
 import sys
+import time
 import warnings
 from typing import Any, Sequence
 
@@ -146,10 +147,11 @@ def _row_indices(rows: Any, n: int, name: str) -> np.ndarray:
 
 def _fit_datasets(estimators: Sequence[_BaseMLP], datasets: Sequence[tuple], which: Sequence[int],
                   rows: Sequence[np.ndarray], n_jobs: int | None, max_stack: int | None, progress: bool | None,
-                  stacklevel: int = 4) -> list[Any]:
+                  stacklevel: int = 4, timings: list | None = None) -> list[Any]:
     """Fit ``estimators[i]`` on the rows ``rows[i]`` of ``datasets[which[i]]`` (an ``(X, y, sample_weight)``),
     the fits of one dataset and one network shape stacked; returns each fit's outcome (the fitted estimator or
-    the exception its fit raised).  Stacks of every dataset go through one joblib dispatch."""
+    the exception its fit raised).  Stacks of every dataset go through one joblib dispatch.  ``timings``, a
+    list, receives each fit's seconds (see :func:`_fit_chunk`)."""
     workers = effective_n_jobs(n_jobs)
     # with fewer datasets than workers, each dataset's stacks are split so that every worker has one
     split_for = workers if len(datasets) < workers else 1
@@ -173,9 +175,12 @@ def _fit_datasets(estimators: Sequence[_BaseMLP], datasets: Sequence[tuple], whi
                             datasets[d][2], show, threads)
         for d, chunk in chunks)
     outcomes: list[Any] = [None] * len(estimators)
-    for (_, chunk), done in zip(chunks, results):
-        for i, outcome in zip(chunk, done):
-            outcomes[i] = outcome
+    seconds = np.zeros(len(estimators))
+    for (_, chunk), (done, took) in zip(chunks, results):
+        for i, outcome, t in zip(chunk, done, took):
+            outcomes[i], seconds[i] = outcome, t
+    if timings is not None:
+        timings[:] = seconds.tolist()
     return outcomes
 
 
@@ -242,9 +247,10 @@ def _stack_shape(est: _BaseMLP, n_rows: int) -> tuple | None:
 
 
 def _fit_chunk(estimators: list[_BaseMLP], X: Any, y: Any, rows: list[np.ndarray], sample_weight: Any,
-               progress: bool, threads: int = 1) -> list[Any]:
+               progress: bool, threads: int = 1) -> tuple[list[Any], list[float]]:
     """Fit a chunk's estimators: the stochastic ones grouped into stacks, any other one on its own.  Returns each
-    one's outcome: the fitted estimator, or the exception its fit raised."""
+    one's outcome (the fitted estimator, or the exception its fit raised) and its seconds: a fit on its own
+    its own time; a stacked fit its set-up and its share of its stack's time (:func:`stack_shares`)."""
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -252,8 +258,10 @@ def _fit_chunk(estimators: list[_BaseMLP], X: Any, y: Any, rows: list[np.ndarray
         bar = tqdm(total=sum(e.max_iter for e in estimators), unit="epoch", leave=False,
                    desc=f"{len(estimators)} models x epochs", file=sys.stderr, dynamic_ncols=True)
     outcomes: list[Any] = list(estimators)
+    seconds = [0.0] * len(estimators)
     groups: dict[tuple, list] = {}
     for i, (est, r) in enumerate(zip(estimators, rows)):
+        start = time.perf_counter()
         Xm, ym = _safe_indexing(X, r), _safe_indexing(y, r)
         swm = None if sample_weight is None else _safe_indexing(np.asarray(sample_weight), r)
         try:
@@ -266,25 +274,40 @@ def _fit_chunk(estimators: list[_BaseMLP], X: Any, y: Any, rows: list[np.ndarray
         except Exception as exc:  # what this fit raises on its own; the others go on
             outcomes[i] = exc
             continue
+        finally:
+            seconds[i] = time.perf_counter() - start
         groups.setdefault(run.stack_key(), []).append((i, run, r))
     best_loss = math.inf
     with config_context(skip_parameter_validation=True):  # as inside fit: its inner calls are not re-validated
         for members in groups.values():
-            best_loss = min(best_loss, _train_stack(members, X, y, bar, threads, outcomes))
+            best_loss = min(best_loss, _train_stack(members, X, y, bar, threads, outcomes, seconds))
     if bar is not None:
         bar.close()
-    return outcomes
+    return outcomes, seconds
+
+
+def stack_shares(seconds: float, epochs: Sequence[int]) -> np.ndarray:
+    """A stack's ``seconds`` shared among its members in proportion to the epochs each trained in it (its
+    members have one shape and batch: an epoch is the same arithmetic for each); equal shares when none
+    trained an epoch."""
+    epochs = np.asarray(epochs, dtype=np.float64)
+    total = epochs.sum()
+    if total <= 0:
+        return np.full(len(epochs), seconds / max(len(epochs), 1))
+    return seconds * epochs / total
 
 
 def _train_stack(members: list[tuple[int, StochasticRun, np.ndarray]], X: Any, y: Any, bar: Any,
-                 threads: int, outcomes: list[Any]) -> float:
-    """Train one stack to the end of every member's fit; returns the lowest training loss reached.
+                 threads: int, outcomes: list[Any], seconds: list[float]) -> float:
+    """Train one stack to the end of every member's fit; returns the lowest training loss reached, and adds each
+    member's share of the stack's time to ``seconds[index]`` (:func:`stack_shares`).
 
     ``members`` are ``(index, run, rows)``: each fit's policy (see :meth:`mlp.MLPClassifier.start_stacked_fit`)
     and its rows of ``X``; a member whose fit raises (at the end of an epoch, or its weights non-finite at the
     end) is frozen, and the exception is its outcome (``outcomes[index]``).  With ``threads`` > 1 on a host
     backend, ranges of the models step in threads, each product on one BLAS thread (many small products gain
     more from a core each than from two cores sharing each)."""
+    start = time.perf_counter()
     runs = [m[1] for m in members]
     first = runs[0]
     backend = get_backend(first.est.backend)
@@ -299,8 +322,10 @@ def _train_stack(members: list[tuple[int, StochasticRun, np.ndarray]], X: Any, y
         run.validation_rows = None if run.val_rows is None else r[run.val_rows]
         run.isolated = True  # an error at the end of an epoch ends this fit alone
     lowest = [math.inf]
+    epochs = np.zeros(len(runs), dtype=np.int64)  # epochs each member trained here
 
     def progress(trained: Sequence[int]) -> None:
+        epochs[list(trained)] += 1
         lowest[0] = min([lowest[0], *(runs[m].est.loss_ for m in trained if runs[m].failure is None)])
         if bar is not None:
             bar.update(len(trained))
@@ -327,4 +352,6 @@ def _train_stack(members: list[tuple[int, StochasticRun, np.ndarray]], X: Any, y
             outcomes[index] = exc
     if bar is not None:  # the epochs the models that stopped early did not need
         bar.update(sum(max(0, run.est.max_iter - run.est.n_iter_) for run in runs))
+    for (index, _, _), share in zip(members, stack_shares(time.perf_counter() - start, epochs)):
+        seconds[index] += float(share)
     return lowest[0]

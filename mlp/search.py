@@ -117,12 +117,14 @@ class _StackedSearch:
                 warnings.warn(f"{type(self).__name__}: {alone} of {len(jobs)} fits use solver='lbfgs' (full-batch "
                               "L-BFGS-B, one network at a time): they train one at a time, not stacked",
                               StackingWarning, stacklevel=3)
+            seconds: list[float] = []
             outcomes = _fit_datasets(jobs, datasets, which, rows, self.n_jobs, None,
-                                     self.verbose > 0 if self.verbose else None)
+                                     self.verbose > 0 if self.verbose else None, timings=seconds)
             # scikit-learn's loop over the same splits (a list) finds every fit made, or the error it raised
             # (then scikit-learn's own error handling scores it error_score, warns or raises); nothing to
             # parallelise
             self.cv, self.n_jobs = splits, None
+            self._made_up_front = seconds  # each fit's training time, added to the time the loop takes to serve it
             with serving(zip(keys, outcomes)) as served:
                 result = sk_fit(X, y, **params)
                 found = served.count
@@ -135,8 +137,20 @@ class _StackedSearch:
             return result
         finally:
             self.cv, self.n_jobs = saved["cv"], saved["n_jobs"]
+            self._made_up_front = None
             if fixed_seed is not None:
                 self.random_state = fixed_seed
+
+    def _format_results(self, candidate_params, n_splits, out, more_results=None):
+        """scikit-learn's ``cv_results_`` from the loop's records, each fit's ``fit_time`` being the time of the
+        fit made up front (its share of its stack's time, :func:`mlp.fit_many.stack_shares`) plus the time the
+        loop took to serve it; the loop alone would time only the serving."""
+        made = getattr(self, "_made_up_front", None)
+        # the loop evaluates candidate by candidate, fold by fold: the order of the fits made up front
+        if made is not None and len(out) == len(made):
+            out = [dict(record, fit_time=record["fit_time"] + extra) if isinstance(record, dict) and "fit_time" in
+                   record else record for record, extra in zip(out, made)]
+        return super()._format_results(candidate_params, n_splits, out, more_results)
 
     def _jobs(self, final: _BaseMLP, prefix: str, X: Any, y: Any, sample_weight: Any, splits: list) -> tuple:
         """Every fit the search loop will make, as ``fit_many`` takes them: the networks (clones with each

@@ -13,6 +13,7 @@ get fits of their own, and warning filters reach joblib's worker processes.
 from __future__ import annotations
 
 import re
+import time
 import warnings
 from collections import Counter
 
@@ -212,6 +213,41 @@ def test_metadata_routing_decides_which_weights_the_stacked_fits_get(fit_request
             runs.append(count_trainings["runs"])
     assert runs == [4 * 3 + 1, 4 * 3 + 1]  # each fit trains once, with the weights routing gives it
     _assert_same_results(*results)
+
+
+def test_stack_shares_follow_the_epochs_each_member_trained():
+    from mlp.fit_many import stack_shares
+
+    np.testing.assert_allclose(stack_shares(6.0, [10, 5, 15]), [2.0, 1.0, 3.0])
+    np.testing.assert_allclose(stack_shares(3.0, [0, 0, 0]), [1.0, 1.0, 1.0])  # none trained: equal shares
+    assert stack_shares(2.0, [4, 0]).tolist() == [2.0, 0.0]  # a member that failed before its first epoch
+
+
+def test_a_search_s_fit_times_hold_the_training_made_up_front(monkeypatch):
+    # cv_results_'s fit times were the loop's time to serve each fit (a few ms), not the training it stands for
+    import mlp.fit_many as fm
+
+    trained = {"seconds": 0.0}
+    original = fm._train_stack
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            trained["seconds"] += time.perf_counter() - start
+    monkeypatch.setattr(fm, "_train_stack", timed)
+    X, y = _digits(300)
+    base = MLPClassifier(max_iter=8, random_state=0, backend="numpy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        search = mlp.GridSearchCV(base, {"hidden_layer_sizes": [(8,), (64,)], "alpha": [1e-4, 1e-2]}, cv=3,
+                                  refit=False).fit(X, y)
+    fit_times = search.cv_results_["mean_fit_time"] * 3  # each candidate's three folds
+    assert trained["seconds"] > 0
+    # every stack's time is shared among its fits (the shares are measured inside each stack's training)
+    assert fit_times.sum() >= 0.95 * trained["seconds"]
+    assert np.all(search.cv_results_["mean_fit_time"] > 0)
 
 
 def test_duplicate_candidates_without_a_seed_get_fits_of_their_own(count_trainings):
