@@ -21,7 +21,9 @@ the run exactly where it stopped (:class:`TrainingState`):
     ``epoch`` (epochs completed), ``batch_size``, ``seed``, ``shuffle``,
     ``optimizer`` (``name``, ``config``, ``steps``), ``random_state`` (the
     shuffling generator's ``bit_generator.state``), ``validation``
-    (``source``: null, "split" or "data"; ``fraction``; ``n_samples``),
+    (``source``: null, "split" or "data"; ``fraction``; ``n_samples``; ``data_digest``, digests of the
+    data the run trains and validates on, refused when a resumed run is given other data; older files
+    lack it),
     ``history`` (``records``, ``best_epoch``, ``stopped_early``) and
     ``early_stopping`` (its settings with ``best`` and ``wait``, or null).
 ``params``
@@ -316,6 +318,11 @@ def _validation_fields(validation: Any, arrays: dict[str, np.ndarray]) -> tuple[
                           max_inclusive=False)
     n = check_int(validation["n_samples"], f"{field}.n_samples", minimum=1)
     checked = {"source": source, "fraction": fraction, "n_samples": n}
+    if "data_digest" in validation:  # written since the digest was recorded; older files resume without the check
+        digest = validation["data_digest"]
+        if not isinstance(digest, str) or not digest or len(digest) > 256:
+            raise ValueError(f"{field}.data_digest: expected a digest string, got {_show(digest)}")
+        checked["data_digest"] = digest
     if source != "split":
         if fraction:
             raise ValueError(f"{field}.fraction: expected 0 (the run's validation source is {source!r}), "

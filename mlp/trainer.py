@@ -29,6 +29,7 @@ from typing import Any, Callable, Union
 import numpy as np
 
 from ._validation import check_features, check_int, check_real, describe
+from .fit_cache import data_digests
 from .backends import Backend, get_backend
 from .backends.base import STATS_CORRECT, STATS_FIRST_NONFINITE_STEP, STATS_LOSS_SUM
 from .checkpoint import (TrainingState, optimizer_from_record, optimizer_record, read_archive,
@@ -258,7 +259,16 @@ class Trainer:
                 raise TypeError(f"validation_data: expected a pair (X_val, y_val), got {describe(validation_data)}")
             Xv, yv = self._check_xy(validation_data[0], validation_data[1], "validation_data[0]",
                                     "validation_data[1]")
-        elif validation_split:
+        # a run that writes checkpoints records what it trains on, so that resuming it on other data is refused
+        digest = None
+        if checkpoint is not None or (resume is not None and "data_digest" in resume.validation):
+            digest = "/".join(str(d) for d in (*data_digests(Xh, yh, None)[:2], *data_digests(Xv, yv, None)[:2]))
+        if resume is not None and resume.validation.get("data_digest", digest) != digest:
+            raise ValueError("X, y: the checkpoint's run trained on other data (X, y and validation_data as the "
+                             "model's dtype, compared by digest); a resumed run goes on with the data it started "
+                             "with. To train the checkpoint's model on new data, start a new run: "
+                             "mlp.Trainer(mlp.load(path), optimizer)")
+        if validation_data is None and validation_split:
             n_val = int(round(n_given * validation_split))
             if n_val < 1 or n_val >= n_given:
                 raise ValueError(f"validation_split: {validation_split} of {n_given} samples leaves "
@@ -279,7 +289,8 @@ class Trainer:
         source = "data" if validation_data is not None else ("split" if validation_split else None)
         stopping = BestEpoch(early_stopping, None if resume is None else resume.early_stopping)
         run = _Run(epoch=0 if resume is None else resume.epoch, shuffle=shuffle, validation_order=order,
-                   validation={"source": source, "fraction": validation_split, "n_samples": n_given},
+                   validation={"source": source, "fraction": validation_split, "n_samples": n_given,
+                               **({} if digest is None else {"data_digest": digest})},
                    stopping=stopping)
         if resume is None:
             self.history = History()

@@ -132,6 +132,37 @@ def test_resume_refuses_settings_that_differ_from_the_checkpoint(data, tmp_path:
     resumed.fit(X, y, epochs=3, validation_split=0.25, verbose=0)  # the same settings are fine
 
 
+@pytest.mark.parametrize("change", ["rows-reordered", "one-label", "validation-data"])
+def test_resume_refuses_other_data_of_the_same_shape(data, tmp_path: Path, change):
+    # only the sample count was compared: a run resumed on other data went on without a word, no longer the run
+    # the checkpoint recorded (nor its exact continuation)
+    X, y = data
+    Xv, yv = X[:100], y[:100]
+    ck = tmp_path / "run.npz"
+    _trainer(OPTIMIZERS["adam"]).fit(X, y, epochs=2, validation_data=(Xv, yv), verbose=0, checkpoint=ck)
+    resumed = mlp.Trainer.from_checkpoint(ck, backend="numpy")
+    given_X, given_y, given_val = X, y, (Xv, yv)
+    if change == "rows-reordered":
+        given_X, given_y = X[::-1], y[::-1]
+    elif change == "one-label":
+        given_y = y.copy()
+        given_y[0] = (given_y[0] + 1) % 4
+    else:
+        given_val = (Xv, (yv + 1) % 4)
+    with pytest.raises(ValueError, match=r"the checkpoint's run trained on other data"):
+        resumed.fit(given_X, given_y, epochs=3, validation_data=given_val, verbose=0)
+    # the same data in another dtype is the same data (the model's dtype is what is compared)
+    resumed.fit(X.astype(np.float64), y, epochs=3, validation_data=(Xv, yv), verbose=0)
+
+
+def test_a_checkpoint_without_a_data_digest_still_resumes(data, tmp_path: Path):
+    X, y = data
+    ck = tmp_path / "run.npz"
+    _trainer(OPTIMIZERS["adam"]).fit(X, y, epochs=2, verbose=0, checkpoint=ck)
+    _rewrite_header(ck, lambda header: header["training"]["validation"].pop("data_digest"))
+    mlp.Trainer.from_checkpoint(ck, backend="numpy").fit(X[::-1], y[::-1], epochs=3, verbose=0)
+
+
 def _write_format_1(model: mlp.MLP, path: Path) -> None:
     """A checkpoint as mlp 0.2 wrote it: the weights and architecture, nothing else."""
     header = {"format": 1, "library": "mlp", "version": "0.2.0", "layer_sizes": list(model.layer_sizes),
