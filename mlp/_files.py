@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import stat
@@ -16,12 +17,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     replaced keeps its permission bits (the temporary file never has more than the result).
     """
     path = Path(path)
+    if path.is_dir() or not path.name:  # "." or a folder: nothing could replace it
+        raise IsADirectoryError(errno.EISDIR, f"path: {str(path)!r} is a folder; expected the path of a file")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         kept: int | None = stat.S_IMODE(os.stat(path).st_mode) & 0o777
     except FileNotFoundError:
         kept = None
-    fd, tmp = _create_temporary(path, 0o666 if kept is None else kept)
+    try:
+        fd, tmp = _create_temporary(path, 0o666 if kept is None else kept)
+    except FileExistsError:
+        raise
+    except OSError as exc:  # say which file could not be written, not the temporary one beside it
+        raise type(exc)(exc.errno, f"path: cannot write {str(path)!r} ({exc.strerror})") from exc
     try:
         with os.fdopen(fd, "wb") as f:
             if kept is not None and hasattr(os, "fchmod"):

@@ -398,3 +398,33 @@ def test_mlp_train_writes_its_checkpoint_with_the_umask(tmp_path: Path, umask):
     ck = tmp_path / "ck.npz"
     assert main(["train", *BASE_RUN, "--epochs", "2", "-o", str(ck)]) == 0
     assert _mode(ck) == 0o644
+
+
+@pytest.mark.parametrize("target", ["folder", "dot"])
+def test_saving_onto_a_folder_says_so_and_leaves_nothing(tmp_path: Path, monkeypatch, target):
+    # saving to "." failed with "Device or resource busy: '..<random>.tmp' -> '.'", naming a file never asked for
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    path = "runs" if target == "folder" else "."
+    with pytest.raises(IsADirectoryError, match=rf"path: '{path}' is a folder; expected the path of a file"):
+        mlp.MLP([3, 2]).save(path)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["runs"]
+
+
+def test_a_file_that_cannot_be_created_is_named_as_asked_for(tmp_path: Path, monkeypatch):
+    # the error named the temporary file ('.model.npz.<random>.tmp'), not the file asked for
+    import mlp._files as files
+
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+    monkeypatch.setattr(files.os, "open", refuse)
+    with pytest.raises(PermissionError, match=r"path: cannot write '.*model\.npz' \(Permission denied\)"):
+        mlp.MLP([3, 2]).save(tmp_path / "model.npz")
+
+
+def test_a_folder_that_cannot_hold_files_names_the_file_asked_for(tmp_path: Path):
+    # an OSError creating the temporary file named that file ('.x.npz.<random>.tmp'), not the one asked for
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where a folder would be")
+    with pytest.raises(OSError, match=r"not-a-folder"):
+        mlp.MLP([3, 2]).save(blocker / "model.npz")
