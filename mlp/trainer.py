@@ -18,6 +18,7 @@ progress (:mod:`mlp.progress`) and write checkpoints (:mod:`mlp.checkpoint`).
 
 from __future__ import annotations
 
+import errno
 import functools
 import math
 import sys
@@ -244,6 +245,9 @@ class Trainer:
         shuffle = True if shuffle is None else bool(shuffle)
         if checkpoint is not None:
             optimizer_record(self.optimizer)  # an optimizer a checkpoint cannot record fails now, not after an epoch
+            if Path(checkpoint).is_dir():  # nor a path no file can be written to
+                raise IsADirectoryError(errno.EISDIR, f"checkpoint: {str(checkpoint)!r} is a folder; expected the "
+                                                      "path of a file")
 
         Xh, yh = self._check_xy(X, y, "X", "y")
         n_given = Xh.shape[0]

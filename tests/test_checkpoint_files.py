@@ -428,3 +428,14 @@ def test_a_folder_that_cannot_hold_files_names_the_file_asked_for(tmp_path: Path
     blocker.write_text("a file where a folder would be")
     with pytest.raises(OSError, match=r"not-a-folder"):
         mlp.MLP([3, 2]).save(blocker / "model.npz")
+
+
+def test_a_checkpoint_path_that_is_a_folder_is_refused_before_training(tmp_path: Path):
+    # it failed only when the first epoch's checkpoint was written, after that epoch's work
+    model = mlp.MLP([2, 3, 4], seed=0)
+    before = model.get_weights()
+    trainer = mlp.Trainer(model, mlp.optim.SGD(0.1), backend="numpy")
+    X, y = np.random.default_rng(0).uniform(-1, 1, (40, 2)), np.arange(40) % 4
+    with pytest.raises(IsADirectoryError, match="is a folder; expected the path of a file"):
+        trainer.fit(X, y, epochs=2, verbose=0, checkpoint=tmp_path)
+    assert all(np.array_equal(a, b) for pa, pb in zip(before, model.get_weights()) for a, b in zip(pa, pb))
