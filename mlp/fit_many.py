@@ -113,7 +113,7 @@ def fit_many(estimators: Sequence[_BaseMLP], X: Any, y: Any, rows: Sequence[np.n
                             f"got {type(est).__name__}")
     if max_stack is not None and (not isinstance(max_stack, numbers.Integral) or max_stack < 1):
         raise ValueError(f"max_stack: expected None or an integer >= 1, got {max_stack!r}")
-    n = np.shape(X)[0] if not is_sparse(X) else X.shape[0]
+    n = np.shape(X)[0]  # a sparse X has its shape too
     rows = [_row_indices(r, n, f"rows[{i}]") for i, r in enumerate(rows)]
     outcomes = _fit_datasets(estimators, [(X, y, sample_weight)], [0] * len(estimators), rows, n_jobs, max_stack,
                              progress)
