@@ -7,6 +7,15 @@ import os
 import secrets
 import stat
 from pathlib import Path
+from typing import Any
+
+
+def refuse_folder(path: Any, name: str = "path") -> None:
+    """Raise ``IsADirectoryError`` (naming ``name``) when ``path`` is a folder or ``"."``: no file written
+    there could replace it."""
+    path = Path(path)
+    if path.is_dir() or not path.name:
+        raise IsADirectoryError(errno.EISDIR, f"{name}: {str(path)!r} is a folder; expected the path of a file")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -17,8 +26,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     replaced keeps its permission bits (the temporary file never has more than the result).
     """
     path = Path(path)
-    if path.is_dir() or not path.name:  # "." or a folder: nothing could replace it
-        raise IsADirectoryError(errno.EISDIR, f"path: {str(path)!r} is a folder; expected the path of a file")
+    refuse_folder(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         kept: int | None = stat.S_IMODE(os.stat(path).st_mode) & 0o777

@@ -18,7 +18,6 @@ progress (:mod:`mlp.progress`) and write checkpoints (:mod:`mlp.checkpoint`).
 
 from __future__ import annotations
 
-import errno
 import functools
 import math
 import sys
@@ -29,6 +28,7 @@ from typing import Any, Callable, Union
 
 import numpy as np
 
+from ._files import refuse_folder
 from ._validation import check_features, check_int, check_real, describe
 from .fit_cache import data_digests
 from .backends import Backend, get_backend
@@ -245,9 +245,7 @@ class Trainer:
         shuffle = True if shuffle is None else bool(shuffle)
         if checkpoint is not None:
             optimizer_record(self.optimizer)  # an optimizer a checkpoint cannot record fails now, not after an epoch
-            if Path(checkpoint).is_dir():  # nor a path no file can be written to
-                raise IsADirectoryError(errno.EISDIR, f"checkpoint: {str(checkpoint)!r} is a folder; expected the "
-                                                      "path of a file")
+            refuse_folder(checkpoint, "checkpoint")  # nor a path no file can be written to
 
         Xh, yh = self._check_xy(X, y, "X", "y")
         n_given = Xh.shape[0]
