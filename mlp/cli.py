@@ -284,6 +284,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             last_layer, n_outputs = "softmax", int(max(y.max(), y_test.max() if y_test is not None else 0)) + 1
             if n_outputs < 2:
                 raise ValueError("y_train: every label is 0; a classifier needs at least two classes (labels 0 and 1)")
+        _check_validation(run, X.shape[0])
         model = mlp.MLP([X.shape[1], *run["hidden"], n_outputs], seed=run["seed"], dtype=run["dtype"],
                         activation=run["activation"], output=last_layer)
         trainer = mlp.Trainer(model, _optimizer(run), backend=args.backend, batch_size=run["batch_size"],
@@ -324,6 +325,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     if plot is not None:  # drawn after every epoch, the last included
         print(f"curves drawn to {plot}")
     return 0
+
+
+def _check_validation(run: dict, n_samples: int) -> None:
+    """Refuse, before a run starts, a validation split that leaves no sample on one side and early stopping
+    without the validation loss it watches (mlp.Trainer.fit would, once the run's header is printed)."""
+    from .trainer import validation_count
+
+    if run["validation_split"]:
+        validation_count(n_samples, run["validation_split"], "--validation-split")
+    elif run["early_stopping"] is not None:
+        raise ValueError("--early-stopping: watches the validation loss; give --validation-split too "
+                         "(the fraction of the training set held out to compute it)")
 
 
 def _print_how_to_resume(trainer, output: str | None, resumed_from: str | None, start: int) -> None:
@@ -416,10 +429,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    for name in ("epochs", "batch_size"):
+    for name in ("epochs", "batch_size", "early_stopping"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')}: expected a positive integer, got {value}")
+            parser.error(f"{_flag(name)}: expected a positive integer, got {value}")
+    split = getattr(args, "validation_split", None)
+    if split is not None and not 0.0 <= split < 1.0:  # NaN included
+        parser.error(f"--validation-split: expected a fraction in [0, 1), got {split}")
     try:
         return args.func(args)
     except (ValueError, TypeError, OSError, RuntimeError, FloatingPointError, ImportError) as exc:

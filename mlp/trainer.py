@@ -49,6 +49,16 @@ from .progress import print_epoch, progress_bar, step_callback
 __all__ = ["Trainer", "TrainingDivergedError", "History", "EarlyStopping", "evaluate"]
 
 
+def validation_count(n_samples: int, fraction: float, name: str = "validation_split") -> int:
+    """How many of ``n_samples`` a ``validation_split`` of ``fraction`` (in (0, 1)) holds out; a split that
+    leaves no sample on either side is a ``ValueError`` naming ``name``."""
+    n_val = int(round(n_samples * fraction))
+    if n_val < 1 or n_val >= n_samples:
+        raise ValueError(f"{name}: {fraction} of {n_samples} samples leaves {n_val} for validation and "
+                         f"{n_samples - n_val} for training; both need at least one")
+    return n_val
+
+
 class TrainingDivergedError(FloatingPointError):
     """The training loss became NaN or infinite.
 
@@ -271,11 +281,7 @@ class Trainer:
                              "with. To train the checkpoint's model on new data, start a new run: "
                              "mlp.Trainer(mlp.load(path), optimizer)")
         if validation_data is None and validation_split:
-            n_val = int(round(n_given * validation_split))
-            if n_val < 1 or n_val >= n_given:
-                raise ValueError(f"validation_split: {validation_split} of {n_given} samples leaves "
-                                 f"{n_val} for validation and {n_given - n_val} for training; "
-                                 "both need at least one")
+            n_val = validation_count(n_given, validation_split)
             # a resumed run holds out the samples it drew at its start
             order = self._rng.permutation(n_given) if resume is None else resume.validation_order
             Xv, yv = Xh[order[:n_val]], yh[order[:n_val]]

@@ -47,6 +47,34 @@ def test_train_reports_bad_arguments_clearly(capsys):
     assert "--epochs: expected a positive integer, got 0" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("options, says", [
+    (["--validation-split", "1.5"], "--validation-split: expected a fraction in [0, 1), got 1.5"),
+    (["--validation-split", "-0.1"], "--validation-split: expected a fraction in [0, 1), got -0.1"),
+    (["--early-stopping", "0"], "--early-stopping: expected a positive integer, got 0"),
+])
+def test_training_options_out_of_range_are_refused_before_any_work(options, says, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--dataset", "quadrants", *options])
+    assert says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("options, says", [
+    (["--validation-split", "0.999"], "--validation-split: 0.999 of 200 samples leaves 200 for validation and 0 "
+                                      "for training; both need at least one"),
+    (["--validation-split", "0.001"], "--validation-split: 0.001 of 200 samples leaves 0 for validation"),
+    (["--early-stopping", "2"], "--early-stopping: watches the validation loss; give --validation-split too"),
+], ids=["all-held-out", "none-held-out", "early-stopping-without-validation"])
+def test_a_run_that_cannot_start_is_refused_before_its_header(tmp_path: Path, options, says, capsys):
+    # these were refused by Trainer.fit, after the run's header had been printed as if training began
+    data = tmp_path / "own.npz"
+    np.savez(data, **_own_arrays(n_train=200))
+    assert main(["train", "--data", str(data), "--layers", "4", "--epochs", "1", "--backend", "numpy",
+                 *options]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mlp train: error: ") and says in err, err
+    assert "training MLP" not in err
+
+
 @pytest.mark.parametrize("text", ["5,,3", "512,256,", ",512", " , "])
 def test_layers_with_an_empty_entry_are_refused(text, capsys):
     # "5,,3" trained a 5-3 network, the empty entry dropped without a word
