@@ -86,9 +86,8 @@ def check_features(X: Any, n_features: int, dtype: np.dtype, name: str = "X") ->
     if hasattr(X, "__cuda_array_interface__") and not isinstance(X, np.ndarray):
         raise TypeError(f"{name}: expected a host array here, got a device array ({type(X).__name__})")
     if hasattr(X, "nnz") and hasattr(X, "tocsr"):  # scipy.sparse (NumPy would see one object)
-        raise TypeError(f"{name}: expected a dense array here, got a scipy.sparse matrix of shape {tuple(X.shape)}; "
-                        "sparse X is taken by mlp.MLPClassifier/MLPRegressor (fit, predict, score) and by "
-                        f"mlp.MLP's predict and predict_proba ({name}.toarray() densifies it)")
+        raise TypeError(f"{name}: expected a dense array here, got a scipy.sparse matrix of shape {tuple(X.shape)} "
+                        f"({name}.toarray() densifies it)")
     arr = _real_array(X, name, "a real numeric array")
     if arr.ndim != 2:
         raise ValueError(f"{name}: expected a 2-D array of shape (n_samples, {n_features}), got {describe(arr)}")

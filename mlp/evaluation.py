@@ -7,10 +7,9 @@ from typing import Any, Union
 
 import numpy as np
 
-from ._validation import check_features
 from .backends import Backend
 from .backends.base import CLASSIFICATION_OUTPUTS, STATS_CORRECT, STATS_LOSS_SUM
-from .model import MLP, PREDICT_CHUNK, output_activation
+from .model import MLP, output_activation
 
 def has_accuracy(model: MLP) -> bool:
     """Whether ``model``'s output classifies (softmax, logistic), so that it has an accuracy."""
@@ -37,11 +36,11 @@ def evaluate(model: MLP, X: Any, y: Any, backend: Union[str, Backend, None] = No
         raise TypeError(f"model: expected an mlp.MLP, got {type(model).__name__}")
     if backend is not None:
         model.to(backend)
-    Xh = check_features(X, model.n_features, model.dtype, "X")
-    yh = model.check_targets(y, Xh.shape[0], "y")
     be = model.backend
-    outputs = None if has_accuracy(model) else np.empty((Xh.shape[0], model.n_outputs), dtype=model.dtype)
-    result = _evaluate_on_device(model, be.asarray(Xh, dtype=model.dtype), be.asarray(yh, dtype=yh.dtype), outputs)
+    Xd = model._as_input(X, "X")  # a sparse X stays sparse: evaluated chunk by chunk of its rows
+    yh = model.check_targets(y, Xd.shape[0], "y")
+    outputs = None if has_accuracy(model) else np.empty((Xd.shape[0], model.n_outputs), dtype=model.dtype)
+    result = _evaluate_on_device(model, Xd, be.asarray(yh, dtype=yh.dtype), outputs)
     result["r2"] = math.nan if outputs is None else r2_score(yh, outputs)
     return result
 
@@ -54,13 +53,11 @@ def _evaluate_on_device(model: MLP, Xd: Any, yd: Any, outputs: np.ndarray | None
     be = model.backend
     stats = be.new_stats()
     n = Xd.shape[0]
-    ws = model.new_workspace(min(n, PREDICT_CHUNK), training=False)  # this call's own: threads may share model
-    for start in range(0, n, PREDICT_CHUNK):
-        xb = Xd[start:start + PREDICT_CHUNK]
-        logits = model.forward(xb, ws.first_rows(xb.shape[0]))
-        model.loss_into(logits, yd[start:start + PREDICT_CHUNK], None, stats, 0)
+    for start, logits in model._logits_chunks(Xd):  # buffers of this call's own: threads may share model
+        stop = start + logits.shape[0]
+        model.loss_into(logits, yd[start:stop], None, stats, 0)
         if outputs is not None:
-            outputs[start:start + xb.shape[0]] = output_activation(be.to_numpy(logits), model.output)
+            outputs[start:stop] = output_activation(be.to_numpy(logits), model.output)
     totals = be.to_numpy(stats)
     accuracy = float(totals[STATS_CORRECT]) / n if has_accuracy(model) else math.nan
     return {"loss": float(totals[STATS_LOSS_SUM]) / n, "accuracy": accuracy}

@@ -61,21 +61,40 @@ def to_backend(backend: Backend, X: Any, dtype: Any) -> Any:
     return backend.asarray(X, dtype=dtype)
 
 
+def _check_shape(X: Any, n_features: int, name: str) -> None:
+    shape = tuple(X.shape)
+    if len(shape) != 2 or shape[0] == 0 or shape[1] != n_features:
+        raise ValueError(f"{name}: expected a sparse matrix of shape (n_samples >= 1, {n_features}) ({n_features} "
+                         f"features: the model's input size), got shape {shape}")
+
+
+def check_host(X: Any, n_features: int, dtype: Any, name: str = "X") -> Any:
+    """A ``scipy.sparse`` ``X`` checked as a dense one is (2-D, at least one row, ``n_features`` columns, real
+    finite values) and returned as a canonical SciPy CSR matrix of ``dtype`` on the host (:func:`as_matrix`):
+    rows can be selected from it and it can be hashed before it goes to a backend."""
+    _check_shape(X, n_features, name)
+    if np.dtype(X.dtype).kind not in "biuf":
+        raise TypeError(f"{name}: expected real values, got a sparse matrix of dtype {X.dtype}")
+    csr = as_matrix(X, dtype)
+    finite = np.isfinite(csr.data)
+    if not finite.all():
+        raise ValueError(f"{name}: expected finite values, got {finite.size - np.count_nonzero(finite)} NaN or "
+                         "infinite entries")
+    return csr
+
+
 def check_features(backend: Backend, X: Any, n_features: int, dtype: Any, name: str = "X") -> CSRMatrix:
     """A sparse ``X`` checked as a dense one is (2-D, at least one row, ``n_features`` columns, finite values)
     and placed on ``backend`` as a CSRMatrix of ``dtype``.  A CSRMatrix already on the backend (the library's
     own: the validation rows of a fit, every epoch) is checked for its shape and dtype only, as a device array
     is."""
-    shape = tuple(X.shape)
-    if len(shape) != 2 or shape[0] == 0 or shape[1] != n_features:
-        raise ValueError(f"{name}: expected a sparse matrix of shape (n_samples >= 1, {n_features}) ({n_features} "
-                         f"features: the model's input size), got shape {shape}")
+    _check_shape(X, n_features, name)
     if isinstance(X, CSRMatrix):
         if X.dtype != np.dtype(dtype) or not backend.is_array(X.data):
             raise ValueError(f"{name}: expected a CSRMatrix of the {backend.name!r} backend and dtype "
                              f"{np.dtype(dtype)}, got {X!r}")
         return X
-    return backend.csr_asarray(X, dtype)
+    return backend.csr_asarray(check_host(X, n_features, dtype, name), dtype)
 
 
 def row_batches(backend: Backend, X: CSRMatrix, chunk: int) -> Iterator[tuple[int, Any]]:

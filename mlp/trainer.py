@@ -28,6 +28,7 @@ from typing import Any, Callable, Union
 
 import numpy as np
 
+from . import sparse
 from ._files import refuse_folder
 from ._validation import check_features, check_int, check_real, describe
 from .fit_cache import data_digests
@@ -194,14 +195,18 @@ class Trainer:
         return self.loop
 
     # ----------------------------------------------------------------- data
-    def _check_xy(self, X: Any, y: Any, xname: str, yname: str) -> tuple[np.ndarray, np.ndarray]:
-        Xh = check_features(X, self.model.n_features, self.model.dtype, xname)
+    def _check_xy(self, X: Any, y: Any, xname: str, yname: str) -> tuple[Any, np.ndarray]:
+        """``(X, y)`` checked, on the host: X a NumPy array or, for a ``scipy.sparse`` X, a SciPy CSR matrix."""
+        if sparse.is_sparse(X):  # stays sparse down to each batch (see mlp.sparse)
+            Xh = sparse.check_host(X, self.model.n_features, self.model.dtype, xname)
+        else:
+            Xh = check_features(X, self.model.n_features, self.model.dtype, xname)
         yh = self.model.check_targets(y, Xh.shape[0], yname)
         return Xh, yh
 
-    def _to_device(self, Xh: np.ndarray, yh: np.ndarray) -> tuple[Any, Any]:
+    def _to_device(self, Xh: Any, yh: np.ndarray) -> tuple[Any, Any]:
         be = self.backend
-        return be.asarray(Xh, dtype=self.model.dtype), be.asarray(yh, dtype=yh.dtype)
+        return sparse.to_backend(be, Xh, self.model.dtype), be.asarray(yh, dtype=yh.dtype)
 
     # ------------------------------------------------------------------ fit
     @_float_errors_reported_by_trainer

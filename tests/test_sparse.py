@@ -189,22 +189,76 @@ def test_mlp_predicts_sparse_rows_chunk_by_chunk(monkeypatch):
         model.predict(model.backend.csr_asarray(X, np.float32))
 
 
-@pytest.mark.parametrize("call", ["Trainer.fit", "Trainer.evaluate", "mlp.evaluate", "validation_data"])
-def test_entry_points_that_take_dense_data_only_say_so_for_a_sparse_X(call):
-    # the message was "expected a real numeric array, got dtype object": nothing said that X was sparse
-    rng = np.random.RandomState(0)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("validation", [None, "split", "data"])
+def test_a_trainer_fits_and_evaluates_a_sparse_X_as_the_dense_one(dtype, validation):
+    # Trainer.fit, Trainer.evaluate and mlp.evaluate refused a sparse X ("expected a dense array here")
+    X, y = _digits()
+    X_val, y_val = X[150:], y[150:]
+    results = {}
+    for form in ("dense", "sparse"):
+        def data(a):
+            return sp.csr_matrix(a) if form == "sparse" else a
+
+        model = mlp.MLP([64, 16, 4], seed=0, dtype=dtype)
+        trainer = mlp.Trainer(model, mlp.optim.Adam(1e-2), backend="numpy", batch_size=32, seed=3)
+        kwargs = {"split": {"validation_split": 0.2}, "data": {"validation_data": (data(X_val), y_val)},
+                  None: {}}[validation]
+        history = trainer.fit(data(X[:150]), y[:150], epochs=4, verbose=0, **kwargs)
+        results[form] = (model.get_weights(), history, trainer.evaluate(data(X), y),
+                         mlp.evaluate(model, data(X), y), model.predict_proba(data(X)))
+    (w_d, h_d, e_d, m_d, p_d), (w_s, h_s, e_s, m_s, p_s) = results["dense"], results["sparse"]
+    tol = TOL[dtype]
+    for (W_d, b_d), (W_s, b_s) in zip(w_d, w_s):
+        scale = max(np.abs(W_d).max(), np.abs(b_d).max())
+        np.testing.assert_allclose(W_s, W_d, rtol=0, atol=tol * scale)
+        np.testing.assert_allclose(b_s, b_d, rtol=0, atol=tol * scale)
+    keys = ["loss", "accuracy"] + (["val_loss", "val_accuracy"] if validation else [])
+    for key in keys:
+        np.testing.assert_allclose(h_s[key], h_d[key], rtol=100 * tol, atol=100 * tol)
+    for figures_s, figures_d in ((e_s, e_d), (m_s, m_d)):
+        np.testing.assert_allclose(figures_s["loss"], figures_d["loss"], rtol=100 * tol)
+        assert figures_s["accuracy"] == figures_d["accuracy"]
+    np.testing.assert_allclose(p_s, p_d, rtol=0, atol=100 * tol)
+
+
+def test_a_trainer_checks_a_sparse_X_as_a_dense_one():
     X = sp.random(40, 6, density=0.3, format="csr", random_state=0, dtype=np.float32)
-    y = rng.randint(0, 3, 40)
+    y = np.random.RandomState(0).randint(0, 3, 40)
     model = mlp.MLP([6, 4, 3], seed=0)
     trainer = mlp.Trainer(model, mlp.optim.SGD(0.1), backend="numpy", batch_size=8)
-    run = {"Trainer.fit": lambda: trainer.fit(X, y, epochs=1, verbose=0),
-           "Trainer.evaluate": lambda: trainer.evaluate(X, y),
-           "mlp.evaluate": lambda: mlp.evaluate(model, X, y),
-           "validation_data": lambda: trainer.fit(X.toarray(), y, epochs=1, verbose=0, validation_data=(X, y))}[call]
-    name = "validation_data\\[0\\]" if call == "validation_data" else "X"
-    with pytest.raises(TypeError, match=rf"{name}: expected a dense array here, got a scipy.sparse matrix of shape "
-                                        r"\(40, 6\); .*MLPClassifier/MLPRegressor .*mlp.MLP's predict"):
-        run()
+    with pytest.raises(ValueError, match=r"X: expected a sparse matrix of shape \(n_samples >= 1, 7\)"):
+        mlp.Trainer(mlp.MLP([7, 4, 3]), mlp.optim.SGD(0.1), backend="numpy").fit(X, y, epochs=1, verbose=0)
+    bad = X.copy()
+    bad.data[3] = np.nan
+    with pytest.raises(ValueError, match=r"validation_data\[0\]: expected finite values, got 1 NaN or infinite"):
+        trainer.fit(X, y, epochs=1, verbose=0, validation_data=(bad, y))
+    with pytest.raises(ValueError, match=r"X: expected finite values"):
+        mlp.evaluate(model, bad, y)
+    with pytest.raises(ValueError, match=r"y: expected 40 labels \(one per sample of X\), got 39"):
+        trainer.fit(X, y[:39], epochs=1, verbose=0)
+
+
+def test_a_sparse_run_resumes_from_its_checkpoint_exactly(tmp_path):
+    X, y = _digits()
+    Xs = sp.csr_matrix(X)
+
+    def trainer():
+        return mlp.Trainer(mlp.MLP([64, 8, 4], seed=0, dtype=np.float64), mlp.optim.Adam(1e-2), backend="numpy",
+                           batch_size=32, seed=1)
+
+    whole = trainer()
+    whole.fit(Xs, y, epochs=4, verbose=0, validation_split=0.25)
+    first = trainer()
+    first.fit(Xs, y, epochs=2, verbose=0, validation_split=0.25, checkpoint=tmp_path / "run.npz")
+    resumed = mlp.Trainer.from_checkpoint(tmp_path / "run.npz", backend="numpy")
+    with pytest.raises(ValueError, match="the checkpoint's run trained on other data"):
+        resumed.fit(sp.csr_matrix(X[::-1]), y[::-1], epochs=4, verbose=0, validation_split=0.25)
+    resumed.fit(Xs, y, epochs=4, verbose=0, validation_split=0.25)
+    for (W, b), (W_r, b_r) in zip(whole.model.get_weights(), resumed.model.get_weights()):
+        np.testing.assert_array_equal(W_r, W)
+        np.testing.assert_array_equal(b_r, b)
+    assert resumed.history["val_loss"] == whole.history["val_loss"]
 
 
 def test_mlp_loss_and_gradients_of_sparse_rows_are_the_dense_ones():
@@ -219,7 +273,8 @@ def test_mlp_loss_and_gradients_of_sparse_rows_are_the_dense_ones():
         np.testing.assert_allclose(db, db_d, rtol=1e-12, atol=1e-15)
 
 
-def test_fitting_a_very_sparse_wide_X_never_allocates_it_dense():
+@pytest.mark.parametrize("api", ["estimator", "trainer"])
+def test_fitting_a_very_sparse_wide_X_never_allocates_it_dense(api):
     # 2,000 x 2,000,000 with 4,000 non-zeros: dense float32 it would take 16 GB.  The network's own buffers
     # (parameters, gradients, Adam's two moments, 2,000,000 x 2 each) take 4 x 16 MB; everything the fit
     # allocates stays far below one dense copy of X, or of a batch of its rows (200 x 2,000,000: 1.6 GB).
@@ -229,16 +284,22 @@ def test_fitting_a_very_sparse_wide_X_never_allocates_it_dense():
                        (np.repeat(np.arange(n), 2), rng.integers(0, features, 2 * n))), shape=(n, features))
     y = np.arange(n) % 2
     clf = MLPClassifier(hidden_layer_sizes=(2,), max_iter=1, random_state=0, backend="numpy", dtype="float32")
+    trainer = mlp.Trainer(mlp.MLP([features, 2, 2], seed=0), mlp.optim.Adam(1e-3), backend="numpy", batch_size=200)
     tracemalloc.start()
     try:
-        clf.fit(X, y)
-        clf.predict_proba(X[:300])
+        if api == "estimator":
+            clf.fit(X, y)
+            clf.predict_proba(X[:300])
+        else:  # with a validation split, and an evaluation after the fit
+            trainer.fit(X, y, epochs=1, validation_split=0.1, verbose=0)
+            mlp.evaluate(trainer.model, X[:300], y[:300])
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     dense_bytes = n * features * 4
     assert peak < dense_bytes / 20, f"peak {peak / 2**20:.0f} MiB, X dense {dense_bytes / 2**20:.0f} MiB"
-    assert clf.coefs_[0].shape == (features, 2) and np.isfinite(clf.coefs_[0]).all()
+    W = clf.coefs_[0] if api == "estimator" else trainer.model.get_weights()[0][0]
+    assert W.shape == (features, 2) and np.isfinite(W).all()
 
 
 def test_the_fingerprint_of_a_sparse_X_reads_its_non_zeros_only():
