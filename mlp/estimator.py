@@ -31,9 +31,11 @@ Deliberate differences, all documented on the classes:
   batch (on the CPU the first layer's products read the non-zeros; on a GPU each batch is densified
   on the device), never densified whole (see :mod:`mlp.sparse`);
 * the log-losses are computed from the logits (log-sum-exp, softplus)
-  instead of clipping probabilities at machine epsilon, which only changes
-  the reported loss of samples predicted wrong with a probability below
-  about 1e-16 (2e-7 in float32).
+  instead of clipping probabilities to ``[eps, 1 - eps]``: a sample whose true label gets a probability
+  below ``eps`` (2.2e-16 in float64, 1.2e-7 in float32) has a larger loss here.  The gradients are the
+  same, but ``loss_``, ``loss_curve_``, what reads them (the ``tol`` stopping rule,
+  ``learning_rate="adaptive"``) and ``lbfgs``'s line search can differ on inputs far from unit scale
+  (raw 0..255 pixels, say); see the README's scikit-learn section for measured cases.
 """
 
 from __future__ import annotations

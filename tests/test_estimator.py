@@ -169,6 +169,21 @@ def test_lbfgs_objective_is_scikit_learns(activation, problem):
     np.testing.assert_allclose(grad, grad_sk, rtol=1e-9, atol=1e-12)
 
 
+def test_unclipped_log_loss_far_from_unit_scale_changes_the_loss_not_the_weights():
+    # The README's account of the one deliberate difference: on pixels of 0..255 the first epochs hold
+    # samples whose true label gets a probability below eps, where scikit-learn clips; adam's weights are the
+    # same (the gradient is), the loss it reports is not.
+    X, y = load_digits(return_X_y=True)
+    X = X * (255 / 16)
+    params = dict(solver="adam", max_iter=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        theirs, ours = sk.MLPClassifier(**params).fit(X, y), MLPClassifier(backend="numpy", **params).fit(X, y)
+    for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    assert ours.loss_curve_[0] > 2 * theirs.loss_curve_[0]  # measured: 171.3 against 32.0 (first epoch)
+
+
 def test_lbfgs_fit_reaches_scikit_learns_solution():
     X, y = _digits(3, 120)
     params = dict(hidden_layer_sizes=(10,), solver="lbfgs", max_iter=40, random_state=0)
