@@ -62,6 +62,7 @@ from numba import cuda
 from numba.cuda.np.numpy_support import from_dtype
 from numba.cuda.types import float64, int64, void
 
+from . import _scalar
 from ._config import STATS_LOSS_SUM, check_float_dtype, device_function, kernel
 from ._launch import capped_blocks, ceil_div, configured, placeholder
 from .softmax import _batch_weight_sum, _block_sum, _flush_stats
@@ -85,6 +86,10 @@ def _logistic(z, t, one):
     return p - t, loss, (z > 0) == (t > 0.5)
 
 
+#: scikit-learn's binary log-loss of one element (the twin's ``_cpu_losses.clipped_logistic_loss``: one source)
+_clipped_logistic = device_function(_scalar.clipped_logistic_loss)
+
+
 @device_function
 def _squared(z, t):
     """``(z - t, (z - t)^2)`` of one element, in float64 (the row's 0.5 / C is applied once per row)."""
@@ -104,7 +109,9 @@ def _poisson(z, t):
 def loss_kernel(dtype: Any, loss: str, weighted: bool = False):
     """The kernel of ``loss`` (a key of :data:`LOSSES`) for ``dtype``, launched with ``block = (TX, TY)``.
 
-    Signature: ``(z, targets, weights, dz, stats, n, c, step, write_grad, inv_n)``.
+    Signature: ``(z, targets, weights, dz, stats, n, c, step, write_grad, inv_n, clip_eps)``: ``clip_eps`` > 0
+    computes each element's logistic loss as scikit-learn does (see :func:`logistic_cross_entropy`; the
+    regression losses ignore it).
     """
     if loss not in LOSSES:
         raise ValueError(f"loss: expected one of {sorted(LOSSES)}, got {loss!r}")
@@ -112,7 +119,7 @@ def loss_kernel(dtype: Any, loss: str, weighted: bool = False):
 
 
 @device_function
-def _loss_rows(z, targets, weights, dz, stats, n, c, step, write_grad, inv_n, kind, weighted, one):
+def _loss_rows(z, targets, weights, dz, stats, n, c, step, write_grad, inv_n, clip_eps, kind, weighted, one):
     """The body of a loss kernel: this block's rows of one batch (blocks stride over the rows, block
     ``blockIdx.x`` of ``gridDim.x``; ``block = (TX, TY)``), their gradient and statistics.
 
@@ -160,6 +167,8 @@ def _loss_rows(z, targets, weights, dz, stats, n, c, step, write_grad, inv_n, ki
                     g, elem, ok = _logistic(z[row, j], targets[row, j], one)
                     if not ok:
                         right = False
+                    if clip_eps > 0:
+                        elem = _clipped_logistic(z[row, j], targets[row, j], one, clip_eps)
                 elif kind == SQUARED_ERROR:
                     g, elem = _squared(z[row, j], targets[row, j])
                 else:
@@ -197,12 +206,12 @@ def _loss_kernel(dt: np.dtype, kind: int, weighted: bool):
     KIND = kind
     WEIGHTED = weighted
 
-    def row_losses(z, targets, weights, dz, stats, n, c, step, write_grad, inv_n):
-        _loss_rows(z, targets, weights, dz, stats, n, c, step, write_grad, inv_n, KIND, WEIGHTED, DT(1))
+    def row_losses(z, targets, weights, dz, stats, n, c, step, write_grad, inv_n, clip_eps):
+        _loss_rows(z, targets, weights, dz, stats, n, c, step, write_grad, inv_n, clip_eps, KIND, WEIGHTED, DT(1))
 
     nb = from_dtype(dt)
     signature = void(nb[:, ::1], nb[:, ::1], nb[::1], nb[:, ::1], float64[::1], int64, int64, float64, int64,
-                     float64)
+                     float64, float64)
     return kernel(signature, launch_bounds=THREADS)(row_losses)
 
 
@@ -250,7 +259,7 @@ def selectable_kernels(dtype: Any) -> dict:
     return picks
 
 
-def _launch(loss: str, z, targets, dz, stats, step: int, weights, stream) -> int:
+def _launch(loss: str, z, targets, dz, stats, step: int, weights, stream, clip_eps: float = 0.0) -> int:
     n, c = z.shape
     if n == 0:
         return 0
@@ -261,21 +270,25 @@ def _launch(loss: str, z, targets, dz, stats, step: int, weights, stream) -> int
     group, rows = row_block(c)
     blocks = capped_blocks(ceil_div(n, rows), BLOCKS_PER_SM)
     args = (z, targets, weights if weighted else placeholder(dt, 1), placeholder(dt, 2) if dz is None else dz,
-            stats, n, c, float(step), int(dz is not None), 1.0 / n)
+            stats, n, c, float(step), int(dz is not None), 1.0 / n, float(clip_eps))
     configured(loss_kernel(dt, loss, weighted), (blocks, 1, 1), (group, rows, 1), stream)(*args)
     return 1
 
 
-def logistic_cross_entropy(logits, targets, dlogits, stats, step: int = 0, weights=None, *, stream=0) -> int:
+def logistic_cross_entropy(logits, targets, dlogits, stats, step: int = 0, weights=None, *, clip_eps: float = 0.0,
+                           stream=0) -> int:
     """Sigmoid outputs and binary cross-entropy summed over the C columns (binary: C = 1; multilabel).
 
     twin: ``NumpyBackend._logistic_xent``.  logits, targets (in [0, 1]) and
     dlogits: (N, C) of one float dtype, dlogits None for statistics only;
     stats: float64 (``STATS_SIZE``,), gains the loss sum, the rows with every
     column right and the first non-finite step; weights: None or (N,) of
-    the dtype.  Returns the number of kernel launches (1).
+    the dtype; ``clip_eps`` > 0: each element's loss is scikit-learn's,
+    from its probability clipped to ``[eps, 1 - eps]`` (:func:`_clipped_logistic`;
+    the gradient is never clipped), 0: the exact loss from the logit.
+    Returns the number of kernel launches (1).
     """
-    return _launch("logistic", logits, targets, dlogits, stats, step, weights, stream)
+    return _launch("logistic", logits, targets, dlogits, stats, step, weights, stream, clip_eps)
 
 
 def squared_error(pred, targets, dpred, stats, step: int = 0, weights=None, *, stream=0) -> int:

@@ -137,10 +137,21 @@ def _output(e, inv_s, j, lab, label_ok, scale, xent):
 
 
 @device_function
-def _add_row(loss_sum, hits, bad, mx, s, x_lab, arg, lab, factor):
-    """A row's loss ``max + log(s) - x[label]`` (NaN when ``x_lab`` is) times ``factor``
-    (1, or ``N * w / S`` with weights), hit and non-finite flag added to a thread's running sums."""
-    loss = (np.float64(mx) + math.log(s) - x_lab) * factor
+def _add_row(loss_sum, hits, bad, mx, s, x_lab, arg, lab, factor, clip_eps):
+    """A row's loss ``max + log(s) - x[label]`` (NaN when ``x_lab`` is) times ``factor`` (1, or ``N * w / S``
+    with weights), hit and non-finite flag added to a thread's running sums.  With ``clip_eps`` > 0 the loss
+    is first held to scikit-learn's ``[-log(1 - eps), -log(eps)]`` (NaN stays NaN; the twin's
+    ``_cpu_losses.log_loss_bounds``), computed here, per row, from the kernel's parameter: bounds kept from
+    the kernel's start would hold two more registers through the row loop, and spill."""
+    loss = np.float64(mx) + math.log(s) - x_lab
+    if clip_eps > 0:
+        low = -math.log(1.0 - clip_eps)
+        high = -math.log(clip_eps)
+        if loss < low:
+            loss = low
+        elif loss > high:
+            loss = high
+    loss = loss * factor
     if arg == lab:
         hits += 1
     if not math.isfinite(loss):
@@ -215,13 +226,15 @@ def rows_small_kernel(dtype: Any, xent: bool, weighted: bool = False):
     """One thread per row (C <= 32); ``xent`` selects cross-entropy over probabilities,
     ``weighted`` (with ``xent``) per-sample weights.
 
-    Signature: ``(logits, labels, weights, out, stats, n, c, step, write_out, inv_n)``.
+    Signature: ``(logits, labels, weights, out, stats, n, c, step, write_out, inv_n, clip_eps)``: ``clip_eps``
+    > 0 bounds each row's loss (see :func:`softmax_cross_entropy`).
     """
     return _rows_small_kernel(check_float_dtype(dtype), bool(xent), bool(xent and weighted))
 
 
 @device_function
-def _rows_small(logits, labels, weights, out, stats, n, c, step, write_out, inv_n, xent, weighted, tile, vals):
+def _rows_small(logits, labels, weights, out, stats, n, c, step, write_out, inv_n, clip_eps, xent, weighted, tile,
+                vals):
     """The body of :func:`rows_small_kernel`, whose arguments it takes: this block's rows of one batch
     (blocks stride over the rows, block ``blockIdx.x`` of ``gridDim.x``; ``SMALL_ROWS`` threads).
 
@@ -300,7 +313,7 @@ def _rows_small(logits, labels, weights, out, stats, n, c, step, write_out, inv_
                 tile[rb + j] = e
                 s += e
             if xent:
-                loss_sum, hits, bad = _add_row(loss_sum, hits, bad, mx, s, x_lab, arg, lab, factor)
+                loss_sum, hits, bad = _add_row(loss_sum, hits, bad, mx, s, x_lab, arg, lab, factor, clip_eps)
             if write_out != 0:
                 inv_s = 1.0 / s
                 for j in range(c):
@@ -331,10 +344,11 @@ def _rows_small_kernel(dt: np.dtype, xent: bool, weighted: bool):
     XENT = xent
     WEIGHTED = weighted
 
-    def rows_small(logits, labels, weights, out, stats, n, c, step, write_out, inv_n):
+    def rows_small(logits, labels, weights, out, stats, n, c, step, write_out, inv_n, clip_eps):
         tile = cuda.shared.array(TILE, DT)
         vals = cuda.local.array(BATCH, DT)
-        _rows_small(logits, labels, weights, out, stats, n, c, step, write_out, inv_n, XENT, WEIGHTED, tile, vals)
+        _rows_small(logits, labels, weights, out, stats, n, c, step, write_out, inv_n, clip_eps, XENT, WEIGHTED,
+                    tile, vals)
 
     return kernel(_signature(dt), launch_bounds=SMALL_ROWS)(rows_small)
 
@@ -358,8 +372,8 @@ def rows_wide_kernel(dtype: Any, xent: bool, items: int, warp: bool = False, wei
 
 
 @device_function
-def _rows_wide(logits, labels, weights, out, stats, n, c, step, write_out, inv_n, xent, weighted, warp, items, zero,
-               red_m, xs):
+def _rows_wide(logits, labels, weights, out, stats, n, c, step, write_out, inv_n, clip_eps, xent, weighted, warp,
+               items, zero, red_m, xs):
     """The body of :func:`rows_wide_kernel`, whose arguments it takes: this block's rows of one batch
     (blocks stride over the rows, block ``blockIdx.x`` of ``gridDim.x``; ``block = (TX, TY)``).
 
@@ -458,7 +472,7 @@ def _rows_wide(logits, labels, weights, out, stats, n, c, step, write_out, inv_n
                 x_lab = np.float64(math.nan)
                 if label_ok:
                     x_lab = np.float64(logits[row, lab])
-                loss_sum, hits, bad = _add_row(loss_sum, hits, bad, mx, s, x_lab, arg, lab, factor)
+                loss_sum, hits, bad = _add_row(loss_sum, hits, bad, mx, s, x_lab, arg, lab, factor, clip_eps)
         if not warp:
             cuda.syncthreads()  # the reduction slots are reused by the next rows
 
@@ -474,11 +488,11 @@ def _rows_wide_kernel(dt: np.dtype, xent: bool, items: int, warp: bool, weighted
     WARP = warp
     WEIGHTED = weighted
 
-    def rows_wide(logits, labels, weights, out, stats, n, c, step, write_out, inv_n):
+    def rows_wide(logits, labels, weights, out, stats, n, c, step, write_out, inv_n, clip_eps):
         red_m = cuda.shared.array(WIDE_THREADS, DT)
         xs = cuda.local.array(ITEMS, DT)
-        _rows_wide(logits, labels, weights, out, stats, n, c, step, write_out, inv_n, XENT, WEIGHTED, WARP, ITEMS,
-                   DT(0), red_m, xs)
+        _rows_wide(logits, labels, weights, out, stats, n, c, step, write_out, inv_n, clip_eps, XENT, WEIGHTED, WARP,
+                   ITEMS, DT(0), red_m, xs)
 
     # 32 values per thread in registers: ask for room for two blocks per SM
     # (at most 128 registers) so that 16 rows' loads are in flight per SM.
@@ -488,7 +502,8 @@ def _rows_wide_kernel(dt: np.dtype, xent: bool, items: int, warp: bool, weighted
 
 def _signature(dt: np.dtype):
     nb = from_dtype(dt)
-    return void(nb[:, ::1], int64[::1], nb[::1], nb[:, ::1], float64[::1], int64, int64, float64, int64, float64)
+    return void(nb[:, ::1], int64[::1], nb[::1], nb[:, ::1], float64[::1], int64, int64, float64, int64, float64,
+                float64)
 
 
 def wide_block(c: int, dtype: Any = np.float32) -> tuple[int, int, int]:
@@ -561,7 +576,7 @@ def _placeholders(dt: np.dtype):
     return placeholder(dt, 2), placeholder(np.int64, 1), placeholder(dt, 1), placeholder(np.float64, 1)
 
 
-def _launch(xent: bool, logits, labels, weights, out, stats, step: int, stream) -> int:
+def _launch(xent: bool, logits, labels, weights, out, stats, step: int, stream, clip_eps: float = 0.0) -> int:
     n, c = logits.shape
     if n == 0 or (c == 0 and not xent):
         return 0
@@ -573,12 +588,13 @@ def _launch(xent: bool, logits, labels, weights, out, stats, step: int, stream) 
     spare_out, spare_labels, spare_weights, spare_stats = _placeholders(dt)
     args = (logits, spare_labels if labels is None else labels, weights if weighted else spare_weights,
             spare_out if out is None else out, spare_stats if stats is None else stats, n, c, float(step),
-            int(write_out), 1.0 / n)
+            int(write_out), 1.0 / n, float(clip_eps))
     configured(*_plan(xent, n, c, dt, weighted), stream)(*args)
     return 1
 
 
-def softmax_cross_entropy(logits, labels, dlogits, stats, step: int = 0, weights=None, *, stream=0) -> int:
+def softmax_cross_entropy(logits, labels, dlogits, stats, step: int = 0, weights=None, *, clip_eps: float = 0.0,
+                          stream=0) -> int:
     """Loss statistics into ``stats`` and, unless ``dlogits`` is None, the gradient.
 
     logits: (N, C) float32/float64, labels: (N,) int64, dlogits: (N, C) or
@@ -587,10 +603,13 @@ def softmax_cross_entropy(logits, labels, dlogits, stats, step: int = 0, weights
     non-finite loss (``STATS_FIRST_NONFINITE_STEP``).  A label outside
     ``[0, C)`` gives that row a NaN loss and a NaN gradient row.  weights:
     None or (N,) of the logits' dtype, per-sample weights (see the module
-    docstring; weights summing to 0 give NaN).  ``stream``: 0 or a Numba
-    stream.  Returns the number of kernel launches (1).
+    docstring; weights summing to 0 give NaN).  ``clip_eps`` > 0: each row's
+    loss held to ``[-log(1 - eps), -log(eps)]`` before it is weighted, as
+    scikit-learn's log-loss clips the probabilities to ``[eps, 1 - eps]``
+    (NaN stays NaN; the gradient is never bounded); 0 bounds nothing.
+    ``stream``: 0 or a Numba stream.  Returns the number of kernel launches (1).
     """
-    return _launch(True, logits, labels, weights, dlogits, stats, step, stream)
+    return _launch(True, logits, labels, weights, dlogits, stats, step, stream, clip_eps)
 
 
 def softmax(logits, out, *, stream=0) -> int:

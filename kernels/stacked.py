@@ -143,9 +143,9 @@ def loss_kernel(dtype: Any, mapping: int, kind: int = -1, weighted: bool = False
     ``items`` and ``warp`` as ``softmax.rows_wide_kernel``, or :data:`REAL` with ``kind``, a code of
     ``losses.LOSSES``) per model; launched with grid ``(row blocks, M)`` and the single-model block.
 
-    Signature: ``(z, targets, weights, dz, stats, rows, c, step, write_grad)``: z, dz (M, B, C); targets
-    (M, B) int64 labels (softmax) or (M, B, C); weights (M, B) (or a placeholder); stats (M, STATS_SIZE);
-    rows (M,) int64 (see the module docstring).
+    Signature: ``(z, targets, weights, dz, stats, rows, c, step, write_grad, clip_eps)``: z, dz (M, B, C);
+    targets (M, B) int64 labels (softmax) or (M, B, C); weights (M, B) (or a placeholder); stats
+    (M, STATS_SIZE); rows (M,) int64 (see the module docstring); ``clip_eps`` as :func:`loss`'s.
     """
     return _loss_kernel(check_float_dtype(dtype), int(mapping), int(kind), bool(weighted), int(items), bool(warp))
 
@@ -159,7 +159,7 @@ def _loss_kernel(dt: np.dtype, mapping: int, kind: int, weighted: bool, items: i
     WIDE = softmax.WIDE_THREADS
     SMALL, WIDE_ROWS = SOFTMAX_SMALL, SOFTMAX_WIDE
 
-    def stacked_loss(z, targets, weights, dz, stats, rows, c, step, write_grad):
+    def stacked_loss(z, targets, weights, dz, stats, rows, c, step, write_grad, clip_eps):
         model = cuda.blockIdx.y
         n = rows[model]
         if n < 0:
@@ -171,22 +171,22 @@ def _loss_kernel(dt: np.dtype, mapping: int, kind: int, weighted: bool, items: i
                 tile = cuda.shared.array(TILE, DT)
                 vals = cuda.local.array(BATCH, DT)
                 softmax._rows_small(z[model], targets[model], weights[w], dz[g], stats[model], n, c, step,
-                                    write_grad, 1.0 / n, True, WEIGHTED, tile, vals)
+                                    write_grad, 1.0 / n, clip_eps, True, WEIGHTED, tile, vals)
             elif MAPPING == WIDE_ROWS:
                 red_m = cuda.shared.array(WIDE, DT)
                 xs = cuda.local.array(ITEMS, DT)
                 softmax._rows_wide(z[model], targets[model], weights[w], dz[g], stats[model], n, c, step,
-                                   write_grad, 1.0 / n, True, WEIGHTED, WARP, ITEMS, DT(0), red_m, xs)
+                                   write_grad, 1.0 / n, clip_eps, True, WEIGHTED, WARP, ITEMS, DT(0), red_m, xs)
             else:
                 losses._loss_rows(z[model], targets[model], weights[w], dz[g], stats[model], n, c, step,
-                                  write_grad, 1.0 / n, KIND, WEIGHTED, DT(1))
+                                  write_grad, 1.0 / n, clip_eps, KIND, WEIGHTED, DT(1))
         if write_grad != 0:
             _zero_padding(dz[model], n)
 
     nb = from_dtype(dt)
     labels = int64[:, ::1] if mapping != REAL else nb[:, :, ::1]
     signature = void(nb[:, :, ::1], labels, nb[:, ::1], nb[:, :, ::1], float64[:, ::1], int64[::1], int64, float64,
-                     int64)
+                     int64, float64)
     if mapping == SOFTMAX_SMALL:
         bounds = softmax.SMALL_ROWS
     elif mapping == SOFTMAX_WIDE:  # as softmax's rows_wide
@@ -210,7 +210,8 @@ def _loss_plan(output: str, b: int, c: int, dt: np.dtype, weighted: bool):
     return loss_kernel(dt, REAL, losses.LOSSES[REAL_OUTPUTS[output]], weighted), blocks, (group, rows, 1)
 
 
-def loss(output: str, logits, targets, dlogits, stats, step: int, weights, rows, *, stream=0) -> int:
+def loss(output: str, logits, targets, dlogits, stats, step: int, weights, rows, *, clip_eps: float = 0.0,
+         stream=0) -> int:
     """The output layer's loss, statistics and gradient of every training model's batch.
 
     twin: ``NumpyBackend._loss_stacked``.  output: ``"softmax"`` (targets
@@ -220,8 +221,10 @@ def loss(output: str, logits, targets, dlogits, stats, step: int, weights, rows,
     (M, STATS_SIZE), model m's row accumulated as the single-model kernel
     accumulates; weights None or (M, B) of the dtype; rows (M,) int64 (device or
     host).  Model m's batch is its first ``rows[m]`` rows; its gradient
-    rows past them are zeroed; -1: stopped.  Returns
-    launches (1; 0 for an empty stack or batch).
+    rows past them are zeroed; -1: stopped.  ``clip_eps`` > 0:
+    scikit-learn's log-losses, as ``softmax.softmax_cross_entropy`` and
+    ``losses.logistic_cross_entropy`` take it (the regression losses
+    ignore it).  Returns launches (1; 0 for an empty stack or batch).
     """
     m, b, c = logits.shape
     if m == 0 or b == 0:
@@ -232,7 +235,7 @@ def loss(output: str, logits, targets, dlogits, stats, step: int, weights, rows,
     kern, blocks, block = _loss_plan(output, b, c, dt, weighted)
     rows = device_rows(rows, stream)
     args = (logits, targets, weights if weighted else placeholder(dt, 2), placeholder(dt, 3) if dlogits is None
-            else dlogits, stats, rows, c, float(step), int(dlogits is not None))
+            else dlogits, stats, rows, c, float(step), int(dlogits is not None), float(clip_eps))
     configured(kern, (blocks, m, 1), block, stream)(*args)
     return 1
 

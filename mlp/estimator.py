@@ -29,13 +29,12 @@ Deliberate differences, all documented on the classes:
 * two parameters of this package's own: ``backend`` and ``dtype``;
 * sparse ``X`` (CSR, or CSC converted once) stays sparse: it is trained on and predicted from batch by
   batch (on the CPU the first layer's products read the non-zeros; on a GPU each batch is densified
-  on the device), never densified whole (see :mod:`mlp.sparse`);
-* the log-losses are computed from the logits (log-sum-exp, softplus)
-  instead of clipping probabilities to ``[eps, 1 - eps]``: a sample whose true label gets a probability
-  below ``eps`` (2.2e-16 in float64, 1.2e-7 in float32) has a larger loss here.  The gradients are the
-  same, but ``loss_``, ``loss_curve_``, what reads them (the ``tol`` stopping rule,
-  ``learning_rate="adaptive"``) and ``lbfgs``'s line search can differ on inputs far from unit scale
-  (raw 0..255 pixels, say); see the README's scikit-learn section for measured cases.
+  on the device), never densified whole (see :mod:`mlp.sparse`).
+
+The log-losses reported (``loss_``, ``loss_curve_``, and what reads them: the ``tol`` rule,
+``learning_rate="adaptive"``, ``lbfgs``'s line search) are scikit-learn's, whose probabilities are
+clipped to ``[eps, 1 - eps]`` (the loss operations' ``clip``); the gradients are not clipped, in
+either.  ``mlp.Trainer`` reports the exact log-losses, from the logits.
 """
 
 from __future__ import annotations

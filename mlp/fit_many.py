@@ -316,7 +316,7 @@ def _train_stack(members: list[tuple[int, StochasticRun, np.ndarray]], X: Any, y
     loop = TrainingLoop(net, [run.optimizer for run in runs], backend, backend.asarray(X, dtype=net.dtype),
                         backend.asarray(first.targets_of(y)), first.batch_size, first.steps,
                         weighted=first.sw_train is not None, l2_penalty=any(run.est.alpha > 0 for run in runs),
-                        cuda_graphs=True, threads=threads)
+                        cuda_graphs=True, threads=threads, clip_loss=True)
     for (_, run, r) in members:  # each fit's rows of the one copy of the data the stack holds
         run.row_map = r[run.train_rows]
         run.validation_rows = None if run.val_rows is None else r[run.val_rows]

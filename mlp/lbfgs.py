@@ -62,7 +62,8 @@ class FullBatchObjective:
         self.set(theta)
         be._fill_stats(self.stats)
         logits = model.forward(self.X, self.workspace)
-        model.loss_into(logits, self.targets, self.workspace.dlogits[0], self.stats, 0, self.weights)
+        # scikit-learn's objective: its log-losses clip the probabilities (the gradient is not bounded)
+        model.loss_into(logits, self.targets, self.workspace.dlogits[0], self.stats, 0, self.weights, clip=True)
         model.backward(self.X, self.workspace)
         grad = np.asarray(be.to_numpy(model.grads), dtype=np.float64).copy()
         loss = float(be.to_numpy(self.stats)[STATS_LOSS_SUM]) / self.n

@@ -137,13 +137,17 @@ class TrainingLoop:
 
     A single network (``M = 1``) has the conveniences :meth:`set_order` and
     :meth:`for_model`.  On a host backend (``backend.stack_threads_help``),
-    ``threads`` > 1 steps ranges of the networks in threads.
+    ``threads`` > 1 steps ranges of the networks in threads.  ``clip_loss``: the
+    log-losses it reports are scikit-learn's, whose probabilities are clipped
+    (the estimators'; see :func:`mlp.backends.names.log_loss_eps`), the
+    gradients unchanged.
     """
 
     def __init__(self, net: Networks, optimizers: Sequence[Optimizer], backend: Backend, X: Any, targets: Any,
                  batch_size: int, steps: int | None = None, *, weighted: bool = False, l2_penalty: bool = False,
-                 cuda_graphs: bool = False, threads: int = 1) -> None:
+                 cuda_graphs: bool = False, threads: int = 1, clip_loss: bool = False) -> None:
         self.net, self.backend, self.X, self.targets = net, backend, X, targets
+        self.clip_loss = bool(clip_loss)  # scikit-learn's log-losses (names.log_loss_eps)
         be, M, dt = backend, net.M, net.dtype
         self.n_samples = n = int(X.shape[0])
         self.batch_size = B = max(1, min(int(batch_size), n))
@@ -191,11 +195,12 @@ class TrainingLoop:
 
     @classmethod
     def for_model(cls, model: Any, optimizer: Optimizer, backend: Backend, X: Any, y: Any, batch_size: int,
-                  cuda_graphs: bool = False, weights: Any = None, l2_penalty: bool = False) -> "TrainingLoop":
+                  cuda_graphs: bool = False, weights: Any = None, l2_penalty: bool = False,
+                  clip_loss: bool = False) -> "TrainingLoop":
         """The loop of one :class:`mlp.MLP` (already on ``backend``), its order 0..n-1 staged; ``weights``:
         per-sample weights (n,) as a host array, or None."""
         loop = cls(model.networks(with_grads=True), [optimizer], backend, X, y, batch_size, weighted=weights is not None,
-                   l2_penalty=l2_penalty, cuda_graphs=cuda_graphs)
+                   l2_penalty=l2_penalty, cuda_graphs=cuda_graphs, clip_loss=clip_loss)
         loop._host_weights = None if weights is None else np.asarray(weights)
         loop.model, loop.optimizer = model, optimizer
         loop.set_order(None)
@@ -309,7 +314,7 @@ class TrainingLoop:
             be._l2_penalty_stacked(v["params"], net.n_weights, v["penalty"], s, stats, rows)
         logits = net.forward(x, ws, rows, models)
         weights = None if self.sample_weights is None else self.sample_weights[s][models]
-        net.loss(logits, v["y"], ws.dlogits, stats, s, weights, rows)
+        net.loss(logits, v["y"], ws.dlogits, stats, s, weights, rows, self.clip_loss)
         net.backward(x, ws, rows, models)
         self.group.launch(v["params"], v["grads"], net.n_weights, s, rows, models)
 

@@ -307,12 +307,14 @@ class MLP:
                              f"got {float(bad):g}")
         return targets
 
-    def loss_into(self, logits: Any, targets: Any, dlogits: Any, stats: Any, step: int, weights: Any = None) -> None:
+    def loss_into(self, logits: Any, targets: Any, dlogits: Any, stats: Any, step: int, weights: Any = None,
+                  clip: bool = False) -> None:
         """The output layer's loss of a batch: accumulates into ``stats`` and writes the gradient with respect
         to ``logits`` into ``dlogits`` (None: statistics only).  Backend arrays, validated by the caller;
-        ``weights`` (n,) are per-sample weights or None (see the backend's loss operations)."""
+        ``weights`` (n,) are per-sample weights or None; ``clip``: scikit-learn's log-losses, whose
+        probabilities are clipped (see the backend's loss operations)."""
         self.networks().loss(_one(logits), _one(targets), None if dlogits is None else _one(dlogits), _one(stats),
-                             step, None if weights is None else _one(weights))
+                             step, None if weights is None else _one(weights), clip=clip)
 
     def loss_and_gradients(self, X: Any, y: Any) -> tuple[float, list[tuple[np.ndarray, np.ndarray]]]:
         """Mean loss of ``(X, y)`` (see :attr:`loss`) and its gradient per layer ``(dW, db)`` as host arrays.

@@ -140,9 +140,10 @@ class Networks:
         return parts
 
     def loss(self, logits: Any, targets: Any, dlogits: Any, stats: Any, step: int, weights: Any = None,
-             rows: Any = None) -> None:
+             rows: Any = None, clip: bool = False) -> None:
         """The output layer's loss of every model's batch: accumulated into ``stats`` (M, STATS_SIZE), its
         gradient with respect to the logits written into ``dlogits`` (None: statistics only).  ``targets``
         (M, B) int64 labels for a softmax, else (M, B, outputs); ``weights`` (M, B) per-sample weights or None;
-        ``step`` is recorded as the first non-finite step when a loss is not finite."""
-        self.backend._loss_stacked(self.output, logits, targets, dlogits, stats, step, weights, rows)
+        ``step`` is recorded as the first non-finite step when a loss is not finite; ``clip``: scikit-learn's
+        log-losses, whose probabilities are clipped (``names.log_loss_eps``), the gradient unchanged."""
+        self.backend._loss_stacked(self.output, logits, targets, dlogits, stats, step, weights, rows, clip)

@@ -262,7 +262,7 @@ class _BaseMLP(BaseEstimator):
         dev = backend.asarray
         loop = TrainingLoop.for_model(model, self._optimizer, backend, to_backend(backend, run.X_train, model.dtype),
                                       dev(run.targets), run.batch_size, cuda_graphs=backend.supports_graphs,
-                                      weights=run.sw_train, l2_penalty=self.alpha > 0)
+                                      weights=run.sw_train, l2_penalty=self.alpha > 0, clip_loss=True)
         X_val = None if run.X_val is None else to_backend(backend, run.X_val, model.dtype)
         try:
             train(loop, [run], validation_X=X_val, interrupt="warn")

@@ -105,8 +105,9 @@ def _record_kernels() -> None:
 
     if config.ON_SIMULATOR:
         raise SystemExit("compile_kernels.py: set NUMBA_ENABLE_CUDASIM=0 (the simulator has no compiler)")
-    # modules that hold no kernel (the compile-cache decorator, the scalars tables' columns) may come first
-    no_kernels = {"mlp.kernels._config", "mlp.kernels._compile_cache", "mlp.kernels.scalars"}
+    # modules that hold no kernel (the compile-cache decorator, the scalars tables' columns, the scalar
+    # arithmetic the CPU loops share with the kernels) may come first
+    no_kernels = {"mlp.kernels._config", "mlp.kernels._compile_cache", "mlp.kernels.scalars", "mlp.kernels._scalar"}
     already = sorted(m for m in sys.modules if m.startswith("mlp.kernels.") and m not in no_kernels)
     if already:
         raise SystemExit(f"compile_kernels.py: kernel modules imported before recording could start: {already}")

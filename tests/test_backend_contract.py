@@ -317,3 +317,33 @@ def test_csr_operations_give_the_dense_operations_results(be, rng, dtype, activa
         _, dW_ref, db_ref = NP_BACKEND.affine_backward(dy, dense[idx], W, y_ref, need_dx=False, activation=activation)
         np.testing.assert_allclose(be.to_numpy(dW), dW_ref, rtol=tol, atol=tol)
         np.testing.assert_allclose(be.to_numpy(db), db_ref, rtol=tol, atol=tol)
+
+
+# the simulator's NumPy scalars warn where a float32 exp overflows to inf (as it does, silently, on a GPU)
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+@pytest.mark.parametrize("dtype", [F32, np.float64])
+def test_clip_gives_scikit_learns_log_losses_and_the_same_gradient(be, dtype):
+    """``clip=True`` (the estimators'): a softmax row's loss, and each logistic output's, as scikit-learn's
+    clipped log-losses compute them, at logits where the clip acts; the gradient as without."""
+    pytest.importorskip("sklearn", reason="the reference losses are scikit-learn's")
+    from scipy.special import expit
+    from sklearn.neural_network._base import binary_log_loss, log_loss
+
+    rng = np.random.default_rng(3)
+    z = (rng.standard_normal((40, 3)) * 60).astype(dtype)
+    labels = rng.integers(0, 3, 40).astype(I64)
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    loss, grad = be.softmax_cross_entropy(_dev(be, z), _dev(be, labels), clip=True)
+    exact, grad_exact = be.softmax_cross_entropy(_dev(be, z), _dev(be, labels))
+    rtol = 1e-12 if dtype == np.float64 else 2e-6
+    assert loss == pytest.approx(log_loss(np.eye(3, dtype=dtype)[labels], p), rel=rtol)
+    assert exact > 1.5 * loss
+    np.testing.assert_array_equal(be.to_numpy(grad), be.to_numpy(grad_exact))
+    t = (rng.random((40, 2)) < 0.5).astype(dtype)
+    stats, stats_exact = be.new_stats(), be.new_stats()
+    be.logistic_cross_entropy_into(_dev(be, z[:, :2].copy()), _dev(be, t), None, stats, clip=True)
+    be.logistic_cross_entropy_into(_dev(be, z[:, :2].copy()), _dev(be, t), None, stats_exact)
+    got = be.to_numpy(stats)[0] / 40
+    assert got == pytest.approx(binary_log_loss(t, expit(z[:, :2])), rel=rtol)
+    assert be.to_numpy(stats_exact)[0] / 40 > 1.5 * got

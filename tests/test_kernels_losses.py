@@ -82,15 +82,15 @@ def _weights(rng, n, dtype):
     return w.astype(dtype)
 
 
-def _twin(loss, z, t, weights=None, step=0, grad=True, stats=None):
+def _twin(loss, z, t, weights=None, step=0, grad=True, stats=None, **options):
     dz = np.full_like(z, np.nan) if grad else None
     st = empty_stats() if stats is None else stats
-    TWINS[loss](z, t, dz, st, step, weights)
+    TWINS[loss](z, t, dz, st, step, weights, **options)
     return dz, st
 
 
 # ------------------------------------------------------------ the kernels
-def _kernel_run(loss, z, t, weights=None, step=0, grad=True, stats=None):
+def _kernel_run(loss, z, t, weights=None, step=0, grad=True, stats=None, **options):
     from numba import cuda
 
     from mlp.kernels import losses
@@ -100,7 +100,7 @@ def _kernel_run(loss, z, t, weights=None, step=0, grad=True, stats=None):
     dz = cuda.to_device(np.full_like(z, np.nan)) if grad else None
     st = cuda.to_device(empty_stats() if stats is None else stats)
     w = None if weights is None else cuda.to_device(weights)
-    assert launch(cuda.to_device(z), cuda.to_device(t), dz, st, step, w) == 1
+    assert launch(cuda.to_device(z), cuda.to_device(t), dz, st, step, w, **options) == 1
     return (dz.copy_to_host() if grad else None), st.copy_to_host()
 
 
@@ -224,7 +224,7 @@ SOFTMAX_CASES = [
 ]
 
 
-def _softmax_kernel_run(x, labels, weights, step=0, grad=True):
+def _softmax_kernel_run(x, labels, weights, step=0, grad=True, **options):
     from numba import cuda
 
     from mlp.kernels import softmax
@@ -232,13 +232,13 @@ def _softmax_kernel_run(x, labels, weights, step=0, grad=True):
     dl = cuda.to_device(np.full_like(x, np.nan)) if grad else None
     st = cuda.to_device(empty_stats())
     w = None if weights is None else cuda.to_device(weights)
-    assert softmax.softmax_cross_entropy(cuda.to_device(x), cuda.to_device(labels), dl, st, step, w) == 1
+    assert softmax.softmax_cross_entropy(cuda.to_device(x), cuda.to_device(labels), dl, st, step, w, **options) == 1
     return (dl.copy_to_host() if grad else None), st.copy_to_host()
 
 
-def _softmax_twin(x, labels, weights, step=0):
+def _softmax_twin(x, labels, weights, step=0, **options):
     dl, st = np.full_like(x, np.nan), empty_stats()
-    NP._softmax_xent(x, labels, dl, st, step, weights)
+    NP._softmax_xent(x, labels, dl, st, step, weights, **options)
     return dl, st
 
 
@@ -433,3 +433,68 @@ def test_twins_reproduce_scikit_learns_loss_and_output_delta(rng, loss, weighted
     expected = LOSS_FUNCTIONS[loss](y, out, w)
     assert st[STATS_LOSS_SUM] / n == pytest.approx(expected, rel=1e-12)
     np.testing.assert_allclose(dz, sw[:, None] * (out - y) / sw.sum(), rtol=1e-12, atol=1e-15)
+
+
+# ------------------------- scikit-learn's clipped log-losses (the estimators')
+def _extreme(rng, loss, n, c, dtype):
+    """Logits of 60 standard deviations, so that many probabilities fall below eps or above 1 - eps, with
+    targets (labels for a softmax) the loss takes."""
+    if loss == "softmax":
+        return (rng.standard_normal((n, c)) * 60).astype(dtype), rng.integers(0, c, n).astype(np.int64)
+    z, t = _inputs(rng, "logistic", n, c, dtype, scale=60.0)
+    return z, t
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("loss", ["log_loss", "binary_log_loss"])
+def test_clipped_twins_are_scikit_learns_log_losses_at_extreme_logits(rng, loss, weighted, dtype):
+    """With ``clip`` the batch loss is the one scikit-learn's ``_backprop`` computes (its probabilities
+    clipped to [eps, 1 - eps], in the data's dtype) wherever the logits are; the gradient is bit for bit the
+    unclipped one.  Without, the exact loss is far larger on these logits."""
+    from sklearn.neural_network._base import LOSS_FUNCTIONS, inplace_softmax
+
+    n, c = 53, 3
+    w = _weights(rng, n, dtype) if weighted else None
+    if loss == "log_loss":
+        z, labels = _extreme(rng, "softmax", n, c, dtype)
+        y, out = np.eye(c, dtype=dtype)[labels], z.copy()
+        inplace_softmax(out)
+        dz, st = _softmax_twin(z, labels, w, clip=True)
+        dz_exact, st_exact = _softmax_twin(z, labels, w)
+    else:
+        z, y = _extreme(rng, "logistic", n, c, dtype)
+        out = expit(z)
+        dz, st = _twin("logistic", z, y, w, clip=True)
+        dz_exact, st_exact = _twin("logistic", z, y, w)
+    assert out.dtype == dtype
+    expected = float(LOSS_FUNCTIONS[loss](y, out, w))
+    assert st[STATS_LOSS_SUM] / n == pytest.approx(expected, rel=1e-12 if dtype == F64 else 2e-6)
+    assert st_exact[STATS_LOSS_SUM] > 1.5 * st[STATS_LOSS_SUM]  # the clip acted on these logits
+    np.testing.assert_array_equal(dz, dz_exact)
+    assert st[STATS_CORRECT] == st_exact[STATS_CORRECT]
+
+
+@kernel_test
+# the simulator's NumPy scalars warn where a float32 exp overflows to inf (as it does, silently, on a GPU)
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("loss,c", [("softmax", 10), ("softmax", 40), ("logistic", 1), ("logistic", 33)])
+def test_clipped_loss_kernels_match_their_twins(rng, small_grids, loss, c, weighted, dtype):
+    n = 37
+    z, t = _extreme(rng, loss, n, c, dtype)
+    w = _weights(rng, n, dtype) if weighted else None
+    eps = float(np.finfo(dtype).eps)
+    if loss == "softmax":
+        dz_ref, st_ref = _softmax_twin(z, t, w, step=2, clip=True)
+        dz, st = _softmax_kernel_run(z, t, w, step=2, clip_eps=eps)
+        dz_exact, st_exact = _softmax_kernel_run(z, t, w, step=2)
+    else:
+        dz_ref, st_ref = _twin(loss, z, t, w, step=2, clip=True)
+        dz, st = _kernel_run(loss, z, t, w, step=2, clip_eps=eps)
+        dz_exact, st_exact = _kernel_run(loss, z, t, w, step=2)
+    np.testing.assert_allclose(dz, dz_ref, rtol=RTOL[dtype], atol=RTOL[dtype] / n)
+    np.testing.assert_array_equal(dz, dz_exact)  # the gradient is never clipped
+    _assert_stats_close(st, st_ref, RTOL[dtype])
+    assert st_exact[STATS_LOSS_SUM] > 1.5 * st[STATS_LOSS_SUM]

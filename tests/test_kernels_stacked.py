@@ -122,9 +122,9 @@ def test_fill_stacked_stats_empties_every_row_in_one_launch(cuda, small_grids, m
 
 
 # ---------------------------------------------------------------- losses
-def _loss_inputs(rng, output, m, b, c, counts, dtype, weighted):
+def _loss_inputs(rng, output, m, b, c, counts, dtype, weighted, scale=3.0):
     """Logits, targets and weights of a stack; everything past a model's rows is NaN (labels: out of range)."""
-    z = (rng.standard_normal((m, b, c)) * 3).astype(dtype)
+    z = (rng.standard_normal((m, b, c)) * scale).astype(dtype)
     if output == "softmax":
         t = rng.integers(0, c, (m, b)).astype(np.int64)
     elif output == "logistic":
@@ -152,17 +152,18 @@ def _loss_inputs(rng, output, m, b, c, counts, dtype, weighted):
     return z, t, w
 
 
-def _check_loss(cuda, rng, output, stack, c, dtype, weighted, grad=True, step=5):
+def _check_loss(cuda, rng, output, stack, c, dtype, weighted, grad=True, step=5, clip=False):
     m, b, counts, active = _stack(stack)
-    z, t, w = _loss_inputs(rng, output, m, b, c, counts, dtype, weighted)
+    # with clip, logits of 60 standard deviations: probabilities below eps and above 1 - eps abound
+    z, t, w = _loss_inputs(rng, output, m, b, c, counts, dtype, weighted, scale=60.0 if clip else 3.0)
     dz0 = np.full((m, b, c), np.nan, dtype) if grad else None
     st0 = _start_stats(m)
     host = [dz0 if dz0 is None else dz0.copy(), st0.copy()]
-    NP._loss_stacked(output, z, t, host[0], host[1], step, w, _rows(counts, active))
+    NP._loss_stacked(output, z, t, host[0], host[1], step, w, _rows(counts, active), clip)
     dev = [None if dz0 is None else cuda.asarray(dz0), cuda.asarray(st0)]
     before = cuda.launch_count
     cuda._loss_stacked(output, cuda.asarray(z), cuda.asarray(t), dev[0], dev[1], step,
-                       None if w is None else cuda.asarray(w), _rows(counts, active))
+                       None if w is None else cuda.asarray(w), _rows(counts, active), clip)
     assert cuda.launch_count - before == 1
     rtol = RTOL[dtype]
     st, st_ref = cuda.to_numpy(dev[1]), host[1]
@@ -182,6 +183,15 @@ def _check_loss(cuda, rng, output, stack, c, dtype, weighted, grad=True, step=5)
                                                                [False, True]))
 def test_loss_stacked_matches_its_twin(cuda, rng, small_grids, dtype, output, c, stack, weighted):
     _check_loss(cuda, rng, output, stack, c, dtype, weighted)
+
+
+# the simulator's NumPy scalars warn where a float32 exp overflows to inf (as it does, silently, on a GPU)
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+@pytest.mark.parametrize("dtype,output,c,stack,weighted", matrix([F32, F64], ["softmax", "logistic"], [1, 10, 40],
+                                                               sorted(STACKS), [False, True]))
+def test_clipped_loss_stacked_matches_its_twin(cuda, rng, small_grids, dtype, output, c, stack, weighted):
+    """scikit-learn's log-losses (the estimators' stacks), at logits where its clipping acts."""
+    _check_loss(cuda, rng, output, stack, c, dtype, weighted, clip=True)
 
 
 @pytest.mark.parametrize("output", OUTPUTS)

@@ -19,7 +19,7 @@ from numba import njit
 
 from mlp.kernels._compile_cache import jit_with_disk_cache
 
-from ._cpu_losses import add_stats, batch_scales
+from ._cpu_losses import add_stats, batch_scales, log_loss_bounds
 from .base import ACTIVATIONS
 
 _jit = jit_with_disk_cache(njit, nogil=True, error_model="numpy")
@@ -172,7 +172,7 @@ def row_exps(logits: np.ndarray, out: np.ndarray) -> None:
 
 
 @_inline
-def softmax_xent(logits, labels, exps, dlogits, write_grad, stats, step, weights, weighted):
+def softmax_xent(logits, labels, exps, dlogits, write_grad, stats, step, weights, weighted, clip_eps):
     """One pass per row: max and argmax, log-sum-exp, loss, gradient.
 
     ``exps``: ``exp(logits - row max)``, computed by the caller with NumPy's
@@ -181,10 +181,14 @@ def softmax_xent(logits, labels, exps, dlogits, write_grad, stats, step, weights
     ``dlogits`` itself.  Accumulates [sum of losses, correct count, first
     non-finite step] into stats.  With ``weighted``, row i's gradient is
     scaled by ``w[i] / S`` instead of ``1 / N`` and its loss by
-    ``N * w[i] / S`` (see ``_cpu_losses``).
+    ``N * w[i] / S`` (see ``_cpu_losses``).  With ``clip_eps`` > 0
+    (``names.log_loss_eps``) a row's loss is held to scikit-learn's bounds
+    (``_cpu_losses.log_loss_bounds``) before it is scaled (NaN stays NaN);
+    its gradient is not.
     """
     n, c = logits.shape
     grad_unit, loss_unit = batch_scales(weights, weighted, n)
+    low, high = log_loss_bounds(clip_eps)
     loss_sum = 0.0
     correct = 0
     bad = False
@@ -210,7 +214,12 @@ def softmax_xent(logits, labels, exps, dlogits, write_grad, stats, step, weights
         for j in range(c):
             s += exps[i, j]
         w = weights[i] if weighted else 1.0
-        loss = (mx + math.log(s) - z_lab) * (w * loss_unit)
+        raw = mx + math.log(s) - z_lab
+        if raw < low:
+            raw = low
+        elif raw > high:
+            raw = high
+        loss = raw * (w * loss_unit)
         loss_sum += loss
         if arg == lab:
             correct += 1

@@ -23,6 +23,7 @@ import math
 import numpy as np
 from numba import njit
 
+from mlp.kernels import _scalar
 from mlp.kernels._compile_cache import jit_with_disk_cache
 
 from .base import STATS_CORRECT, STATS_FIRST_NONFINITE_STEP, STATS_LOSS_SUM
@@ -78,6 +79,19 @@ def _logistic(z, t, one):
     return p - t, loss, (z > 0) == (t > 0.5)
 
 
+#: scikit-learn's binary log-loss of one element (``mlp.kernels._scalar``: the kernels compile the same source)
+clipped_logistic_loss = _inline(_scalar.clipped_logistic_loss)
+
+
+@_inline
+def log_loss_bounds(eps):
+    """``(low, high)`` of a softmax row's loss: scikit-learn's ``[-log(1 - eps), -log(eps)]`` for
+    ``eps`` > 0 (its probabilities clipped to ``[eps, 1 - eps]``), else unbounded."""
+    if eps > 0:
+        return -math.log(1.0 - eps), -math.log(eps)
+    return -math.inf, math.inf
+
+
 @_inline
 def _squared(z, t):
     """``(z - t, (z - t)^2)`` in float64; the row's ``0.5 / C`` is applied once per row."""
@@ -95,9 +109,11 @@ def _poisson(z, t):
 
 
 @_inline
-def output_loss(kind, z, targets, dz, write_grad, stats, step, weights, weighted):
+def output_loss(kind, z, targets, dz, write_grad, stats, step, weights, weighted, clip_eps):
     """One pass over the rows of ``z`` (N, C): the gradient ``w (out(z) - t) / S`` into ``dz`` (when
-    ``write_grad``) and the loss statistics, for the loss ``kind``.
+    ``write_grad``) and the loss statistics, for the loss ``kind``.  ``clip_eps`` > 0
+    (``names.log_loss_eps``): each logistic element's loss is scikit-learn's
+    (:func:`clipped_logistic_loss`), its gradient unchanged; the regression losses ignore it.
 
     Per row: logistic ``sum_j`` of :func:`_logistic`, the row a hit when
     every column is right; squared error ``0.5 * mean_j (z - t)^2``, its
@@ -122,6 +138,8 @@ def output_loss(kind, z, targets, dz, write_grad, stats, step, weights, weighted
                 d, elem, ok = _logistic(z[i, j], targets[i, j], one)
                 if not ok:
                     right = False
+                if clip_eps > 0:
+                    elem = clipped_logistic_loss(z[i, j], targets[i, j], one, clip_eps)
             elif kind == SQUARED_ERROR:
                 d, elem = _squared(z[i, j], targets[i, j])
             else:

@@ -56,20 +56,21 @@ def colsum(dy, db, rows):
 # kind (real targets): a loss code of _cpu_losses (LOGISTIC, SQUARED_ERROR, POISSON); softmax_loss takes
 # int64 labels.
 @_jit
-def loss(kind, logits, targets, dlogits, write_grad, stats, step, weights, weighted, rows):
+def loss(kind, logits, targets, dlogits, write_grad, stats, step, weights, weighted, clip_eps, rows):
     for m in range(logits.shape[0]):
         r = rows[m]
         if r < 0:
             continue
         dz = dlogits[m, :r] if write_grad else dlogits[0]
         w = weights[m, :r] if weighted else weights[0]
-        losses.output_loss(kind, logits[m, :r], targets[m, :r], dz, write_grad, stats[m], step, w, weighted)
+        losses.output_loss(kind, logits[m, :r], targets[m, :r], dz, write_grad, stats[m], step, w, weighted,
+                           clip_eps)
         if write_grad:
             dlogits[m, r:] = 0
 
 
 @_jit
-def softmax_loss(logits, labels, exps, dlogits, write_grad, stats, step, weights, weighted, rows):
+def softmax_loss(logits, labels, exps, dlogits, write_grad, stats, step, weights, weighted, clip_eps, rows):
     """exps: ``exp(logits - row max)`` (``_cpu_loops.row_exps``), as the single-model loop takes it."""
     for m in range(logits.shape[0]):
         r = rows[m]
@@ -77,7 +78,8 @@ def softmax_loss(logits, labels, exps, dlogits, write_grad, stats, step, weights
             continue
         dz = dlogits[m, :r] if write_grad else dlogits[0]
         w = weights[m, :r] if weighted else weights[0]
-        loops.softmax_xent(logits[m, :r], labels[m, :r], exps[m, :r], dz, write_grad, stats[m], step, w, weighted)
+        loops.softmax_xent(logits[m, :r], labels[m, :r], exps[m, :r], dz, write_grad, stats[m], step, w, weighted,
+                           clip_eps)
         if write_grad:
             dlogits[m, r:] = 0
 

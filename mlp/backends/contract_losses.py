@@ -49,7 +49,7 @@ class LossOps(ABC):
         return n, c
 
     def softmax_cross_entropy(
-        self, logits: Any, labels: Any, dlogits_out: Any = None, weights: Any = None
+        self, logits: Any, labels: Any, dlogits_out: Any = None, weights: Any = None, clip: bool = False
     ) -> tuple[float, Any]:
         """Mean softmax cross-entropy of a batch (weighted by ``weights`` when given) and its gradient.
 
@@ -62,11 +62,12 @@ class LossOps(ABC):
         if dlogits_out is None:
             dlogits_out = self.empty((n, c), logits.dtype)
         stats = self.new_stats()
-        self.softmax_cross_entropy_into(logits, labels, dlogits_out, stats, weights=weights)
+        self.softmax_cross_entropy_into(logits, labels, dlogits_out, stats, weights=weights, clip=clip)
         return float(self.to_numpy(stats)[0]) / n, dlogits_out
 
     def softmax_cross_entropy_into(
-        self, logits: Any, labels: Any, dlogits_out: Any, stats: Any, step: int = 0, weights: Any = None
+        self, logits: Any, labels: Any, dlogits_out: Any, stats: Any, step: int = 0, weights: Any = None,
+        clip: bool = False
     ) -> None:
         """One pass over each row: max, log-sum-exp, loss, gradient and argmax.
 
@@ -75,6 +76,10 @@ class LossOps(ABC):
         module docstring); ``step`` is recorded there if a loss is not finite.
         ``weights``: per-sample weights, (N,) of the logits' dtype, finite,
         >= 0, with a positive sum (see the losses section below).
+        ``clip``: each row's loss held to scikit-learn's bounds, whose log-loss
+        clips the probabilities to ``[eps, 1 - eps]``, so a row's loss lies in
+        ``[-log(1 - eps), -log(eps)]`` (:func:`~mlp.backends.names.log_loss_eps`);
+        the gradient is the same either way.
         Never synchronises (except to check ``labels`` and ``weights``).
         """
         n, c = self._check_xent(logits, labels)
@@ -82,11 +87,11 @@ class LossOps(ABC):
             check_out(dlogits_out, "dlogits_out", (n, c), logits.dtype)
         check_vector(stats, "stats", size=STATS_SIZE, dtype=np.float64)
         self._check_weights(weights, n, logits.dtype)
-        self._softmax_xent(logits, labels, dlogits_out, stats, int(step), weights)
+        self._softmax_xent(logits, labels, dlogits_out, stats, int(step), weights, bool(clip))
 
     @abstractmethod
     def _softmax_xent(self, logits: Any, labels: Any, dlogits: Any, stats: Any, step: int,
-                      weights: Any = None) -> None: ...
+                      weights: Any = None, clip: bool = False) -> None: ...
 
     # ------------------------------------------------------------------ losses
     # The output losses other than softmax, each fused with its gradient with
@@ -143,16 +148,17 @@ class LossOps(ABC):
         return n, c
 
     def _loss_into(self, op: Callable, z_name: str, z: Any, targets: Any, dz_out: Any, stats: Any, step: int,
-                   weights: Any, low: float = -math.inf, high: float = math.inf) -> None:
+                   weights: Any, low: float = -math.inf, high: float = math.inf, **options: Any) -> None:
         n, c = self._check_targets(z, z_name, targets, low, high)
         if dz_out is not None:
             check_out(dz_out, f"d{z_name}_out", (n, c), z.dtype)
         check_vector(stats, "stats", size=STATS_SIZE, dtype=np.float64)
         self._check_weights(weights, n, z.dtype)
-        op(z, targets, dz_out, stats, int(step), weights)
+        op(z, targets, dz_out, stats, int(step), weights, **options)
 
     def logistic_cross_entropy_into(
-        self, logits: Any, targets: Any, dlogits_out: Any, stats: Any, step: int = 0, weights: Any = None
+        self, logits: Any, targets: Any, dlogits_out: Any, stats: Any, step: int = 0, weights: Any = None,
+        clip: bool = False
     ) -> None:
         """Sigmoid outputs with binary cross-entropy summed over the C columns (binary: C = 1; multilabel).
 
@@ -160,17 +166,20 @@ class LossOps(ABC):
         (N, C), one float dtype.  Per row ``sum_j softplus(z_j) - t_j z_j``,
         computed stably as ``max(z, 0) - t z + log1p(exp(-|z|))``; gradient
         ``w (sigmoid(z) - t) / S``; a hit when every column is right.
-        Deliberate difference: scikit-learn clips the probabilities to
+        This loss keeps growing linearly in ``|z|``, as the gradient it is
+        the loss of does; scikit-learn clips the probabilities to
         ``[eps, 1 - eps]`` before its logarithm, so its loss stops growing
-        past ``|z|`` of about 36 (float64) or 16 (float32); this loss keeps
-        growing linearly, as the gradient it is the loss of does.
+        past ``|z|`` of about 36 (float64) or 16 (float32): ``clip`` computes
+        each element's loss as scikit-learn does, from its probability clipped
+        to ``[eps, 1 - eps]`` (:func:`~mlp.backends.names.log_loss_eps`), the
+        gradient unchanged.
         """
         self._loss_into(self._logistic_xent, "logits", logits, targets, dlogits_out, stats, step, weights,
-                        *TARGET_RANGES["logistic"])
+                        *TARGET_RANGES["logistic"], clip=bool(clip))
 
     @abstractmethod
     def _logistic_xent(self, logits: Any, targets: Any, dlogits: Any, stats: Any, step: int,
-                       weights: Any = None) -> None: ...
+                       weights: Any = None, clip: bool = False) -> None: ...
 
     def squared_error_into(
         self, pred: Any, targets: Any, dpred_out: Any, stats: Any, step: int = 0, weights: Any = None

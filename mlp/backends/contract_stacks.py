@@ -72,18 +72,17 @@ class StackedOps(ABC):
                                   None if dx is None else dx[m, :r], dW[m], db[m], act)
 
     def _loss_stacked(self, output: str, logits: Any, targets: Any, dlogits: Any, stats: Any, step: int,
-                      weights: Any, rows: Any) -> None:
+                      weights: Any, rows: Any, clip: bool = False) -> None:
         """The output layer's loss (``output`` as :data:`OUTPUTS`) of every training model's batch;
-        a padded row's gradient is zero."""
+        a padded row's gradient is zero.  ``clip``: scikit-learn's log-losses, whose probabilities are
+        clipped (see :meth:`softmax_cross_entropy_into`)."""
         op = {"softmax": self._softmax_xent, "logistic": self._logistic_xent, "identity": self._squared_error,
               "exp": self._poisson_loss}[output]
+        options = {"clip": clip} if clip else {}
         for m, r in _stack_rows(logits.shape[0], logits.shape[1], self._host_rows(rows)):
             dz = None if dlogits is None else dlogits[m, :r]
             w = None if weights is None else weights[m, :r]
-            if w is None:
-                op(logits[m, :r], targets[m, :r], dz, stats[m], step)
-            else:
-                op(logits[m, :r], targets[m, :r], dz, stats[m], step, w)
+            op(logits[m, :r], targets[m, :r], dz, stats[m], step, w, **options)
             if dlogits is not None and r < dlogits.shape[1]:
                 self._fill(dlogits[m, r:], 0)
 

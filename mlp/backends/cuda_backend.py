@@ -35,6 +35,7 @@ from mlp.kernels._config import ON_SIMULATOR, sm_count
 
 from . import _cuda_graph
 from .base import Backend, BackendStatus, CSRMatrix, StackedLayer, is_c_contiguous
+from .names import log_loss_eps
 
 # Element kinds the fill and conversion kernels handle; anything else (bool,
 # complex, ...) takes a round trip through host memory instead.
@@ -284,13 +285,15 @@ class CudaBackend(Backend):
     def _softmax(self, logits, out) -> None:
         self.launch_count += softmax.softmax(logits, out, stream=self.stream)
 
-    def _softmax_xent(self, logits, labels, dlogits, stats, step, weights=None) -> None:
+    def _softmax_xent(self, logits, labels, dlogits, stats, step, weights=None, clip=False) -> None:
         self.launch_count += softmax.softmax_cross_entropy(logits, labels, dlogits, stats, step, weights,
+                                                           clip_eps=log_loss_eps(logits.dtype, clip),
                                                            stream=self.stream)
 
     # ------------------------------------------------------------------ losses
-    def _logistic_xent(self, logits, targets, dlogits, stats, step, weights=None) -> None:
+    def _logistic_xent(self, logits, targets, dlogits, stats, step, weights=None, clip=False) -> None:
         self.launch_count += losses.logistic_cross_entropy(logits, targets, dlogits, stats, step, weights,
+                                                           clip_eps=log_loss_eps(logits.dtype, clip),
                                                            stream=self.stream)
 
     def _squared_error(self, pred, targets, dpred, stats, step, weights=None) -> None:
@@ -359,10 +362,10 @@ class CudaBackend(Backend):
         """``rows``, or (None) every model of ``params`` training (a host array, copied at the launch)."""
         return np.zeros(params.shape[0], dtype=np.int64) if rows is None else rows
 
-    def _loss_stacked(self, output, logits, targets, dlogits, stats, step, weights, rows) -> None:
+    def _loss_stacked(self, output, logits, targets, dlogits, stats, step, weights, rows, clip=False) -> None:
         rows = self._all_rows(logits) if rows is None else rows
         self.launch_count += stacked_kernels.loss(output, logits, targets, dlogits, stats, step, weights, rows,
-                                                  stream=self.stream)
+                                                  clip_eps=log_loss_eps(logits.dtype, clip), stream=self.stream)
 
     def _l2_penalty_stacked(self, params, n, scales, row, stats, rows) -> None:
         rows = self._every_model(params, rows)

@@ -36,6 +36,15 @@ TARGET_RANGES = {"softmax": (0.0, math.inf), "logistic": (0.0, 1.0), "identity":
                  "exp": (0.0, math.inf)}
 
 
+def log_loss_eps(dtype: Any, clip: bool) -> float:
+    """The ``clip_eps`` the log-loss operations take: with ``clip``, ``dtype``'s machine epsilon, so that
+    they compute scikit-learn's log-losses, which clip each probability to ``[eps, 1 - eps]`` (a softmax
+    row's loss then lies in ``[-log(1 - eps), -log(eps)]``; a logistic output's is computed from its
+    probability, as scikit-learn's is); without, 0: the exact losses, from the logits.  The gradients are
+    the same either way (scikit-learn's are not clipped)."""
+    return float(np.finfo(dtype).eps) if clip else 0.0
+
+
 # --------------------------------------------------------------- activations
 #: The activations of an affine layer, by name; the code the underscored
 #: operations (and ``mlp.kernels``) take is the name's index.

@@ -21,6 +21,7 @@ from . import _cpu_loops as loops
 from . import _cpu_sparse as sparse
 from . import _cpu_stacked as stacked
 from .base import Backend, CSRMatrix, StackedLayer
+from .names import log_loss_eps
 
 
 class NumpyBackend(Backend):
@@ -108,15 +109,15 @@ class NumpyBackend(Backend):
     def _softmax(self, logits, out) -> None:
         loops.softmax_rows(logits, out)
 
-    def _softmax_xent(self, logits, labels, dlogits, stats, step, weights=None) -> None:
+    def _softmax_xent(self, logits, labels, dlogits, stats, step, weights=None, clip=False) -> None:
         exps = self._scratch(logits.shape, logits.dtype) if dlogits is None else dlogits
         loops.row_exps(logits, exps)
         loops.softmax_xent(logits, labels, exps, *_grad_args(dlogits, logits), stats, step,
-                           *_weight_args(weights, logits))
+                           *_weight_args(weights, logits), log_loss_eps(logits.dtype, clip))
 
     # ------------------------------------------------------------------ losses
-    def _logistic_xent(self, logits, targets, dlogits, stats, step, weights=None) -> None:
-        _output_loss(losses.LOGISTIC, logits, targets, dlogits, stats, step, weights)
+    def _logistic_xent(self, logits, targets, dlogits, stats, step, weights=None, clip=False) -> None:
+        _output_loss(losses.LOGISTIC, logits, targets, dlogits, stats, step, weights, log_loss_eps(logits.dtype, clip))
 
     def _squared_error(self, pred, targets, dpred, stats, step, weights=None) -> None:
         _output_loss(losses.SQUARED_ERROR, pred, targets, dpred, stats, step, weights)
@@ -197,18 +198,19 @@ class NumpyBackend(Backend):
             if dx is not None:
                 np.matmul(dym[m, :r], W[m].T, out=dx[m, :r])
 
-    def _loss_stacked(self, output, logits, targets, dlogits, stats, step, weights, rows) -> None:
+    def _loss_stacked(self, output, logits, targets, dlogits, stats, step, weights, rows, clip=False) -> None:
         rows = _rows(logits, rows)
         # stand-ins with one (empty) model, so that the loop's [0] stays in bounds
         grad = (_absent(logits.dtype, 2)[None], False) if dlogits is None else (dlogits, True)
         w = (_absent(logits.dtype, 1)[None], False) if weights is None else (weights, True)
+        eps = log_loss_eps(logits.dtype, clip)
         if output == "softmax":
             # into scratch, not dlogits: a stopped model's gradient rows are not written
             exps = self._scratch(logits.shape, logits.dtype)
             loops.row_exps(logits, exps)
-            stacked.softmax_loss(logits, targets, exps, *grad, stats, step, *w, rows)
+            stacked.softmax_loss(logits, targets, exps, *grad, stats, step, *w, eps, rows)
         else:
-            stacked.loss(_REAL_LOSSES[output], logits, targets, *grad, stats, step, *w, rows)
+            stacked.loss(_REAL_LOSSES[output], logits, targets, *grad, stats, step, *w, eps, rows)
 
     def _l2_penalty_stacked(self, params, n, scales, row, stats, rows) -> None:
         stacked.l2_penalty(params, n, scales, row, stats, _rows(params, rows))
@@ -280,5 +282,5 @@ def _weight_args(weights: Any, z: np.ndarray) -> tuple[np.ndarray, bool]:
     return (_absent(z.dtype, 1), False) if weights is None else (weights, True)
 
 
-def _output_loss(kind: int, z, targets, dz, stats, step: int, weights) -> None:
-    losses.output_loss(kind, z, targets, *_grad_args(dz, z), stats, step, *_weight_args(weights, z))
+def _output_loss(kind: int, z, targets, dz, stats, step: int, weights, clip_eps: float = 0.0) -> None:
+    losses.output_loss(kind, z, targets, *_grad_args(dz, z), stats, step, *_weight_args(weights, z), clip_eps)
