@@ -19,6 +19,13 @@ and the fit on their own (``extra_info``: every round's, and their medians).
     scikit-learn's ``MLPClassifier`` (after one untimed run, as ``mlp-warm``:
     files read once are in the OS's cache for both).
 
+Every process may write Python's bytecode caches (``PYTHONDONTWRITEBYTECODE``
+is removed from its environment): an installed package has its ``.pyc``
+files (pip compiles them), so a process that compiled the library's sources
+on every import, as one under ``PYTHONDONTWRITEBYTECODE=1`` does for a source
+checkout, would time a cost no installed copy pays (about 0.2 s of ``mlp``'s
+import here; scikit-learn's files, in site-packages, were compiled at install).
+
 Targets (``bench/targets.py``): the warm process at most 1.5x scikit-learn's;
 the first fit with an empty cache at most 1.5 s.
 """
@@ -70,6 +77,7 @@ def run_script(library: str, cache_dir: str | None) -> dict[str, float]:
     if library not in ("mlp", "sklearn"):
         raise ValueError(f"library: expected 'mlp' or 'sklearn', got {library!r}")
     env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # bytecode caches, as an installed package has them
     if cache_dir is not None:
         env["NUMBA_CACHE_DIR"] = cache_dir
     done = subprocess.run([sys.executable, "-c", SCRIPT, library], cwd=REPO_ROOT, env=env, capture_output=True,

@@ -600,7 +600,9 @@ def _coldstart_section(df: pd.DataFrame) -> list[str]:
             f"then `MLPClassifier({first_row.get('params') or 'max_iter=20, random_state=0'}).fit(X, y)`. *process* is "
             "the median wall time of the whole process (interpreter start included), the others the median of the "
             "times the script measures. *Numba cache filled*: a private `NUMBA_CACHE_DIR` filled by one untimed "
-            "run before the rounds; *empty*: a new empty `NUMBA_CACHE_DIR` every round (everything compiles).", ""]
+            "run before the rounds; *empty*: a new empty `NUMBA_CACHE_DIR` every round (everything compiles). "
+            "Every process may write Python's bytecode caches (`PYTHONDONTWRITEBYTECODE` is not passed on), as an "
+            "installed package has its `.pyc` files.", ""]
 
 
 # ---------------------------------------------------------- fit epochs

@@ -753,6 +753,26 @@ def test_the_cold_start_script_reports_its_import_data_and_fit():
         bench_coldstart.run_script("torch", None)
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnknownMarkWarning")
+def test_the_cold_start_processes_may_write_bytecode(monkeypatch):
+    """An installed package has its .pyc files: a round never compiles the library's sources for want of them
+    (PYTHONDONTWRITEBYTECODE=1 in the caller's environment is not passed on)."""
+    import subprocess
+
+    from bench import bench_coldstart
+
+    seen: dict = {}
+
+    def fake_run(cmd, **kwargs):
+        seen.update(kwargs["env"])
+        return subprocess.CompletedProcess(cmd, 0, stdout='{"import": 1.0, "data": 0.1, "fit": 0.2}\n', stderr="")
+
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    monkeypatch.setattr(bench_coldstart.subprocess, "run", fake_run)
+    assert bench_coldstart.run_script("mlp", "/cache")["fit"] == 0.2
+    assert "PYTHONDONTWRITEBYTECODE" not in seen and seen["NUMBA_CACHE_DIR"] == "/cache"
+
+
 def _search_row(impl: str, seconds: float, group: str = "digits-float64", **extra) -> dict:
     return _bench(f"test_search[{impl}]", seconds, rounds=1, suite="search", op=extra.pop("op", "search"),
                   impl=impl, device="cpu", dtype="float64", group=group, candidates=24, folds=5, epochs=40,
