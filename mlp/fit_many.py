@@ -7,7 +7,9 @@ fits that share a network's shape train together as one stack (one
 running each fit's own :class:`~mlp.sklearn_run.StochasticRun`): one copy of
 the data on the device, each network with its own rows, seed,
 hyperparameters and stopping, each ending with the weights its own fit
-would have (bit for bit on the NumPy backend).  A fit fails on its own, as
+would have (bit for bit on the NumPy backend, where a stack runs every
+product on one BLAS thread: the fit on one BLAS thread, since a BLAS that
+splits a product among threads may round it otherwise).  A fit fails on its own, as
 it would alone.  Stacks that do not fit the memory budget are split (a
 :class:`StackSplitWarning` says so); stacks are dispatched through
 scikit-learn's ``Parallel`` (joblib: ``n_jobs``, a Dask cluster inside
@@ -94,7 +96,9 @@ def fit_many(estimators: Sequence[_BaseMLP], X: Any, y: Any, rows: Sequence[np.n
     ``joblib.parallel_backend("dask")`` they run on a Dask cluster.  ``progress`` shows a bar per stack over
     its models' epochs with the lowest training loss so far (default: on a terminal, without workers).
     On a host backend each worker steps ranges of a stack's models in threads: as many as the cores left to
-    it, or the environment variable ``MLP_STACK_THREADS`` (:func:`stack_threads`).
+    it, or the environment variable ``MLP_STACK_THREADS`` (:func:`stack_threads`), with every product on one
+    BLAS thread: a stacked fit ends as its own fit on one BLAS thread would (``threadpool_limits(1)``), whatever
+    the threads, blocks or ``n_jobs``; fits that train on their own (``lbfgs``, sparse X) run as their ``fit`` does.
     The workers apply the caller's warning filters and scikit-learn configuration.
     A sparse X (CSR, or converted to CSR once) is never densified: its fits train one at a time, shared out
     among the workers, with one :class:`SparseInputWarning`.
@@ -304,9 +308,12 @@ def _train_stack(members: list[tuple[int, StochasticRun, np.ndarray]], X: Any, y
 
     ``members`` are ``(index, run, rows)``: each fit's policy (see :meth:`mlp.MLPClassifier.start_stacked_fit`)
     and its rows of ``X``; a member whose fit raises (at the end of an epoch, or its weights non-finite at the
-    end) is frozen, and the exception is its outcome (``outcomes[index]``).  With ``threads`` > 1 on a host
-    backend, ranges of the models step in threads, each product on one BLAS thread (many small products gain
-    more from a core each than from two cores sharing each)."""
+    end) is frozen, and the exception is its outcome (``outcomes[index]``).  On a host backend every product
+    runs on one BLAS thread, and with ``threads`` > 1 ranges of the models step in threads (many small products
+    gain more from a core each than from two cores sharing each).  One BLAS thread always, not only with
+    threads: a BLAS that splits a product among its threads may round it otherwise in the last bit, so a
+    stack's networks end with the weights of their own fits on one BLAS thread whatever the stack's threads,
+    blocks or ``n_jobs``."""
     start = time.perf_counter()
     runs = [m[1] for m in members]
     first = runs[0]
@@ -332,7 +339,7 @@ def _train_stack(members: list[tuple[int, StochasticRun, np.ndarray]], X: Any, y
             bar.set_postfix_str(f"best loss {lowest[0]:.4g}", refresh=False)
 
     blas: Any = contextlib.nullcontext()
-    if len(loop.parts) > 1:
+    if backend.stack_threads_help:  # host: every product on one BLAS thread, however the models are shared out
         from threadpoolctl import threadpool_limits
 
         blas = threadpool_limits(limits=1, user_api="blas")

@@ -16,7 +16,9 @@ its own rows, seed, hyperparameters and stopping.  The search
 loop then finds each fit already made (same parameters, same data) and
 only scores it.  Each stacked model ends with the weights its own fit would
 have, so the results are those of scikit-learn's search over these
-estimators one fit at a time.  A search over a ``Pipeline`` ending in an
+estimators one fit at a time (on the NumPy backend: each fit on one BLAS
+thread, as a stack computes every product, whatever ``n_jobs``; see
+:func:`mlp.fit_many.fit_many`).  A search over a ``Pipeline`` ending in an
 mlp network fits the steps before the network once per fold (and setting of
 their parameters) and stacks the candidates that share that data.  Fits that
 train one at a time anyway (``lbfgs``, data that differs from what was

@@ -98,6 +98,46 @@ def test_every_model_of_a_stack_ends_as_its_own_fit(dtype, order, monkeypatch):
         np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
 
 
+def _blas_split_case():
+    """Regressions whose first-layer products (64 x 200 x 100, float64) are large enough for a BLAS on several
+    threads to split them among its threads, which rounds some entries otherwise than one thread does."""
+    X, _ = _digits(300)
+    y = X @ np.random.default_rng(5).normal(size=(64, 2))
+    est = MLPRegressor(hidden_layer_sizes=(100,), solver="sgd", batch_size=200, max_iter=2, random_state=3,
+                       backend="numpy")
+    return X, y, est
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_a_host_stack_runs_every_product_on_one_blas_thread(threads, monkeypatch):
+    """A stacked network ends with the weights of its own fit on one BLAS thread, whether the stack steps in one
+    thread or in several: the stack's results do not depend on its threads (or a search's n_jobs)."""
+    from threadpoolctl import threadpool_limits
+
+    monkeypatch.setenv("MLP_STACK_THREADS", threads)
+    X, y, est = _blas_split_case()
+    rows = [np.arange(200), np.arange(50, 250), np.arange(100, 300)]
+    stacked = fit_many([clone(est) for _ in rows], X, y, rows)
+    with threadpool_limits(limits=1, user_api="blas"):
+        single = [clone(est).fit(X[r], y[r]) for r in rows]
+    for a, b in zip(stacked, single):
+        _assert_same_models(a, b)
+
+
+def test_search_results_equal_scikit_learns_search_on_one_blas_thread():
+    """The scores are those of scikit-learn's search with each fit on one BLAS thread (as in the workers of its
+    search with n_jobs equal to the cores); these folds' scores differ in the last bit with two."""
+    from threadpoolctl import threadpool_limits
+
+    X, y, est = _blas_split_case()
+    grid, cv = {"alpha": [1e-4, 1e-1]}, KFold(3, shuffle=True, random_state=0)
+    ours = GridSearchCV(est, grid, cv=cv).fit(X, y)
+    with threadpool_limits(limits=1, user_api="blas"):
+        theirs = sk_ms.GridSearchCV(est, grid, cv=cv).fit(X, y)
+    for key in ("split0_test_score", "split1_test_score", "split2_test_score", "mean_test_score"):
+        np.testing.assert_array_equal(ours.cv_results_[key], theirs.cv_results_[key])
+
+
 def test_sample_weights_and_regression_in_a_stack():
     X, y = make_regression(n_samples=130, n_features=5, n_targets=2, random_state=0)
     y = y / y.std()
