@@ -30,6 +30,7 @@ import math
 import numbers
 import os
 import sys
+import threading
 import time
 import warnings
 from typing import Any, Sequence
@@ -301,6 +302,34 @@ def stack_shares(seconds: float, epochs: Sequence[int]) -> np.ndarray:
     return seconds * epochs / total
 
 
+_BLAS_LOCK = threading.Lock()
+_BLAS_HOLDERS = 0  # callers inside one_blas_thread
+_BLAS_LIMITER: Any = None  # threadpoolctl's limiter while they are
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """The process's BLAS on one thread while any caller is inside: callers in several threads (stacks trained
+    concurrently, say under joblib's threading backend) share one limit, applied by the first to enter and
+    lifted by the last to leave.  (A limit of each caller's own would be lifted by the first to leave, while the
+    others still multiply, and the last would leave the BLAS on the one thread it found.)"""
+    global _BLAS_HOLDERS, _BLAS_LIMITER
+    with _BLAS_LOCK:
+        if _BLAS_HOLDERS == 0:
+            from threadpoolctl import threadpool_limits
+
+            _BLAS_LIMITER = threadpool_limits(limits=1, user_api="blas")
+        _BLAS_HOLDERS += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS_HOLDERS -= 1
+            if _BLAS_HOLDERS == 0:
+                _BLAS_LIMITER.restore_original_limits()
+                _BLAS_LIMITER = None
+
+
 def _train_stack(members: list[tuple[int, StochasticRun, np.ndarray]], X: Any, y: Any, bar: Any,
                  threads: int, outcomes: list[Any], seconds: list[float]) -> float:
     """Train one stack to the end of every member's fit; returns the lowest training loss reached, and adds each
@@ -338,11 +367,8 @@ def _train_stack(members: list[tuple[int, StochasticRun, np.ndarray]], X: Any, y
             bar.update(len(trained))
             bar.set_postfix_str(f"best loss {lowest[0]:.4g}", refresh=False)
 
-    blas: Any = contextlib.nullcontext()
-    if backend.stack_threads_help:  # host: every product on one BLAS thread, however the models are shared out
-        from threadpoolctl import threadpool_limits
-
-        blas = threadpool_limits(limits=1, user_api="blas")
+    # host: every product on one BLAS thread, however the models are shared out
+    blas = one_blas_thread() if backend.stack_threads_help else contextlib.nullcontext()
     try:
         with blas:
             train(loop, runs, after_epoch=progress, interrupt="warn")

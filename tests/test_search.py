@@ -124,6 +124,53 @@ def test_a_host_stack_runs_every_product_on_one_blas_thread(threads, monkeypatch
         _assert_same_models(a, b)
 
 
+def test_stacks_trained_concurrently_share_one_blas_limit(monkeypatch):
+    """Two stacks in two threads (say a search under joblib's threading backend), the short one starting first and
+    ending while the long one trains: the BLAS stays on one thread until the last ends (each ends as its own fits
+    on one BLAS thread), then gets its threads back."""
+    import threading
+
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import mlp.fit_many
+
+    def blas_threads():
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    short_in, long_in = threading.Event(), threading.Event()
+    train = mlp.fit_many.train
+
+    def ordered(loop, runs, **kwargs):  # the short stack trains once the long one has started training
+        if runs[0].est.max_iter == 3:
+            short_in.set()
+            assert long_in.wait(60)
+        else:
+            long_in.set()
+        return train(loop, runs, **kwargs)
+
+    monkeypatch.setattr(mlp.fit_many, "train", ordered)
+    X, y, est = _blas_split_case()
+    rows = [np.arange(200), np.arange(50, 250), np.arange(100, 300)]
+    jobs = [clone(est).set_params(max_iter=it) for it in (3, 30)]
+    before = blas_threads()
+    stacked = [None, None]
+
+    def fit(i):
+        stacked[i] = fit_many([clone(jobs[i]) for _ in rows], X, y, rows)
+
+    threads = [threading.Thread(target=fit, args=(0,)), threading.Thread(target=fit, args=(1,))]
+    threads[0].start()
+    assert short_in.wait(60)
+    threads[1].start()
+    for t in threads:
+        t.join()
+    assert blas_threads() == before
+    with threadpool_limits(limits=1, user_api="blas"):
+        for job, fits in zip(jobs, stacked):
+            for a, r in zip(fits, rows):
+                _assert_same_models(a, clone(job).fit(X[r], y[r]))
+
+
 def test_search_results_equal_scikit_learns_search_on_one_blas_thread():
     """The scores are those of scikit-learn's search with each fit on one BLAS thread (as in the workers of its
     search with n_jobs equal to the cores); these folds' scores differ in the last bit with two."""
