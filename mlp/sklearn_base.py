@@ -244,6 +244,11 @@ class _BaseMLP(BaseEstimator):
             sample_weight = _check_sample_weight(sample_weight, X, dtype=dtype)
         if y.ndim == 1:
             y = y.reshape((-1, 1))
+        if not first_pass and y.shape[1] != self.coefs_[-1].shape[1]:
+            units = self.coefs_[-1].shape[1]
+            raise ValueError(f"y has {y.shape[1]} output column(s), but this {type(self).__name__} was fitted with "
+                             f"{units}: partial_fit and warm_start continue the fitted network (fit with "
+                             "warm_start=False to start a new one on these targets)")
         self.n_outputs_ = y.shape[1]
         layer_units = [X.shape[1]] + hidden + [self.n_outputs_]
         self._random_state = check_random_state(self.random_state)

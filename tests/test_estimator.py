@@ -143,6 +143,30 @@ def test_warm_start_continues_like_scikit_learn():
     _assert_same_fit(ours, theirs)
 
 
+@pytest.mark.parametrize("continued", ["partial_fit", "warm_start"])
+@pytest.mark.parametrize("first,then", [(1, 2), (2, 1), (2, 3)])
+def test_continuing_a_regressor_on_another_number_of_outputs_is_refused(first, then, continued):
+    """partial_fit and warm_start continue the fitted network: targets with another number of columns are refused,
+    naming both counts, and the model is left as it was.  (scikit-learn fails in a matrix product for more
+    columns, and trains every output on a 1-D y for fewer; here both went on without a word, the network keeping
+    its outputs while n_outputs_ changed.)"""
+    X, y = _regression()
+    Y = np.column_stack([y * (k + 1) for k in range(3)])
+    take = {1: y, 2: Y[:, :2], 3: Y}
+    est = MLPRegressor(hidden_layer_sizes=(5,), solver="adam", max_iter=2, random_state=0, backend="numpy",
+                       warm_start=continued == "warm_start")
+    step = est.partial_fit if continued == "partial_fit" else est.fit
+    step(X, take[first])
+    t_first = est.t_
+    before = [w.copy() for w in est.coefs_ + est.intercepts_]
+    with pytest.raises(ValueError, match=f"y has {then} output column.*fitted with {first}.*warm_start=False"):
+        step(X, take[then])
+    assert est.n_outputs_ == first
+    assert all(np.array_equal(a, b) for a, b in zip(est.coefs_ + est.intercepts_, before))
+    step(X, take[first][:, None] if first == 1 else take[first])  # the same count goes on, as a column too
+    assert est.t_ == 2 * t_first
+
+
 @pytest.mark.parametrize("scale", [0.3, 30.0])
 @pytest.mark.parametrize("activation", ["identity", "logistic", "tanh", "relu"])
 @pytest.mark.parametrize("problem", ["binary", "multiclass", "regression"])
