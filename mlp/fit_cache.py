@@ -70,6 +70,20 @@ def data_digests(X: Any, y: Any, sample_weight: Any) -> tuple:
     return digest(X), digest(y), digest(sample_weight)
 
 
+#: the attribute in which a stacked fit's outcome (its estimator, or the exception its fit raised) carries the fit's
+#: ``verbose`` lines until they are printed (:func:`print_output`): a stack's fits train side by side, and their
+#: lines printed as they came would interleave
+OUTPUT = "_mlp_verbose_output"
+
+
+def print_output(outcome: Any) -> None:
+    """Print (and drop) the ``verbose`` lines a stacked fit's outcome carries, as its own fit would have printed
+    them; nothing when it carries none."""
+    lines = vars(outcome).pop(OUTPUT, None) if hasattr(outcome, "__dict__") else None
+    if lines:
+        print("\n".join(lines))
+
+
 def adopt(est: Any, X: Any, y: Any, sample_weight: Any) -> bool:
     """Inside :func:`serving`, a fit that was already made (same parameters, same data) takes the next
     outcome recorded for it instead of training: the fitted state (True), or the exception that fit raised
@@ -83,6 +97,7 @@ def adopt(est: Any, X: Any, y: Any, sample_weight: Any) -> bool:
         return False
     outcome = queue.popleft()  # each outcome serves one fit: duplicates of a fit get their own draws
     table[_SERVED] += 1
+    print_output(outcome)  # where the loop's own fit would have printed them
     if isinstance(outcome, BaseException):
         raise outcome
     params = est.get_params(deep=False)

@@ -42,6 +42,7 @@ from sklearn.utils import _safe_indexing
 from sklearn.utils.parallel import Parallel, delayed  # joblib's, passing on scikit-learn's config and warning filters
 
 from .backends import get_backend
+from .fit_cache import OUTPUT, print_output
 from .loop import TrainingLoop
 from .network import Networks
 from .runner import train
@@ -122,6 +123,8 @@ def fit_many(estimators: Sequence[_BaseMLP], X: Any, y: Any, rows: Sequence[np.n
     rows = [_row_indices(r, n, f"rows[{i}]") for i, r in enumerate(rows)]
     outcomes = _fit_datasets(estimators, [(X, y, sample_weight)], [0] * len(estimators), rows, n_jobs, max_stack,
                              progress)
+    for outcome in outcomes:  # each stacked fit's verbose lines together, in the order of the fits
+        print_output(outcome)
     if not return_exceptions:
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
@@ -357,6 +360,8 @@ def _train_stack(members: list[tuple[int, StochasticRun, np.ndarray]], X: Any, y
         run.row_map = r[run.train_rows]
         run.validation_rows = None if run.val_rows is None else r[run.val_rows]
         run.isolated = True  # an error at the end of an epoch ends this fit alone
+        run.output = []  # its verbose lines, kept with its outcome (fit_cache.OUTPUT): printed as they came they
+        # would interleave with the other fits' lines
     lowest = [math.inf]
     epochs = np.zeros(len(runs), dtype=np.int64)  # epochs each member trained here
 
@@ -383,6 +388,9 @@ def _train_stack(members: list[tuple[int, StochasticRun, np.ndarray]], X: Any, y
             run.finish(final[m], backend)
         except Exception as exc:  # e.g. its weights became non-finite: its fit fails as its own would
             outcomes[index] = exc
+    for index, run, _ in members:
+        if run.output:
+            setattr(outcomes[index], OUTPUT, run.output)
     if bar is not None:  # the epochs the models that stopped early did not need
         bar.update(sum(max(0, run.est.max_iter - run.est.n_iter_) for run in runs))
     for (index, _, _), share in zip(members, stack_shares(time.perf_counter() - start, epochs)):

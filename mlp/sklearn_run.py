@@ -99,6 +99,9 @@ class StochasticRun(Policy):
         #: fit alone: it is kept in ``failure`` and the run is done (a stack's other fits go on)
         self.isolated = False
         self.failure: BaseException | None = None
+        #: the ``verbose`` lines of this fit: printed as they come (None), or kept here for the caller to print
+        #: (a stack's fits run side by side: printed as they come, their lines would interleave)
+        self.output: list[str] | None = None
         self.validation_rows = None if self.X_val is None else np.arange(self.X_val.shape[0], dtype=np.int64)
 
     def plan_epoch(self) -> EpochPlan:
@@ -155,7 +158,7 @@ class StochasticRun(Policy):
         est.t_ += self.n
         est.loss_curve_.append(est.loss_)
         if est.verbose:
-            print("Iteration %d, loss = %.8f" % (est.n_iter_, est.loss_))
+            self._say("Iteration %d, loss = %.8f" % (est.n_iter_, est.loss_))
         best = self._update_no_improvement_count(val_logits)
         self.improved |= best
         self._iteration_ends(est.t_)
@@ -181,7 +184,7 @@ class StochasticRun(Policy):
             score = self._validation_score(val_logits)
             est.validation_scores_.append(score)
             if est.verbose:
-                print("Validation score: %f" % score)
+                self._say("Validation score: %f" % score)
             if score < est.best_validation_score_ + est.tol:
                 est._no_improvement_count += 1
             else:
@@ -197,6 +200,13 @@ class StochasticRun(Policy):
         if est.loss_curve_[-1] < est.best_loss_:
             est.best_loss_ = est.loss_curve_[-1]
         return False
+
+    def _say(self, line: str) -> None:
+        """A ``verbose`` line, as scikit-learn prints it (see ``output``)."""
+        if self.output is None:
+            print(line)
+        else:
+            self.output.append(line)
 
     def _validation_score(self, val_logits: np.ndarray) -> float:
         est = self.est
@@ -217,15 +227,15 @@ class StochasticRun(Policy):
         est = self.est
         if est.solver != "sgd" or est.learning_rate != "adaptive":
             if est.verbose:
-                print(msg + " Stopping.")
+                self._say(msg + " Stopping.")
             return True
         if est._optimizer.lr <= 1e-6:
             if est.verbose:
-                print(msg + " Learning rate too small. Stopping.")
+                self._say(msg + " Learning rate too small. Stopping.")
             return True
         est._optimizer.lr /= 5.0
         if est.verbose:
-            print(msg + " Setting learning rate to %f" % est._optimizer.lr)
+            self._say(msg + " Setting learning rate to %f" % est._optimizer.lr)
         return False
 
     # ------------------------------------------------ the seam a stack uses

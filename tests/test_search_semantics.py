@@ -317,3 +317,37 @@ def test_a_search_over_workers_fails_the_fits_an_error_filter_fails_as_scikit_le
     assert np.isnan(theirs.cv_results_["mean_test_score"]).sum() == 1  # max_iter=2 warns
     _assert_same_results(ours, theirs)
     assert our_warnings == their_warnings and len(our_warnings) == 1
+
+
+@pytest.mark.parametrize("n_jobs", [None, 2])
+def test_verbose_fits_of_a_search_print_scikit_learns_lines_in_its_order(capsys, n_jobs):
+    """A stack's fits train side by side: each fit's ``verbose`` lines (epochs, validation scores, the stopping
+    message) come out together, where scikit-learn's search over the same estimators prints them."""
+    X, y = _digits(120)
+    est = MLPClassifier(hidden_layer_sizes=(6,), max_iter=6, early_stopping=True, n_iter_no_change=2,
+                        learning_rate_init=0.05, random_state=0, verbose=True, backend="numpy")
+    grid = {"alpha": [1e-4, 1e-1], "tol": [1e-4, 0.5]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        mlp.GridSearchCV(est, grid, cv=2, refit=False, n_jobs=n_jobs).fit(X, y)
+        ours = capsys.readouterr().out
+        sk_ms.GridSearchCV(est, grid, cv=2, refit=False).fit(X, y)
+        theirs = capsys.readouterr().out
+    assert "Validation score" in theirs and "Stopping." in theirs
+    assert ours == theirs
+
+
+def test_verbose_fits_of_fit_many_print_in_the_order_of_the_fits(capsys):
+    X, y = _digits(120)
+    jobs = [MLPClassifier(hidden_layer_sizes=(6,), max_iter=3, random_state=s, verbose=True, backend="numpy")
+            for s in range(3)]
+    rows = [np.arange(0, 100), np.arange(20, 120), np.arange(10, 110)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fit_many([clone(j) for j in jobs], X, y, rows)
+        ours = capsys.readouterr().out
+        for j, r in zip(jobs, rows):
+            clone(j).fit(X[r], y[r])
+        theirs = capsys.readouterr().out
+    assert ours.count("Iteration") == 9
+    assert ours == theirs
