@@ -117,6 +117,18 @@ def _flat(array: np.ndarray, name: str, n: int, dtype: np.dtype, why: str = "") 
     return _finite(array, dtype, name, "values")
 
 
+def _second_moments(array: np.ndarray, name: str, n: int, dtype: np.dtype) -> np.ndarray:
+    """A running average of squared gradients (Adam's ``exp_avg_sq``, RMSprop's ``square_avg``): ``n`` values
+    >= 0 of ``dtype``, +inf included (a float32 gradient whose square overflowed: a state the run goes on from)."""
+    if array.ndim != 1 or array.shape[0] != n or array.dtype.kind != "f":
+        raise ValueError(f"{name}: expected shape ({n},) of floating values, got {describe(array)}")
+    array = np.ascontiguousarray(array, dtype=dtype)
+    bad = np.count_nonzero(~(array >= 0))  # NaN compares False
+    if bad:
+        raise ValueError(f"{name}: expected values >= 0 (+inf included), got {bad} NaN or negative entries")
+    return array
+
+
 @dataclass(frozen=True)
 class ModelRecord:
     """The network a checkpoint's header describes, checked against its ``params`` array (nothing allocated)."""
@@ -289,7 +301,10 @@ def _optimizer_fields(record: Any, arrays: dict[str, np.ndarray], model: ModelRe
             if buffer not in optimizer._state_names:
                 raise ValueError(f"{key}: expected the buffers of {name} ({', '.join(optimizer._state_names)}), "
                                f"got {buffer!r}")
-            buffers[buffer] = _flat(array, key, model.n_params, model.dtype)
+            if buffer in optimizer._second_moments:
+                buffers[buffer] = _second_moments(array, key, model.n_params, model.dtype)
+            else:
+                buffers[buffer] = _flat(array, key, model.n_params, model.dtype)
     if steps:
         missing = [b for b in optimizer._state_names if optimizer._needs(b) and b not in buffers]
         if missing:

@@ -48,6 +48,9 @@ class Optimizer:
     rule: str = ""
     #: names of the state buffers, in the order the backend operation takes them
     _state_names: tuple[str, ...] = ()
+    #: the state buffers of running squared gradients (>= 0; +inf where a gradient's square overflowed, a state
+    #: a run reaches and goes on from: the weight it belongs to stops moving, as in torch.optim)
+    _second_moments: tuple[str, ...] = ()
 
     def __init__(self, lr: float, weight_decay: float = 0.0) -> None:
         self.lr = check_real(lr, "lr", minimum=0.0, min_inclusive=False)
@@ -347,6 +350,7 @@ class RMSprop(Optimizer):
 
     rule = "rmsprop"
     _state_names = ("square_avg", "momentum_buffer")
+    _second_moments = ("square_avg",)
 
     def __init__(self, lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8, momentum: float = 0.0,
                  weight_decay: float = 0.0) -> None:
@@ -376,6 +380,7 @@ class Adam(Optimizer):
 
     rule = "adam"
     _state_names = ("exp_avg", "exp_avg_sq")
+    _second_moments = ("exp_avg_sq",)
     _decoupled = False
 
     def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,

@@ -103,6 +103,37 @@ def test_a_resumed_run_ends_exactly_as_the_uninterrupted_one(data, tmp_path: Pat
     assert history.stopped_early == whole.history.stopped_early and history.best_epoch == whole.history.best_epoch
 
 
+def test_a_run_whose_second_moments_overflowed_resumes_exactly(tmp_path: Path):
+    """A float32 gradient whose square is beyond the float32 range makes Adam's ``exp_avg_sq`` +inf there (those
+    weights then stop moving, as in torch.optim) while the run goes on with finite weights and a falling loss:
+    its checkpoint resumes, and ends as the uninterrupted run does.  NaN or negative second moments are refused."""
+    rng = np.random.default_rng(4)
+    X, y = rng.normal(size=(120, 7)) * 10, rng.poisson(1.0, (120, 3)).astype(float)
+
+    def trainer():
+        return mlp.Trainer(mlp.MLP([7, 9, 6, 3], seed=39, activation="identity", output="exp"), optim.AdamW(lr=0.01),
+                           backend="numpy", batch_size=42, seed=90)
+
+    whole = trainer()
+    whole.fit(X, y, epochs=6, verbose=0)
+    first = trainer()
+    first.fit(X, y, epochs=3, verbose=0, checkpoint=tmp_path / "ck.npz")
+    assert np.isinf(first.optimizer.state_numpy()["exp_avg_sq"]).any()  # the case this test is about
+    resumed = mlp.Trainer.from_checkpoint(tmp_path / "ck.npz", backend="numpy")
+    resumed.fit(X, y, epochs=6, verbose=0)
+    np.testing.assert_array_equal(_flat(resumed.model), _flat(whole.model))
+    with np.load(tmp_path / "ck.npz") as archive:
+        arrays = dict(archive)
+    key = next(k for k in arrays if k.endswith("exp_avg_sq"))
+    for bad, what in ((np.nan, "NaN"), (-1.0, "negative")):
+        broken = dict(arrays)
+        broken[key] = arrays[key].copy()
+        broken[key][0] = bad
+        np.savez(tmp_path / "bad.npz", **broken)
+        with pytest.raises(ValueError, match=f"{key}: expected values >= 0.*1 NaN or negative"):
+            mlp.Trainer.from_checkpoint(tmp_path / "bad.npz", backend="numpy")
+
+
 def test_checkpoint_is_plain_arrays_and_json(data, tmp_path: Path):
     X, y = data
     ck = tmp_path / "run.npz"
