@@ -22,7 +22,8 @@ thread, as a stack computes every product, whatever ``n_jobs``; see
 mlp network fits the steps before the network once per fold (and setting of
 their parameters) and stacks the candidates that share that data.  Fits that
 train one at a time anyway (``lbfgs``, data that differs from what was
-stacked) say so in one :class:`StackingWarning`; the fits of a sparse X train
+stacked, an estimator that is neither an mlp network nor a Pipeline ending in
+one) say so in one :class:`StackingWarning`; the fits of a sparse X train
 one at a time, each batch by batch on the sparse rows, with one
 :class:`~mlp.fit_many.SparseInputWarning`.
 
@@ -96,6 +97,9 @@ class _StackedSearch:
     def _stacked_fit(self, sk_fit, X: Any, y: Any = None, **params: Any):
         final, prefix = _final_mlp(self.estimator)
         if final is None:
+            warnings.warn(f"{type(self).__name__}: the estimator ({type(self.estimator).__name__}) is neither an mlp "
+                          "network nor a Pipeline ending in one: its fits train one at a time, as in scikit-learn's "
+                          "search (only mlp.MLPClassifier/MLPRegressor fits stack)", StackingWarning, stacklevel=3)
             return sk_fit(X, y, **params)
         if prefix and set(params) - {"groups"}:
             warnings.warn(f"{type(self).__name__}: fit parameters {sorted(set(params) - {'groups'})} go to the "

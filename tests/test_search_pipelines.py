@@ -114,3 +114,26 @@ def test_fit_parameters_routed_to_pipeline_steps_fall_back_with_a_warning():
         search = mlp.GridSearchCV(_pipeline(), {"clf__alpha": [1e-4]}, cv=3)
         search.fit(X, y, clf__sample_weight=np.ones(len(y)))
     assert np.isfinite(search.best_score_)
+
+
+@pytest.mark.parametrize("case", ["meta-estimator", "pipeline ending in one", "no mlp network"])
+def test_an_estimator_the_search_cannot_stack_says_so(case):
+    """Only an mlp network, or a Pipeline ending in one, stacks: any other estimator's fits train one at a time as
+    in scikit-learn's search, with one StackingWarning naming the estimator (never silently), same results."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+
+    X, y = _digits(90)
+    net = MLPClassifier(hidden_layer_sizes=(4,), max_iter=3, random_state=0, backend="numpy")
+    estimator, grid, name = {
+        "meta-estimator": (OneVsRestClassifier(net), {"estimator__alpha": [1e-4, 1e-2]}, "OneVsRestClassifier"),
+        "pipeline ending in one": (Pipeline([("scale", StandardScaler()), ("ovr", OneVsRestClassifier(net))]),
+                                   {"ovr__estimator__alpha": [1e-4, 1e-2]}, "Pipeline"),
+        "no mlp network": (LogisticRegression(max_iter=200), {"C": [0.5, 1.0]}, "LogisticRegression"),
+    }[case]
+    with pytest.warns(StackingWarning, match=rf"the estimator \({name}\) is neither an mlp network nor a Pipeline "
+                                             r"ending in one: its fits train one at a time") as record:
+        ours = mlp.GridSearchCV(estimator, grid, cv=3).fit(X, y)
+    assert sum(issubclass(r.category, StackingWarning) for r in record) == 1
+    theirs = sk_ms.GridSearchCV(estimator, grid, cv=3).fit(X, y)
+    np.testing.assert_array_equal(ours.cv_results_["mean_test_score"], theirs.cv_results_["mean_test_score"])
