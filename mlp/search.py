@@ -99,7 +99,8 @@ class _StackedSearch:
         if final is None:
             warnings.warn(f"{type(self).__name__}: the estimator ({type(self.estimator).__name__}) is neither an mlp "
                           "network nor a Pipeline ending in one: its fits train one at a time, as in scikit-learn's "
-                          "search (only mlp.MLPClassifier/MLPRegressor fits stack)", StackingWarning, stacklevel=3)
+                          "search (the fits of an mlp.MLPClassifier/MLPRegressor, alone or ending a Pipeline, are "
+                          "what stacks across candidates and folds)", StackingWarning, stacklevel=3)
             return sk_fit(X, y, **params)
         if prefix and set(params) - {"groups"}:
             warnings.warn(f"{type(self).__name__}: fit parameters {sorted(set(params) - {'groups'})} go to the "
