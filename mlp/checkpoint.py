@@ -110,18 +110,14 @@ def _number(value: Any, field: str) -> float:
     return float(value)
 
 
-def _flat(array: np.ndarray, name: str, n: int, dtype: np.dtype, why: str = "") -> np.ndarray:
-    """``array`` as ``n`` finite values of ``dtype``, checked before anything of that size is allocated."""
+def _flat(array: np.ndarray, name: str, n: int, dtype: np.dtype, why: str = "", moments: bool = False) -> np.ndarray:
+    """``array`` as ``n`` finite values of ``dtype``, checked before anything of that size is allocated.  With
+    ``moments`` (a running average of squared gradients: Adam's ``exp_avg_sq``, RMSprop's ``square_avg``) values
+    >= 0, +inf included: a float32 gradient whose square overflowed leaves +inf, a state the run goes on from."""
     if array.ndim != 1 or array.shape[0] != n or array.dtype.kind != "f":
         raise ValueError(f"{name}: expected shape ({n},) of floating values{why}, got {describe(array)}")
-    return _finite(array, dtype, name, "values")
-
-
-def _second_moments(array: np.ndarray, name: str, n: int, dtype: np.dtype) -> np.ndarray:
-    """A running average of squared gradients (Adam's ``exp_avg_sq``, RMSprop's ``square_avg``): ``n`` values
-    >= 0 of ``dtype``, +inf included (a float32 gradient whose square overflowed: a state the run goes on from)."""
-    if array.ndim != 1 or array.shape[0] != n or array.dtype.kind != "f":
-        raise ValueError(f"{name}: expected shape ({n},) of floating values, got {describe(array)}")
+    if not moments:
+        return _finite(array, dtype, name, "values")
     array = np.ascontiguousarray(array, dtype=dtype)
     bad = np.count_nonzero(~(array >= 0))  # NaN compares False
     if bad:
@@ -301,10 +297,8 @@ def _optimizer_fields(record: Any, arrays: dict[str, np.ndarray], model: ModelRe
             if buffer not in optimizer._state_names:
                 raise ValueError(f"{key}: expected the buffers of {name} ({', '.join(optimizer._state_names)}), "
                                f"got {buffer!r}")
-            if buffer in optimizer._second_moments:
-                buffers[buffer] = _second_moments(array, key, model.n_params, model.dtype)
-            else:
-                buffers[buffer] = _flat(array, key, model.n_params, model.dtype)
+            buffers[buffer] = _flat(array, key, model.n_params, model.dtype,
+                                    moments=buffer in optimizer._second_moments)
     if steps:
         missing = [b for b in optimizer._state_names if optimizer._needs(b) and b not in buffers]
         if missing:
